@@ -1,0 +1,552 @@
+"""Pictures of tensors: sample grids, trajectory strips and GIFs, schedule plots, loss curves.
+
+Every function here is a pure function of its tensor arguments: it knows nothing of diffusion, models or
+training. Two kinds of input are understood:
+
+- images ``[N, C, H, W]`` with ``C`` in ``{1, 3}`` on a known ``value_range`` (the data scale, ``(-1, 1)``
+  by default), drawn pixel for pixel with Pillow;
+- points ``[N, 2]`` (2-D toy data), drawn as a matplotlib scatter plot.
+
+Files are written atomically (a temporary file in the same folder, then ``os.replace``), so a killed run
+never leaves a half-written picture; parent folders are created. matplotlib is imported lazily and used
+through its object API (``matplotlib.figure.Figure``, which renders with Agg), so ``import genmodels.viz``
+is cheap and no global pyplot backend or state is touched.
+
+Notation: ``N`` images, ``C`` channels, ``H x W`` pixels, ``K`` time points (frames), ``n`` images per
+time point, ``T`` schedule steps.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
+    from PIL import Image as PILImage
+
+__all__ = [
+    "to_uint8",
+    "make_grid",
+    "save_grid",
+    "save_strip",
+    "save_gif",
+    "save_schedule_plot",
+    "save_loss_curve",
+]
+
+PathLike = str | os.PathLike[str]
+ValueRange = tuple[float, float]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Tensor helpers
+# ----------------------------------------------------------------------------------------------------
+
+
+def _check_value_range(value_range: Sequence[float]) -> tuple[float, float]:
+    if len(value_range) != 2:
+        raise ValueError(f"value_range must be (low, high), got {value_range!r}")
+    lo, hi = float(value_range[0]), float(value_range[1])
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
+        raise ValueError(f"value_range must be finite with low < high, got {value_range!r}")
+    return lo, hi
+
+
+def to_uint8(x: Tensor, value_range: ValueRange = (-1.0, 1.0)) -> Tensor:
+    """Map values on ``value_range`` to bytes: ``low -> 0``, ``high -> 255``.
+
+    Args:
+        x: tensor of any shape and real dtype, on ``value_range`` (values outside are clamped). Any device;
+            gradients are not tracked. NaN is drawn as ``low`` (black), so a diverged sample shows up as a
+            dark tile instead of an error in the middle of a run.
+        value_range: ``(low, high)`` of the data scale, e.g. ``(-1, 1)`` for model samples or
+            ``(0, 255)`` for raw pixels.
+
+    Returns:
+        CPU ``torch.uint8`` tensor of the same shape: ``round((clamp(x) - low) / (high - low) * 255)``.
+
+    Raises:
+        ValueError: if ``value_range`` is not two finite numbers with ``low < high``.
+    """
+    lo, hi = _check_value_range(value_range)
+    x = torch.as_tensor(x).detach().to(device="cpu", dtype=torch.float64)
+    x = torch.nan_to_num(x, nan=lo).clamp(lo, hi)
+    return torch.round((x - lo) / (hi - lo) * 255.0).to(torch.uint8)
+
+
+def _check_images(x: Tensor, what: str = "x") -> Tensor:
+    x = torch.as_tensor(x)
+    if x.dim() != 4 or x.shape[1] not in (1, 3) or x.shape[0] == 0:
+        raise ValueError(
+            f"{what} must be images [N, C, H, W] with N >= 1 and C in {{1, 3}}, got shape {tuple(x.shape)}"
+        )
+    return x
+
+
+def _is_points(x: Tensor) -> bool:
+    return x.dim() == 2 and x.shape[1] == 2
+
+
+def _check_int(name: str, value: int, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _upscale(img: Tensor, scale: int) -> Tensor:
+    """Nearest-neighbour upscaling of ``img [C, H, W]`` by an integer factor -> ``[C, H*scale, W*scale]``."""
+    if scale == 1:
+        return img
+    return img.repeat_interleave(scale, dim=1).repeat_interleave(scale, dim=2)
+
+
+def make_grid(
+    x: Tensor,
+    nrow: int | None = None,
+    padding: int = 2,
+    value_range: ValueRange = (-1.0, 1.0),
+    *,
+    pad_value: int = 0,
+) -> Tensor:
+    """Tile a batch of images into one picture.
+
+    Images are laid out row by row, ``nrow`` per row, with ``padding`` pixels of ``pad_value`` around and
+    between tiles (the torchvision convention): the result is
+    ``[C, rows * (H + padding) + padding, nrow * (W + padding) + padding]`` with ``rows = ceil(N / nrow)``.
+    Image ``i`` has its top-left pixel at
+    ``(padding + (i // nrow) * (H + padding), padding + (i % nrow) * (W + padding))``; unused cells of the
+    last row are left at ``pad_value``.
+
+    Args:
+        x: images ``[N, C, H, W]``, ``C`` in ``{1, 3}``, on ``value_range`` (clamped; see :func:`to_uint8`).
+        nrow: images per row (columns); default ``ceil(sqrt(N))``. Capped at ``N``.
+        padding: pixels between and around tiles, ``>= 0``.
+        value_range: ``(low, high)`` mapped to ``(0, 255)``.
+        pad_value: byte value ``0..255`` of the padding (0 = black).
+
+    Returns:
+        CPU ``torch.uint8`` tensor ``[C, H', W']``.
+
+    Raises:
+        ValueError: for any other shape of ``x``, ``nrow < 1``, ``padding < 0``, a ``pad_value`` outside
+            ``0..255`` or a bad ``value_range``.
+    """
+    x = _check_images(x)
+    n, c, h, w = x.shape
+    if nrow is None:
+        nrow = math.ceil(math.sqrt(n))
+    nrow = min(_check_int("nrow", nrow, 1), n)
+    padding = _check_int("padding", padding, 0)
+    pad_value = _check_int("pad_value", pad_value, 0)
+    if pad_value > 255:
+        raise ValueError(f"pad_value must be in 0..255, got {pad_value}")
+    tiles = to_uint8(x, value_range)  # [N, C, H, W] uint8
+    rows = math.ceil(n / nrow)
+    grid = torch.full(
+        (c, rows * (h + padding) + padding, nrow * (w + padding) + padding), pad_value, dtype=torch.uint8
+    )
+    for i in range(n):
+        top = padding + (i // nrow) * (h + padding)
+        left = padding + (i % nrow) * (w + padding)
+        grid[:, top : top + h, left : left + w] = tiles[i]
+    return grid
+
+
+def _to_pil(img: Tensor) -> PILImage.Image:
+    """``[C, H, W]`` uint8 with ``C`` in {1, 3} -> a Pillow image in mode ``L`` or ``RGB``."""
+    from PIL import Image
+
+    arr = img.permute(1, 2, 0).contiguous().numpy()  # [H, W, C]
+    if arr.shape[2] == 1:
+        return Image.fromarray(arr[:, :, 0])  # uint8 [H, W] -> mode L
+    return Image.fromarray(arr)  # uint8 [H, W, 3] -> mode RGB
+
+
+# ----------------------------------------------------------------------------------------------------
+# Atomic file writing
+# ----------------------------------------------------------------------------------------------------
+
+
+def _write_atomic(path: PathLike, write: Callable[[IO[bytes]], None]) -> Path:
+    """Create parent folders, let ``write`` fill a temporary file next to ``path``, then rename it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "xb") as f:  # honours the umask, unlike mkstemp's 0600
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _save_pil(image: PILImage.Image, path: PathLike, **kw) -> Path:
+    return _write_atomic(path, lambda f: image.save(f, **kw))
+
+
+def _save_figure(fig: Figure, path: PathLike, dpi: int = 100) -> Path:
+    return _write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    from matplotlib.figure import Figure  # lazy: matplotlib is slow to import; Figure renders with Agg
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _points_numpy(x: Tensor) -> np.ndarray:
+    return torch.as_tensor(x).detach().to(device="cpu", dtype=torch.float64).numpy()
+
+
+def _scatter(ax, pts: np.ndarray, title: str | None = None, adjustable: str = "datalim") -> None:
+    ax.scatter(pts[:, 0], pts[:, 1], s=4, alpha=0.6, linewidths=0)
+    ax.set_aspect("equal", adjustable=adjustable)  # shared axes need "box"
+    if title is not None:
+        ax.set_title(title)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Grids, strips, GIFs
+# ----------------------------------------------------------------------------------------------------
+
+
+def save_grid(
+    x: Tensor,
+    path: PathLike,
+    nrow: int | None = None,
+    *,
+    value_range: ValueRange = (-1.0, 1.0),
+    padding: int = 2,
+    scale: int = 1,
+) -> Path:
+    """Save a batch of images as a PNG grid, or a batch of 2-D points as a PNG scatter plot.
+
+    Args:
+        x: either images ``[N, C, H, W]`` with ``C`` in ``{1, 3}`` on ``value_range`` (grayscale or RGB,
+            laid out by :func:`make_grid`), or points ``[N, 2]`` (any finite scale; axes fit the data).
+        path: destination; PNG is written whatever the suffix. Parent folders are created; the write is
+            atomic.
+        nrow: images per row; default ``ceil(sqrt(N))``. Ignored for points.
+        value_range: ``(low, high)`` of the image data, mapped to bytes ``(0, 255)``. Ignored for points.
+        padding: pixels between tiles, before upscaling. Ignored for points.
+        scale: integer nearest-neighbour upscaling of the whole grid, e.g. ``4`` so 8x8 digits are visible;
+            the PNG is ``scale`` times the size of :func:`make_grid`'s output. Ignored for points.
+
+    Returns:
+        ``Path`` of the written file.
+
+    Raises:
+        ValueError: if ``x`` is neither ``[N, C, H, W]`` (``C`` in {1, 3}) nor ``[N, 2]``, or an argument is
+            out of range (``nrow < 1``, ``padding < 0``, ``scale < 1``, bad ``value_range``).
+    """
+    x = torch.as_tensor(x)
+    if _is_points(x):
+        fig = _new_figure(4.0, 4.0)
+        _scatter(fig.add_subplot(), _points_numpy(x))
+        return _save_figure(fig, path)
+    if x.dim() != 4:
+        raise ValueError(
+            "save_grid expects images [N, C, H, W] (C in {1, 3}) or points [N, 2], "
+            f"got shape {tuple(x.shape)}"
+        )
+    scale = _check_int("scale", scale, 1)
+    grid = _upscale(make_grid(x, nrow, padding, value_range), scale)
+    return _save_pil(_to_pil(grid), path, format="PNG")
+
+
+def save_strip(
+    frames: Tensor,
+    path: PathLike,
+    labels: list[str] | None = None,
+    value_range: ValueRange = (-1.0, 1.0),
+    *,
+    padding: int = 2,
+    scale: int = 1,
+) -> Path:
+    """Save a trajectory as one PNG: one column per time point, one row per image.
+
+    Made for the forward process (``x_0 -> x_T``) and reverse trajectories, but knows nothing of them.
+
+    Args:
+        frames: either images ``[K, n, C, H, W]`` (``K`` time points of ``n`` images, ``C`` in {1, 3}, on
+            ``value_range``) -> a ``n x K`` grid with each label written above its column on a white
+            band; or points ``[K, n, 2]`` -> ``K`` square scatter panels side by side on one shared window
+            (covering every finite point), each titled with its label.
+        path: destination PNG; parent folders are created; the write is atomic.
+        labels: ``K`` strings such as ``"t=0"``, ``"t=250"``; ``None`` for no labels (images) or
+            ``"0".."K-1"`` titles (points).
+        value_range: ``(low, high)`` of the image data. Ignored for points.
+        padding: pixels between tiles, before upscaling. Ignored for points.
+        scale: integer nearest-neighbour upscaling of the images. Ignored for points.
+
+    Returns:
+        ``Path`` of the written file.
+
+    Raises:
+        ValueError: if ``frames`` is neither ``[K, n, C, H, W]`` nor ``[K, n, 2]`` with ``K, n >= 1``, if
+            ``len(labels) != K``, or an argument is out of range.
+    """
+    frames = torch.as_tensor(frames)
+    is_points = frames.dim() == 3 and frames.shape[2] == 2
+    is_images = frames.dim() == 5 and frames.shape[2] in (1, 3)
+    if not (is_points or is_images) or frames.shape[0] == 0 or frames.shape[1] == 0:
+        raise ValueError(
+            "save_strip expects frames [K, n, C, H, W] (C in {1, 3}) or points [K, n, 2] with K, n >= 1, "
+            f"got shape {tuple(frames.shape)}"
+        )
+    k = frames.shape[0]
+    if labels is not None and len(labels) != k:
+        raise ValueError(f"save_strip got {len(labels)} labels for {k} time points; pass one label per frame")
+
+    if is_points:
+        pts = _points_numpy(frames)  # [K, n, 2]
+        fig = _new_figure(2.5 * k, 2.8)
+        axes = fig.subplots(1, k, sharex=True, sharey=True, squeeze=False)[0]
+        finite = pts[np.isfinite(pts).all(axis=-1)]  # [M, 2]
+        if finite.size:  # one square window over every panel, so motion between panels is visible
+            lo, hi = float(finite.min()), float(finite.max())
+            margin = 0.05 * (hi - lo) or 1.0
+            axes[0].set_xlim(lo - margin, hi + margin)
+            axes[0].set_ylim(lo - margin, hi + margin)
+        for i, ax in enumerate(axes):
+            _scatter(ax, pts[i], labels[i] if labels is not None else str(i), adjustable="box")
+        return _save_figure(fig, path)
+
+    from PIL import Image, ImageDraw, ImageFont
+
+    scale = _check_int("scale", scale, 1)
+    columns = [_upscale(make_grid(frames[i], 1, padding, value_range), scale) for i in range(k)]
+    c, col_h, col_w = columns[0].shape  # every column: [C, n * (H + padding) + padding, W + padding * 2]
+    mode, white, black = ("L", 255, 0) if c == 1 else ("RGB", (255, 255, 255), (0, 0, 0))
+
+    font = ImageFont.load_default()
+    measure = ImageDraw.Draw(Image.new(mode, (1, 1)))
+    boxes = [measure.textbbox((0, 0), s, font=font) for s in labels] if labels is not None else []
+    text_w = max((b[2] - b[0] for b in boxes), default=0)
+    text_h = max((b[3] - b[1] for b in boxes), default=0)
+    cell_w = max(col_w, text_w + 4)  # a column widens to fit its label
+    band_h = text_h + 6 if labels is not None else 0
+
+    canvas = Image.new(mode, (k * cell_w, band_h + col_h), white)
+    draw = ImageDraw.Draw(canvas)
+    for i, column in enumerate(columns):
+        canvas.paste(_to_pil(column), (i * cell_w + (cell_w - col_w) // 2, band_h))
+        if labels is not None:
+            left, top, right, _ = boxes[i]
+            x0 = i * cell_w + (cell_w - (right - left)) // 2 - left
+            draw.text((x0, 3 - top), labels[i], fill=black, font=font)
+    return _save_pil(canvas, path, format="PNG")
+
+
+def save_gif(
+    frames: Tensor,
+    path: PathLike,
+    value_range: ValueRange = (-1.0, 1.0),
+    duration_ms: int = 80,
+    *,
+    nrow: int | None = None,
+    padding: int = 2,
+    scale: int = 1,
+    loop: int = 0,
+) -> Path:
+    """Save a trajectory of image batches as an animated GIF, one grid per frame.
+
+    Args:
+        frames: images ``[K, N, C, H, W]``: ``K`` frames, each a batch of ``N`` images (``C`` in {1, 3}) on
+            ``value_range``, drawn with :func:`make_grid`.
+        path: destination GIF; parent folders are created; the write is atomic.
+        value_range: ``(low, high)`` of the image data.
+        duration_ms: display time of each frame in milliseconds, ``>= 1``.
+        nrow: images per row of each grid; default ``ceil(sqrt(N))``.
+        padding: pixels between tiles, before upscaling.
+        scale: integer nearest-neighbour upscaling of each grid.
+        loop: number of times to loop, ``0`` for forever.
+
+    Returns:
+        ``Path`` of the written file. Pillow merges consecutive identical frames into one longer frame, so
+        the file can have fewer than ``K`` frames when the trajectory stands still.
+
+    Raises:
+        ValueError: if ``frames`` is not ``[K, N, C, H, W]`` with ``K, N >= 1`` and ``C`` in {1, 3}, or an
+            argument is out of range.
+    """
+    frames = torch.as_tensor(frames)
+    if frames.dim() != 5 or frames.shape[0] == 0 or frames.shape[1] == 0 or frames.shape[2] not in (1, 3):
+        raise ValueError(
+            f"save_gif expects frames [K, N, C, H, W] with K, N >= 1 and C in {{1, 3}}, got shape "
+            f"{tuple(frames.shape)} (for 2-D points use save_strip)"
+        )
+    duration_ms = _check_int("duration_ms", duration_ms, 1)
+    scale = _check_int("scale", scale, 1)
+    images = [
+        _to_pil(_upscale(make_grid(frame, nrow, padding, value_range), scale)) for frame in frames
+    ]
+    return _save_pil(
+        images[0],
+        path,
+        format="GIF",
+        save_all=True,
+        append_images=images[1:],
+        duration=duration_ms,
+        loop=_check_int("loop", loop, 0),
+    )
+
+
+# ----------------------------------------------------------------------------------------------------
+# Plots
+# ----------------------------------------------------------------------------------------------------
+
+
+def save_schedule_plot(schedules: Mapping[str, tuple[Tensor, Tensor]], path: PathLike) -> Path:
+    """Plot noise schedules: ``alphas_cumprod`` vs t (left) and logSNR vs t (right).
+
+    The horizontal axis is the step ``t = 1..T`` when every schedule has the same ``T``, otherwise the
+    normalized time ``t / T`` in ``(0, 1]`` so schedules of different lengths line up. Non-finite logSNR
+    values (e.g. ``+inf`` at ``t = 0``) are left out of the plot.
+
+    Args:
+        schedules: name (e.g. ``"linear"``, ``"cosine"``) -> ``(alphas_cumprod [T], logsnr [T])``, where
+            ``alphas_cumprod`` is in ``[0, 1]`` (unitless, ``ᾱ_t``) and ``logsnr = log(ᾱ_t / (1 - ᾱ_t))``
+            in nats. Entry ``i`` belongs to step ``t = i + 1``.
+        path: destination PNG; parent folders are created; the write is atomic.
+
+    Returns:
+        ``Path`` of the written file.
+
+    Raises:
+        ValueError: if ``schedules`` is empty, or a pair is not two 1-D tensors of the same length
+            ``T >= 1``.
+    """
+    if not schedules:
+        raise ValueError("save_schedule_plot needs at least one schedule, got an empty mapping")
+    curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name, pair in schedules.items():
+        if len(pair) != 2:
+            raise ValueError(f"schedule {name!r} must be a pair (alphas_cumprod [T], logsnr [T])")
+        ac, ls = (_points_numpy(v) for v in pair)
+        if ac.ndim != 1 or ls.ndim != 1 or ac.shape != ls.shape or ac.size == 0:
+            raise ValueError(
+                f"schedule {name!r} must be (alphas_cumprod [T], logsnr [T]), two 1-D tensors of the same "
+                f"length T >= 1; got shapes {ac.shape} and {ls.shape}"
+            )
+        curves[str(name)] = (ac, ls)
+    same_T = len({ac.size for ac, _ in curves.values()}) == 1
+
+    fig = _new_figure(9.0, 3.5)
+    ax_ac, ax_ls = fig.subplots(1, 2)
+    for name, (ac, ls) in curves.items():
+        T = ac.size
+        t = np.arange(1, T + 1, dtype=np.float64)
+        if not same_T:
+            t = t / T
+        ax_ac.plot(t, ac, label=name)
+        finite = np.isfinite(ls)
+        ax_ls.plot(t[finite], ls[finite], label=name)
+    xlabel = "t" if same_T else "t / T"
+    ax_ac.set(xlabel=xlabel, ylabel="alphas_cumprod  ᾱ_t", title="signal kept")
+    ax_ls.set(xlabel=xlabel, ylabel="logSNR = log(ᾱ_t / (1 − ᾱ_t))", title="log signal-to-noise ratio")
+    ax_ls.axhline(0.0, color="0.7", linewidth=0.8)
+    for ax in (ax_ac, ax_ls):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return _save_figure(fig, path)
+
+
+def _read_metric(metrics_jsonl_path: Path, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(steps, values)`` sorted by step; the last record of a repeated step wins."""
+    if not metrics_jsonl_path.is_file():
+        raise FileNotFoundError(f"metrics file not found: {metrics_jsonl_path} (a run writes metrics.jsonl)")
+    lines = metrics_jsonl_path.read_text(encoding="utf-8").splitlines()
+    last = max((i for i, s in enumerate(lines) if s.strip()), default=-1)
+    by_step: dict[float, float] = {}
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            if i == last:  # a run killed mid-write can leave a partial last line
+                continue
+            raise ValueError(f"{metrics_jsonl_path}:{i + 1}: not valid JSON ({e.msg})") from None
+        if not isinstance(record, dict) or "step" not in record or key not in record:
+            continue  # other kinds of records (e.g. evaluation lines) lack this key
+        try:
+            by_step[float(record["step"])] = float(record[key])
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"{metrics_jsonl_path}:{i + 1}: 'step' and {key!r} must be numbers, "
+                f"got {record['step']!r} and {record[key]!r}"
+            ) from None
+    if not by_step:
+        raise ValueError(f"{metrics_jsonl_path} has no records with both 'step' and {key!r}")
+    steps = np.array(sorted(by_step), dtype=np.float64)
+    return steps, np.array([by_step[s] for s in steps], dtype=np.float64)
+
+
+def _ema_smooth(values: np.ndarray, smoothing: float) -> np.ndarray:
+    """Debiased exponential moving average (as TensorBoard draws it); non-finite values are skipped."""
+    out = np.empty_like(values)
+    avg, weight = 0.0, 0.0
+    for i, v in enumerate(values):
+        if np.isfinite(v):
+            avg = smoothing * avg + (1.0 - smoothing) * v
+            weight = smoothing * weight + (1.0 - smoothing)
+        out[i] = avg / weight if weight > 0 else np.nan
+    return out
+
+
+def save_loss_curve(
+    metrics_jsonl_path: PathLike, path: PathLike, key: str = "loss", *, smoothing: float = 0.9
+) -> Path:
+    """Plot one metric of a run against the training step, raw and smoothed.
+
+    Reads ``metrics.jsonl`` (one JSON object per line). Lines without ``"step"`` or ``key`` are skipped
+    (other kinds of records); if a step appears more than once (a resumed run logs again the steps after
+    its last checkpoint) the last record wins; a malformed *last* line (a run killed mid-write) is skipped.
+    The y axis is logarithmic when every finite value is positive.
+
+    Args:
+        metrics_jsonl_path: the run's ``metrics.jsonl``.
+        path: destination PNG; parent folders are created; the write is atomic.
+        key: the metric to plot (e.g. ``"loss"``, ``"bpd"``), in whatever unit the run logged it.
+        smoothing: weight in ``[0, 1)`` of the debiased exponential moving average drawn over the raw
+            curve; ``0`` draws no smoothing.
+
+    Returns:
+        ``Path`` of the written file.
+
+    Raises:
+        FileNotFoundError: if ``metrics_jsonl_path`` does not exist.
+        ValueError: if a line other than the last is not valid JSON, a record has a non-numeric ``step`` or
+            ``key``, no record has both, or ``smoothing`` is outside ``[0, 1)``.
+    """
+    if not 0.0 <= smoothing < 1.0:
+        raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
+    steps, values = _read_metric(Path(metrics_jsonl_path), key)
+    finite = values[np.isfinite(values)]
+
+    fig = _new_figure(6.0, 4.0)
+    ax = fig.add_subplot()
+    if smoothing > 0:
+        ax.plot(steps, values, color="C0", alpha=0.3, linewidth=1.0, label="raw")
+        ax.plot(steps, _ema_smooth(values, smoothing), color="C0", linewidth=1.8, label=f"EMA {smoothing:g}")
+        ax.legend()
+    else:
+        ax.plot(steps, values, color="C0", linewidth=1.2)
+    if finite.size and (finite > 0).all():
+        ax.set_yscale("log")
+    ax.set(xlabel="step", ylabel=key, title=f"{key} vs step")
+    ax.grid(alpha=0.3, which="both")
+    return _save_figure(fig, path)
