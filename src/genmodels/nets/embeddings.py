@@ -1,0 +1,42 @@
+"""Noise-level embeddings shared by the backbones."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["sinusoidal_embedding", "NoiseEmbedding"]
+
+
+def sinusoidal_embedding(c_noise: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
+    """Transformer-style sinusoidal features of a scalar per example (Vaswani et al. 2017, §3.5; DDPM App. B).
+
+    Args:
+        c_noise: ``[B]`` float, the noise conditioning (e.g. the DDPM timestep in [0, 1000)).
+        dim: even embedding size.
+    Returns:
+        ``[B, dim]`` = [cos(c·f_k), sin(c·f_k)] with f_k = max_period^(−k/(dim/2)).
+    Raises:
+        ValueError: if ``dim`` is odd.
+    """
+    if dim % 2:
+        raise ValueError(f"embedding dim must be even, got {dim}")
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=c_noise.device, dtype=torch.float32) / half)
+    args = c_noise.float()[:, None] * freqs[None]  # (B, half)
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=1)
+
+
+class NoiseEmbedding(nn.Module):
+    """Sinusoidal features of ``c_noise`` followed by a 2-layer SiLU MLP: ``[B] -> [B, out_dim]``."""
+
+    def __init__(self, base_dim: int, out_dim: int):
+        super().__init__()
+        self.base_dim = base_dim
+        self.mlp = nn.Sequential(nn.Linear(base_dim, out_dim), nn.SiLU(), nn.Linear(out_dim, out_dim))
+
+    def forward(self, c_noise: Tensor) -> Tensor:
+        """``[B]`` -> ``[B, out_dim]``."""
+        return self.mlp(sinusoidal_embedding(c_noise, self.base_dim))

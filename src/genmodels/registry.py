@@ -1,0 +1,76 @@
+"""Typed registries: name -> component, for models, datasets and samplers.
+
+A registry replaces string dispatch (``globals()[name]``, if/elif chains): each family registers
+itself once, and an unknown name raises an error that lists the known ones.
+
+    >>> r = Registry[int]("number")
+    >>> r.register("one", 1)
+    >>> r.get("one")
+    1
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Generic, TypeVar
+
+T = TypeVar("T")
+
+__all__ = ["Registry", "ModelEntry", "MODELS"]
+
+
+class Registry(Generic[T]):
+    """A mapping from names to components of one kind, with clear errors.
+
+    Args:
+        kind: what is registered, used in error messages (e.g. ``"model"``).
+    """
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._items: dict[str, T] = {}
+
+    def register(self, name: str, item: T) -> None:
+        """Register ``item`` under ``name``.
+
+        Raises:
+            ValueError: if ``name`` is already registered.
+        """
+        if name in self._items:
+            raise ValueError(f"{self.kind} {name!r} is already registered")
+        self._items[name] = item
+
+    def get(self, name: str) -> T:
+        """The component registered as ``name``.
+
+        Raises:
+            KeyError: if ``name`` is unknown; the message lists the known names.
+        """
+        try:
+            return self._items[name]
+        except KeyError:
+            known = ", ".join(sorted(self._items)) or "(none)"
+            raise KeyError(f"unknown {self.kind} {name!r}; known {self.kind}s: {known}") from None
+
+    def names(self) -> list[str]:
+        """Registered names, sorted."""
+        return sorted(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """How to build one model family.
+
+    Attributes:
+        config_cls: the family's frozen config dataclass (saved as JSON in a run's ``config.json``).
+        build: ``build(config, spec) -> GenerativeModel``.
+    """
+
+    config_cls: type
+    build: Callable[[Any, Any], Any]
+
+
+MODELS: Registry[ModelEntry] = Registry("model")
