@@ -1,0 +1,53 @@
+"""Datasets: a name resolves to train/test tensors plus a :class:`~genmodels.core.DataSpec`.
+
+    >>> from genmodels.data import load_dataset
+    >>> ds = load_dataset("digits")
+    >>> ds.spec.event_shape, ds.spec.n_bins, ds.n_train, ds.n_test
+    ((1, 8, 8), 17, 1497, 300)
+
+Names (``list_datasets()``): embedded ``digits``, ``mnist5k``, ``fashion-mnist``
+(:mod:`~genmodels.data.embedded`); the user's files ``idx:DIR``, ``folder:DIR``, ``npz:FILE``
+(:mod:`~genmodels.data.files`); 2-D toys ``moons``, ``swissroll``, ``8gaussians``, ``checkerboard``
+(:mod:`~genmodels.data.toys`). Every bad input raises :class:`DataError` naming the file and the fix.
+"""
+
+from genmodels.data.base import (
+    DATASETS,
+    SPLIT_SEED,
+    DataError,
+    Dataset,
+    DatasetEntry,
+    holdout_split,
+    list_datasets,
+    load_dataset,
+    scale_discrete,
+    unscale_discrete,
+)
+from genmodels.data.embedded import load_digits, load_fashion_mnist, load_mnist5k
+from genmodels.data.files import load_idx_dir, load_image_folder, load_npz, read_idx
+from genmodels.data.toys import TOYS, load_toy, sample_toy, toy_has_density, toy_log_density
+
+__all__ = [
+    "DATASETS",
+    "SPLIT_SEED",
+    "DataError",
+    "Dataset",
+    "DatasetEntry",
+    "holdout_split",
+    "list_datasets",
+    "load_dataset",
+    "scale_discrete",
+    "unscale_discrete",
+    "load_digits",
+    "load_mnist5k",
+    "load_fashion_mnist",
+    "read_idx",
+    "load_idx_dir",
+    "load_image_folder",
+    "load_npz",
+    "TOYS",
+    "load_toy",
+    "sample_toy",
+    "toy_has_density",
+    "toy_log_density",
+]

@@ -1,0 +1,365 @@
+"""The user's own data: ``idx:DIR`` (MNIST IDX files), ``folder:DIR`` (image files), ``npz:FILE``.
+
+Layouts (see each loader for the details and errors):
+
+- ``idx:DIR``: ``train-images-idx3-ubyte[.gz]`` and/or ``t10k-images-idx3-ubyte[.gz]``, labels
+  optional (``*-labels-idx1-ubyte[.gz]``); LeCun et al., "The MNIST database", IDX format.
+- ``folder:DIR``: png/jpg/jpeg/bmp/gif/webp files, searched recursively, read with Pillow.
+- ``npz:FILE``: ``numpy.savez`` archive with key ``x`` (or ``train``/``test``), labels optional.
+
+Data without an official split gets the fixed 90/10 split of :func:`~genmodels.data.base.holdout_split`.
+Every bad input raises :class:`~genmodels.data.base.DataError` naming the file and the fix.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from genmodels.core import DataSpec
+from genmodels.data.base import (
+    DATASETS,
+    DataError,
+    Dataset,
+    DatasetEntry,
+    check_finite,
+    check_labels,
+    check_levels,
+    continuous_range,
+    holdout_split,
+    scale_discrete,
+    to_event_layout,
+)
+
+__all__ = ["read_idx", "load_idx_dir", "load_image_folder", "load_npz", "IMAGE_EXTENSIONS"]
+
+# ----------------------------------------------------------------------------- IDX
+
+# IDX type codes -> big-endian NumPy dtypes (LeCun et al., MNIST database page, "the IDX file format").
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read one IDX file (plain or gzip-compressed; detected from its first bytes).
+
+    IDX layout (LeCun et al., MNIST database): a 4-byte magic number ``0x00 0x00 <type> <ndim>``,
+    then ``ndim`` big-endian uint32 dimensions, then the values, big-endian, row-major. Type codes:
+    ``0x08`` ubyte, ``0x09`` sbyte, ``0x0B`` int16, ``0x0C`` int32, ``0x0D`` float32, ``0x0E`` float64.
+
+    Args:
+        path: the file.
+    Returns:
+        array of shape ``dims`` in native byte order (uint8 for ubyte files).
+    Raises:
+        DataError: missing or unreadable file, corrupt gzip, bad magic number, unknown type code,
+            or a file shorter or longer than its header says; the message names the file.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"IDX file {path} not found") from None
+    except OSError as e:
+        raise DataError(f"IDX file {path} cannot be read ({e.strerror or e}); "
+                        f"check its permissions") from None
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as e:
+            raise DataError(f"IDX file {path} is a corrupt gzip file ({e}); download it again "
+                            f"or decompress it with gunzip to find the damage") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES or raw[3] == 0:
+        magic = raw[:4].hex(" ") if raw else "(empty file)"
+        raise DataError(f"IDX file {path} has a bad magic number {magic}; an IDX file starts with "
+                        f"00 00 <type: 08 ubyte, 09, 0b, 0c, 0d, 0e> <number of dims>. Is it an "
+                        f"MNIST-format file (e.g. train-images-idx3-ubyte) and not truncated?")
+    dtype, ndim = np.dtype(_IDX_DTYPES[raw[2]]), raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"IDX file {path} is truncated inside its header; download it again")
+    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    if len(raw) - header != expected:
+        raise DataError(f"IDX file {path}: its header promises shape {list(dims)} "
+                        f"({expected} bytes of data) but it holds {len(raw) - header}; the file is "
+                        f"truncated or corrupt, download it again")
+    a = np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+    return a.astype(dtype.newbyteorder("="), copy=False)
+
+
+_IDX_NAME = re.compile(r"^(?P<split>train|t10k|test)[-_.](?P<kind>images|labels)[-_.]idx\d[-_.]ubyte(\.gz)?$",
+                       re.IGNORECASE)
+_IDX_EXPECTED = ("train-images-idx3-ubyte[.gz] and/or t10k-images-idx3-ubyte[.gz] "
+                 "(labels optional: *-labels-idx1-ubyte[.gz])")
+
+
+def _find_idx_files(root: Path) -> dict[tuple[str, str], Path]:
+    """``(split, kind) -> file`` for the IDX files in ``root``; split in {train, test}."""
+    found: dict[tuple[str, str], Path] = {}
+    for f in sorted(root.iterdir()):
+        m = _IDX_NAME.match(f.name)
+        if not m or not f.is_file():
+            continue
+        split = "train" if m["split"].lower() == "train" else "test"
+        key = (split, m["kind"].lower())
+        if key not in found or found[key].name.lower().endswith(".gz"):  # prefer the decompressed copy
+            found[key] = f
+    return found
+
+
+def _idx_images(path: Path) -> np.ndarray:
+    a = read_idx(path)
+    if a.dtype != np.uint8:
+        raise DataError(f"IDX file {path} holds {a.dtype} values; image files must be ubyte "
+                        f"(type code 0x08, 0..255); convert them, or save float data with "
+                        f"numpy.savez and load it as npz:FILE")
+    return to_event_layout(a, f"IDX file {path}")
+
+
+def load_idx_dir(directory: str | Path, name: str | None = None, *, require_test: bool = False) -> Dataset:
+    """Load a folder of MNIST-format IDX files.
+
+    Files (in ``directory`` itself, names case-insensitive, ``-``/``.``/``_`` separators accepted):
+    ``train-images-idx3-ubyte[.gz]`` and/or ``t10k-images-idx3-ubyte[.gz]`` (``test-`` also
+    accepted), with optional ``train-labels-idx1-ubyte[.gz]`` / ``t10k-labels-idx1-ubyte[.gz]``.
+    When both image files exist they are the train/test split; when only one does, it gets the
+    fixed 90/10 split of :func:`~genmodels.data.base.holdout_split`. Images ``[N, H, W]`` become
+    ``[N, 1, H, W]``; values 0..255 are scaled to ``[−1, 1]`` (``n_bins = 256``).
+
+    Args:
+        directory: the folder.
+        name: the name recorded in the spec (default ``"idx:<directory>"``).
+        require_test: raise unless both train and test image files exist (for official splits).
+    Returns:
+        a :class:`~genmodels.data.base.Dataset`, labels where label files exist.
+    Raises:
+        DataError: missing folder, no IDX image files, bad IDX file (see :func:`read_idx`), non-ubyte
+            images, train/test image sizes that differ, label counts that differ from image counts.
+    """
+    root = Path(directory)
+    name = name or f"idx:{directory}"
+    if not root.is_dir():
+        what = "is a file, not a folder" if root.exists() else "does not exist"
+        raise DataError(f"dataset {name!r}: {root} {what}; give a folder holding {_IDX_EXPECTED}")
+    files = _find_idx_files(root)
+    missing = [k for k in ("train", "test") if (k, "images") not in files]
+    if len(missing) == 2 or (require_test and missing):
+        have = ", ".join(sorted(f.name for f in root.iterdir())[:8]) or "nothing"
+        lacking = " and ".join(f"{'t10k' if k == 'test' else k}-images-idx3-ubyte[.gz]" for k in missing)
+        raise DataError(f"dataset {name!r}: {root} lacks {lacking} (found: {have}); "
+                        f"expected {_IDX_EXPECTED}")
+    xs = {s: _idx_images(files[(s, "images")]) for s in ("train", "test") if (s, "images") in files}
+    ys = {s: check_labels(read_idx(files[(s, "labels")]), xs[s].shape[0], f"IDX file {files[(s, 'labels')]}")
+          for s in xs if (s, "labels") in files}
+    if len(xs) == 2 and xs["train"].shape[1:] != xs["test"].shape[1:]:
+        raise DataError(f"dataset {name!r}: train images are {list(xs['train'].shape[1:])} but test images "
+                        f"are {list(xs['test'].shape[1:])} ({files[('train', 'images')].name} vs "
+                        f"{files[('test', 'images')].name}); both must have one size")
+    if len(xs) == 2:
+        train, test = xs["train"], xs["test"]
+        y_train, y_test = ys.get("train"), ys.get("test")
+    else:
+        (s, x), = xs.items()
+        tr, te = holdout_split(x.shape[0])
+        train, test = x[tr], x[te]
+        y_train, y_test = (ys[s][tr], ys[s][te]) if s in ys else (None, None)
+    spec = DataSpec(name=name, event_shape=tuple(train.shape[1:]), n_bins=256)
+    return Dataset(spec, scale_discrete(train, 256), scale_discrete(test, 256), y_train, y_test)
+
+
+# ----------------------------------------------------------------------------- image folders
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+"""File extensions ``folder:DIR`` reads (case-insensitive)."""
+
+
+def _read_image(path: Path) -> np.ndarray:
+    """``[H, W]`` (grayscale) or ``[H, W, 3]`` (colour) uint8 array of one image file."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+                raise DataError(f"image {path} is {img.mode} (16-bit or float); folder:DIR reads "
+                                f"8-bit images only: convert it to 8 bits, or save the array with "
+                                f"numpy.savez and load it as npz:FILE")
+            if img.mode in ("L", "1"):
+                return np.asarray(img.convert("L"), dtype=np.uint8)
+            return np.asarray(img.convert("RGB"), dtype=np.uint8)  # alpha channels are dropped
+    except DataError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise DataError(f"image {path} is too large to read safely ({e}); downscale it") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as e:  # UnidentifiedImageError is an OSError
+        raise DataError(f"image {path} cannot be read by Pillow ({type(e).__name__}: {e}); "
+                        f"it is corrupt or not an image: re-save it or remove it from the folder") from None
+
+
+def load_image_folder(directory: str | Path, name: str | None = None) -> Dataset:
+    """Load every image under a folder as one dataset of 8-bit images.
+
+    Files with the extensions in :data:`IMAGE_EXTENSIONS` are found recursively (hidden files,
+    whose name starts with ``.``, are skipped) and read in sorted path order with Pillow. Mode
+    ``L`` (and 1-bit) images stay 1 channel; every other mode is converted to RGB (alpha dropped);
+    if the folder mixes grayscale and colour, all images become RGB. Values 0..255 are scaled to
+    ``[−1, 1]`` (``n_bins = 256``), layout ``[N, C, H, W]``. Split: the fixed 90/10 split of
+    :func:`~genmodels.data.base.holdout_split` (at least one test image when N ≥ 2). No labels.
+
+    Args:
+        directory: the folder.
+        name: the name recorded in the spec (default ``"folder:<directory>"``).
+    Returns:
+        a :class:`~genmodels.data.base.Dataset`.
+    Raises:
+        DataError: missing folder, no image files, an unreadable image (named), 16-bit images, or
+            images of different sizes (two are named with their sizes).
+    """
+    root = Path(directory)
+    name = name or f"folder:{directory}"
+    if not root.is_dir():
+        what = "is a file, not a folder" if root.exists() else "does not exist"
+        raise DataError(f"dataset {name!r}: {root} {what}; give a folder of image files "
+                        f"({', '.join(IMAGE_EXTENSIONS)})")
+    paths = sorted(p for p in root.rglob("*")
+                   if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file())
+    if not paths:
+        raise DataError(f"dataset {name!r}: folder {root} holds no image files "
+                        f"({', '.join(IMAGE_EXTENSIONS)}, searched recursively); put images in it")
+    images: list[np.ndarray] = []
+    for p in paths:
+        a = _read_image(p)
+        if images and a.shape[:2] != images[0].shape[:2]:
+            (h0, w0), (h1, w1) = images[0].shape[:2], a.shape[:2]
+            raise DataError(f"dataset {name!r}: images differ in size: {paths[0]} is {w0}x{h0} but {p} "
+                            f"is {w1}x{h1} (width x height); resize or crop them all to one size "
+                            f"(e.g. PIL.ImageOps.fit) before loading")
+        images.append(a)
+    if any(a.ndim == 3 for a in images):  # mixed grayscale and colour: all to RGB (like PIL L -> RGB)
+        images = [a if a.ndim == 3 else np.repeat(a[:, :, None], 3, axis=2) for a in images]
+    x = np.stack(images)  # [N, H, W] or [N, H, W, 3]
+    x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)  # [N, C, H, W]
+    tr, te = holdout_split(x.shape[0])
+    spec = DataSpec(name=name, event_shape=tuple(x.shape[1:]), n_bins=256)
+    return Dataset(spec, scale_discrete(x[tr], 256), scale_discrete(x[te], 256))
+
+
+# ----------------------------------------------------------------------------- npz
+
+
+def _npz_key(z: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
+    try:
+        return z[key]
+    except ValueError as e:  # object arrays need pickle, which we never allow
+        raise DataError(f"npz file {path}: key {key!r} cannot be read without pickle ({e}); save "
+                        f"plain numeric arrays (numpy.savez(FILE, x=array.astype('float32')))") from None
+    except (OSError, zipfile.BadZipFile, EOFError, zlib.error) as e:
+        raise DataError(f"npz file {path}: key {key!r} is corrupt ({e}); save the file again") from None
+
+
+def _npz_array(a: np.ndarray, source: str) -> tuple[np.ndarray, bool]:
+    """Validate one data array; returns it in ``[N, *event]`` layout and whether it is discrete."""
+    if np.issubdtype(a.dtype, np.floating):
+        check_finite(a, source)
+        with np.errstate(over="ignore"):  # values beyond float32 become inf and are reported below
+            a32 = a.astype(np.float32)
+        check_finite(a32, source + " (after conversion to float32)")
+        return to_event_layout(a32, source), False
+    if np.issubdtype(a.dtype, np.integer):
+        check_levels(a, 256, source + " (integer data is read as 8-bit levels 0..255)")
+        return to_event_layout(a, source), True
+    raise DataError(f"{source}: dtype {a.dtype} is not supported; save uint8 (8-bit levels 0..255) "
+                    f"or float32 (continuous data)")
+
+
+def load_npz(file: str | Path, name: str | None = None) -> Dataset:
+    """Load arrays saved with ``numpy.savez``.
+
+    Keys: ``x`` (all data, with optional labels ``y``; gets the fixed 90/10 split of
+    :func:`~genmodels.data.base.holdout_split`) or ``train`` and ``test`` (an explicit split, with
+    optional ``train_labels`` / ``test_labels``; ``train`` alone is split 90/10 like ``x``).
+
+    Values: uint8 (or another integer dtype with values 0..255) is discrete, ``n_bins = 256``,
+    scaled to ``[−1, 1]``; floating data is continuous and kept as it is (float32), ``n_bins =
+    None``, ``value_range`` = (min, max) of the data. Rank: ``[N, D]`` → event ``(D,)``;
+    ``[N, H, W]`` → ``(1, H, W)``; ``[N, C, H, W]`` kept; ``[N, H, W, C]`` with ``C ∈ {1, 3, 4}``
+    smaller than ``H`` and ``W`` → ``(C, H, W)`` (:func:`~genmodels.data.base.to_event_layout`).
+
+    Args:
+        file: the ``.npz`` file.
+        name: the name recorded in the spec (default ``"npz:<file>"``).
+    Returns:
+        a :class:`~genmodels.data.base.Dataset`.
+    Raises:
+        DataError: missing file, not an npz archive, missing key, wrong rank (rank 1 or ≥ 5),
+            NaN/inf values (counted), unsupported dtype, train/test that disagree in shape or kind,
+            labels that do not match; the message names the file.
+    """
+    path = Path(file)
+    name = name or f"npz:{file}"
+    if not path.is_file():
+        what = "is a folder, not a file" if path.exists() else "does not exist"
+        raise DataError(f"dataset {name!r}: {path} {what}; give a file written by "
+                        f"numpy.savez(FILE, x=array)")
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"dataset {name!r}: {path} is not a NumPy .npz archive ({e}); write it with "
+                        f"numpy.savez(FILE, x=array)") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise DataError(f"dataset {name!r}: {path} is a single .npy array, not an .npz archive; "
+                        f"write it with numpy.savez(FILE, x=array)")
+    with z:
+        keys = set(z.files)
+        if "x" in keys:
+            arrays = {"x": _npz_key(z, "x", path)}
+            labels = {"x": _npz_key(z, "y", path)} if "y" in keys else {}
+        elif "train" in keys:
+            arrays = {k: _npz_key(z, k, path) for k in ("train", "test") if k in keys}
+            labels = {k: _npz_key(z, f"{k}_labels", path) for k in arrays if f"{k}_labels" in keys}
+        else:
+            raise DataError(f"dataset {name!r}: {path} has keys {sorted(keys) or '(none)'} but no 'x' "
+                            f"or 'train'; save the data as numpy.savez(FILE, x=array[, y=labels]) or "
+                            f"numpy.savez(FILE, train=..., test=...)")
+    data = {k: _npz_array(a, f"npz file {path}, key {k!r}") for k, a in arrays.items()}
+    ys = {k: check_labels(y, data[k][0].shape[0], f"npz file {path}, labels of {k!r}")
+          for k, y in labels.items()}
+    if len(data) == 2:
+        (train, d_train), (test, d_test) = data["train"], data["test"]
+        if train.shape[1:] != test.shape[1:] or d_train != d_test:
+            raise DataError(f"npz file {path}: 'train' is {list(train.shape)} {train.dtype} but 'test' is "
+                            f"{list(test.shape)} {test.dtype}; both need the same example shape and kind")
+        y_train, y_test = ys.get("train"), ys.get("test")
+    else:
+        (k, (x, d_train)), = data.items()
+        tr, te = holdout_split(x.shape[0])
+        train, test = x[tr], x[te]
+        y_train, y_test = (ys[k][tr], ys[k][te]) if k in ys else (None, None)
+    if d_train:
+        spec = DataSpec(name=name, event_shape=tuple(train.shape[1:]), n_bins=256)
+        return Dataset(spec, scale_discrete(train, 256), scale_discrete(test, 256), y_train, y_test)
+    spec = DataSpec(name=name, event_shape=tuple(train.shape[1:]), n_bins=None,
+                    value_range=continuous_range(train, test))
+    return Dataset(spec, torch.from_numpy(np.ascontiguousarray(train)),
+                   torch.from_numpy(np.ascontiguousarray(test)), y_train, y_test)
+
+
+# ----------------------------------------------------------------------------- registration
+
+DATASETS.register("idx:", DatasetEntry(
+    lambda arg, seed: load_idx_dir(arg, f"idx:{arg}"),
+    "a folder of MNIST-format IDX files (train-/t10k-images-idx3-ubyte[.gz], labels optional)",
+    pattern="idx:DIR"))
+DATASETS.register("folder:", DatasetEntry(
+    lambda arg, seed: load_image_folder(arg, f"folder:{arg}"),
+    "a folder of png/jpg/bmp/gif/webp images of one size (recursive), 90/10 split",
+    pattern="folder:DIR"))
+DATASETS.register("npz:", DatasetEntry(
+    lambda arg, seed: load_npz(arg, f"npz:{arg}"),
+    "numpy.savez file with key x (or train/test), labels y optional; uint8 = 8-bit, float = continuous",
+    pattern="npz:FILE"))
