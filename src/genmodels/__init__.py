@@ -1,0 +1,32 @@
+"""genmodels: likelihood-based deep generative models behind one interface, in comparable units.
+
+Public API::
+
+    from genmodels import load_dataset, DDPM, DDPMConfig, from_pretrained, nats_to_bpd
+
+Every model is a :class:`GenerativeModel` with ``loss(x)``, ``nll(x)`` (nats) and ``sample(n)``;
+see ``DESIGN.md``.
+"""
+
+from .core import DataSpec, GenerativeModel, NLLOutput, discrete_nll_from_density, nats_to_bpd
+from .diffusion.ddpm import DDPM, DDPMConfig  # registers "ddpm"
+from .diffusion.schedules import DiscreteSchedule, ScheduleConfig
+from .registry import MODELS
+
+__all__ = [
+    "DataSpec", "GenerativeModel", "NLLOutput", "nats_to_bpd", "discrete_nll_from_density",
+    "DDPM", "DDPMConfig", "DiscreteSchedule", "ScheduleConfig", "MODELS",
+    "load_dataset", "from_pretrained",
+]
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # data and checkpoint pull in numpy/PIL/safetensors: import them on first use
+    if name == "load_dataset":
+        from .data import load_dataset
+        return load_dataset
+    if name == "from_pretrained":
+        from .checkpoint import from_pretrained
+        return from_pretrained
+    raise AttributeError(name)

@@ -1,0 +1,368 @@
+"""The ``genmodels`` command line: a thin typed layer over the library.
+
+    genmodels demo                                   # the main job on an embedded dataset
+    genmodels train ddpm --data fashion-mnist --minutes 30 --out runs/fmnist
+    genmodels sample runs/fmnist --n 64 --sampler ddim --steps 50
+    genmodels evaluate runs/fmnist --split test      # JSON: bits/dim with its parts and standard error
+    genmodels pictures runs/fmnist                   # forward strip, reverse trajectory, schedule, loss curve
+    genmodels datasets
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+
+app = typer.Typer(help="Train, sample and evaluate likelihood-based generative models, in bits/dim.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError, KeyError)
+
+
+def _friendly(fn: Callable) -> Callable:
+    """Turn the library's clear errors into one line on stderr and exit status 2 (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except _ERRORS as e:
+            msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+            typer.secho(f"error: {msg}", err=True, fg=typer.colors.RED)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    """'1,2,2' -> (1, 2, 2)."""
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"expected comma-separated integers like '1,2,2', got {text!r}") from None
+
+
+# ---------------------------------------------------------------------------------------------- building
+
+
+def default_ddpm_config(spec, **overrides: Any):
+    """The DDPM preset for a dataset: a UNet sized to the image (two levels up to 16 px, three above,
+    attention at the lowest level only), or the MLP for vectors. ``overrides`` replace top-level fields."""
+    from .diffusion.ddpm import DDPMConfig
+    from .nets.unet import UNetConfig
+
+    cfg = DDPMConfig()
+    if spec.is_image and max(spec.event_shape[1:]) <= 16:
+        cfg = replace(cfg, unet=UNetConfig(channel_mult=(1, 2), attn_levels=(1,)))
+    return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _load(run: Path, raw: bool):
+    from .checkpoint import from_pretrained
+
+    model, run_config = from_pretrained(run, ema=not raw)
+    model.eval()
+    return model, run_config
+
+
+def _generator(seed: int):
+    import torch
+
+    return torch.Generator().manual_seed(seed)
+
+
+def _progress(enabled: bool, desc: str):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return functools.partial(tqdm, desc=desc, leave=False, file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------------- the jobs
+
+
+def run_train(model_name: str, data: str, out: Path, resume: bool, train_overrides: dict[str, Any],
+              model_overrides: dict[str, Any], unet_overrides: dict[str, Any]):
+    """Build (or reload, with ``resume``) a run and train it. Returns the :class:`TrainResult`."""
+    import genmodels  # noqa: F401  (registers the model families)
+
+    from .checkpoint import RunConfig, load_run_config
+    from .data import load_dataset
+    from .registry import MODELS
+    from .train import Trainer, TrainConfig, model_sample_fn
+
+    if resume:
+        saved = load_run_config(out)
+        if data and data != saved.data:
+            raise ValueError(f"--data {data!r} differs from the run's dataset {saved.data!r}; omit --data to resume")
+        run_config = saved
+        train_cfg = replace(saved.train or TrainConfig(), **{k: v for k, v in train_overrides.items() if v is not None})
+        dataset = load_dataset(saved.data)
+    else:
+        if not data:
+            raise ValueError("--data is required (see `genmodels datasets`)")
+        dataset = load_dataset(data)
+        if model_name != "ddpm":
+            raise ValueError(f"unknown model {model_name!r}; known models: {', '.join(MODELS.names())}")
+        cfg = default_ddpm_config(dataset.spec, **model_overrides)
+        unet = {k: v for k, v in unet_overrides.items() if v is not None}
+        if unet:
+            cfg = replace(cfg, unet=replace(cfg.unet, **unet))
+        run_config = RunConfig(model=model_name, model_config=cfg, data=data, spec=dataset.spec)
+        train_cfg = replace(TrainConfig(), **{k: v for k, v in train_overrides.items() if v is not None})
+    entry = MODELS.get(run_config.model)
+    import torch
+
+    torch.manual_seed(train_cfg.seed)  # the initial weights
+    model = entry.build(run_config.model_config, run_config.spec)
+    sample_fn = model_sample_fn(train_cfg.n_sample, sampler="ddim", steps=50) if train_cfg.sample_every else None
+    trainer = Trainer(model, dataset.train, dataset.spec, train_cfg, out, run_config, sample_fn)
+    return trainer.fit(resume=resume)
+
+
+def run_sample(run: Path, n: int, sampler: str, steps: Optional[int], eta: float, seed: int, out: Optional[Path],
+               raw: bool, progress: bool) -> dict:
+    """Sample ``n`` images from a run into a PNG grid (and ``.npz``). Returns what was written."""
+    import time
+
+    import numpy as np
+
+    from .viz import save_grid
+
+    model, _ = _load(run, raw)
+    steps = steps or model.T
+    start = time.perf_counter()
+    x = model.sample(n, _generator(seed), sampler=sampler, steps=steps, eta=eta,
+                     progress=_progress(progress, f"{sampler} {steps} steps"))
+    seconds = time.perf_counter() - start
+    out = out or run / "samples" / f"{sampler}_{steps}.png"
+    if model.spec.is_image:
+        save_grid(x, out, scale=max(1, 64 // x.shape[-1]))  # small images upscaled to ~64 px tiles
+    else:
+        save_grid(x, out)
+    np.savez_compressed(out.with_suffix(".npz"), x=x.numpy())
+    return {"picture": str(out), "samples": str(out.with_suffix(".npz")), "n": n, "sampler": sampler,
+            "steps": steps, "eta": eta, "nfe": steps, "seconds": round(seconds, 2), "weights": "raw" if raw else "ema"}
+
+
+def run_evaluate(run: Path, split: str, limit: Optional[int], t_samples: int, exact: bool, calibrate: bool,
+                 batch_size: int, seed: int, raw: bool, progress: bool) -> dict:
+    """The NLL (bound) of a split in bits/dim, as a JSON-ready dict (same keys for every family)."""
+    from .data import load_dataset
+    from .metrics.likelihood import evaluate_nll
+
+    model, run_config = _load(run, raw)
+    dataset = load_dataset(run_config.data)
+    if split not in ("test", "train"):
+        raise ValueError(f"--split must be 'test' or 'train', got {split!r}")
+    x = dataset.test if split == "test" else dataset.train
+    if limit:
+        x = x[:limit]
+    g = _generator(seed)
+    kwargs: dict[str, Any] = {}
+    if run_config.model == "ddpm":
+        kwargs = {"exact": True} if exact else {"t_samples": t_samples}
+        if calibrate and not exact:
+            # pilot on training examples (never the evaluated ones), so the estimate stays unbiased
+            kwargs["proposal"] = model.calibrate_proposal(dataset.train[:256], _generator(seed + 1))
+    report = evaluate_nll(model, x, batch_size=batch_size, generator=g, progress=_progress(progress, "evaluate"),
+                          **kwargs)
+    result = {"model": run_config.model, "data": run_config.data, "split": split, "weights": "raw" if raw else "ema",
+              **report.to_json()}
+    if "proposal" in kwargs:
+        result["estimator"]["proposal"] = "calibrated on 256 training examples"
+    return result
+
+
+def write_pictures(run: Path, seed: int = 0, n: int = 8) -> list[str]:
+    """Forward-process strip, reverse trajectory (strip and GIF), schedule plot and loss curve of a run."""
+    import torch
+
+    from .data import load_dataset
+    from .diffusion import gaussian as G
+    from .diffusion.samplers import ancestral
+    from .diffusion.schedules import DiscreteSchedule, ScheduleConfig
+    from .viz import save_gif, save_loss_curve, save_schedule_plot, save_strip
+
+    model, run_config = _load(run, raw=False)
+    figs = run / "figures"
+    written = []
+    g = _generator(seed)
+    T = model.T
+    ts = sorted({0, T // 10, T // 4, T // 2, 3 * T // 4, T - 1})
+    if model.spec.is_image or model.spec.event_shape == (2,):
+        x0 = load_dataset(run_config.data).test[: (n if model.spec.is_image else 500)]
+        frames = [x0] + [G.q_sample(x0, model.schedule.logsnr[t].expand(len(x0)),
+                                    torch.randn(x0.shape, generator=g)) for t in ts]
+        written.append(save_strip(torch.stack(frames), figs / "forward.png", ["x0"] + [f"t={t + 1}" for t in ts]))
+        out = ancestral(model, n if model.spec.is_image else 500, steps=T, generator=g, keep_trajectory=True)
+        keep = [0] + [T - t for t in reversed(ts)]  # trajectory index k holds x after k steps
+        written.append(save_strip(out.trajectory[keep], figs / "reverse.png",
+                                  [f"t={T - k}" if k < T else "x0" for k in keep]))
+        if model.spec.is_image:
+            gif_idx = list(range(0, T + 1, max(1, T // 50))) + [T]
+            written.append(save_gif(out.trajectory[gif_idx], figs / "reverse.gif"))
+    sched = {k: DiscreteSchedule.from_config(ScheduleConfig(kind=k, T=T)) for k in ("linear", "cosine")}
+    written.append(save_schedule_plot({k: (s.alphas_cumprod, s.logsnr) for k, s in sched.items()},
+                                      figs / "schedule.png"))
+    if (run / "metrics.jsonl").is_file():
+        written.append(save_loss_curve(run / "metrics.jsonl", figs / "loss.png"))
+    return [str(p) for p in written]
+
+
+# ---------------------------------------------------------------------------------------------- commands
+
+
+@app.command()
+@_friendly
+def train(
+    model: str = typer.Argument("ddpm", help="Model family (see `genmodels models`): ddpm."),
+    data: str = typer.Option("", "--data", "-d", help="Dataset name or idx:DIR / folder:DIR / npz:FILE."),
+    out: Path = typer.Option(Path("runs/ddpm"), "--out", "-o", help="Run folder (config.json, weights, metrics)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    steps: Optional[int] = typer.Option(None, help="Optimizer steps in total [default 10000]."),
+    minutes: Optional[float] = typer.Option(None, help="Stop cleanly (with a checkpoint) after this many minutes."),
+    batch_size: Optional[int] = typer.Option(None, help="Global batch size [default 64]."),
+    lr: Optional[float] = typer.Option(None, help="Peak AdamW learning rate [default 2e-4]."),
+    ema_halflife_kimg: Optional[float] = typer.Option(None, help="EMA half-life in thousands of images."),
+    seed: Optional[int] = typer.Option(None, help="Seed of weights, data order and noise [default 0]."),
+    checkpoint_every: Optional[int] = typer.Option(None, help="Steps between checkpoints."),
+    sample_every: Optional[int] = typer.Option(None, help="Steps between sample grids (0: none)."),
+    log_every: Optional[int] = typer.Option(None, help="Steps between metrics.jsonl lines."),
+    threads: Optional[int] = typer.Option(None, help="torch threads for this process."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    parameterization: Optional[str] = typer.Option(None, help="Network output: eps | x0 | v [default eps]."),
+    loss: Optional[str] = typer.Option(None, help="simple | x0 | v | elbo | min_snr [default simple]."),
+    variance: Optional[str] = typer.Option(None, help="Reverse variance: fixed_small | fixed_large."),
+    schedule: Optional[str] = typer.Option(None, help="Noise schedule: linear | cosine [default linear]."),
+    T: Optional[int] = typer.Option(None, "--T", help="Diffusion steps [default 1000]."),
+    channels: Optional[int] = typer.Option(None, help="UNet base width [default 32]."),
+    channel_mult: Optional[str] = typer.Option(None, help="UNet widths per level, e.g. 1,2,2."),
+    num_res_blocks: Optional[int] = typer.Option(None, help="UNet residual blocks per level [default 2]."),
+    attn_levels: Optional[str] = typer.Option(None, help="UNet levels with self-attention, e.g. 2."),
+) -> None:
+    """Train a model on a dataset; a run folder holds everything needed to resume, sample and evaluate."""
+    from .diffusion.schedules import ScheduleConfig
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    train_overrides = dict(steps=steps, batch_size=batch_size, lr=lr, ema_halflife_kimg=ema_halflife_kimg, seed=seed,
+                           checkpoint_every=checkpoint_every, sample_every=sample_every, log_every=log_every,
+                           time_limit_minutes=minutes, num_threads=threads, progress=progress)
+    model_overrides: dict[str, Any] = dict(parameterization=parameterization, loss=loss, variance=variance)
+    if schedule or T:
+        model_overrides["schedule"] = ScheduleConfig(kind=schedule or "linear", T=T or 1000)
+    unet_overrides = dict(channels=channels, channel_mult=_ints(channel_mult) if channel_mult else None,
+                          num_res_blocks=num_res_blocks, attn_levels=_ints(attn_levels) if attn_levels else None)
+    result = run_train(model, data, out, resume, train_overrides, model_overrides, unet_overrides)
+    typer.echo(json.dumps({"run": str(result.run_dir), "steps": result.steps, "images_seen": result.images_seen,
+                           "minutes": round(result.seconds / 60, 2), "final_loss": result.final_loss,
+                           "stop_reason": result.stop_reason}))
+
+
+@app.command()
+@_friendly
+def sample(
+    run: Path = typer.Argument(..., help="Run folder."),
+    n: int = typer.Option(64, help="Number of samples."),
+    sampler: str = typer.Option("ancestral", help="ancestral | ddim."),
+    steps: Optional[int] = typer.Option(None, help="Steps of the respaced process [default: all T]."),
+    eta: float = typer.Option(0.0, help="DDIM η (0: deterministic, 1: ancestral)."),
+    seed: int = typer.Option(0, help="Seed of the sampler's noise."),
+    out: Optional[Path] = typer.Option(None, help="PNG path [default RUN/samples/SAMPLER_STEPS.png]."),
+    raw: bool = typer.Option(False, "--raw", help="Use the raw weights instead of the EMA weights."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Draw samples from a run into a PNG grid and an .npz file; prints what it wrote as JSON."""
+    typer.echo(json.dumps(run_sample(run, n, sampler, steps, eta, seed, out, raw, progress)))
+
+
+@app.command()
+@_friendly
+def evaluate(
+    run: Path = typer.Argument(..., help="Run folder."),
+    split: str = typer.Option("test", help="test | train."),
+    limit: Optional[int] = typer.Option(None, help="Evaluate only the first N examples."),
+    t_samples: int = typer.Option(8, help="DDPM: stratified importance-sampled steps per example."),
+    exact: bool = typer.Option(False, "--exact", help="DDPM: sum all T steps (T evaluations per example)."),
+    calibrate: bool = typer.Option(True, "--calibrate/--no-calibrate",
+                                   help="DDPM: fit the step proposal on 256 training examples first."),
+    batch_size: int = typer.Option(500, help="Examples per batch."),
+    seed: int = typer.Option(0),
+    raw: bool = typer.Option(False, "--raw", help="Use the raw weights instead of the EMA weights."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    out: Optional[Path] = typer.Option(None, help="Also write the JSON here [default RUN/eval_SPLIT.json]."),
+) -> None:
+    """Print the split's NLL (an upper bound for DDPM) in bits/dim as JSON: bpd, bpd_stderr, terms_bpd
+    (prior = L_T, diffusion = Σ L_t, reconstruction = L_0), examples, seconds."""
+    from .checkpoint import atomic_write_text
+
+    result = run_evaluate(run, split, limit, t_samples, exact, calibrate, batch_size, seed, raw, progress)
+    text = json.dumps(result, indent=2)
+    atomic_write_text(out or run / f"eval_{split}.json", text + "\n")
+    typer.echo(text)
+
+
+@app.command()
+@_friendly
+def pictures(run: Path = typer.Argument(..., help="Run folder."), seed: int = typer.Option(0)) -> None:
+    """Write the forward-process strip, the reverse trajectory (PNG and GIF), the schedule plot and the loss
+    curve to RUN/figures."""
+    typer.echo(json.dumps(write_pictures(run, seed)))
+
+
+@app.command()
+def datasets() -> None:
+    """List the datasets and the patterns for your own data."""
+    from .data import list_datasets
+
+    for name, desc in list_datasets():
+        typer.echo(f"{name:16s} {desc}")
+
+
+@app.command()
+def models() -> None:
+    """List the model families."""
+    import genmodels  # noqa: F401
+    from .registry import MODELS
+
+    for name in MODELS.names():
+        typer.echo(name)
+
+
+@app.command()
+@_friendly
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run folder."),
+    data: str = typer.Option("digits", help="An embedded dataset."),
+    minutes: float = typer.Option(6.0, help="Training time budget."),
+    steps: int = typer.Option(6000, help="Step budget (whichever of the two ends first)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """The main job: train DDPM on an embedded dataset, sample a grid, write the pictures, and print the
+    test-set bits/dim. Re-running it resumes the run in --out."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    resume = (out / "train_state.pt").is_file()
+    res = run_train("ddpm", "" if resume else data, out, resume,
+                    dict(steps=steps, time_limit_minutes=minutes, batch_size=64, lr=1e-3, warmup_steps=200,
+                         ema_halflife_kimg=20.0, checkpoint_every=1000, log_every=100, progress=progress),
+                    {}, {})
+    grid = run_sample(out, 64, "ancestral", None, 0.0, 0, out / "samples.png", False, progress)
+    figs = write_pictures(out)
+    ev = run_evaluate(out, "test", None, 8, False, True, 500, 0, False, progress)
+    summary = {"run": str(out), "data": ev["data"], "train_steps": res.steps, "train_minutes": round(res.seconds / 60, 2),
+               "samples": grid["picture"], "figures": figs, "test_bpd": round(ev["bpd"], 4),
+               "test_bpd_stderr": round(ev["bpd_stderr"], 4), "terms_bpd": {k: round(v, 4) for k, v in ev["terms_bpd"].items()},
+               "nll_kind": ev["nll_kind"], "examples": ev["examples"], "eval_seconds": round(ev["seconds"], 1)}
+    typer.echo(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    app()
