@@ -1,0 +1,519 @@
+"""Run folders: typed JSON configs, safetensors weights, atomic writes.
+
+A run folder (DESIGN.md, "Runs and checkpoints") holds::
+
+    config.json        RunConfig: registry name + model config, dataset name + DataSpec, TrainConfig
+    model.safetensors  raw weights (the model's state_dict)
+    ema.safetensors    EMA weights, when the run kept an EMA
+    train_state.pt     everything else a resume needs (written by genmodels.train)
+    metrics.jsonl      one JSON object per logged step (written by genmodels.train)
+    samples/           PNG sample grids (written by genmodels.train)
+
+``config.json`` is enough to rebuild the model through the typed registry
+(``MODELS.get(name).build(config_from_dict(entry.config_cls, d), spec)``), so loading never executes
+pickled code: weights are safetensors, and the one torch file (``train_state.pt``) is only ever read
+with ``torch.load(weights_only=True)``. Every file is written atomically (temp file in the same
+folder, fsync, ``os.replace``), so a run killed mid-write keeps its previous, complete files.
+
+    >>> import dataclasses
+    >>> @dataclasses.dataclass(frozen=True)
+    ... class C:
+    ...     widths: tuple[int, ...] = (8, 16)
+    >>> config_from_dict(C, {"widths": [32, 64]})
+    C(widths=(32, 64))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import logging
+import os
+import tempfile
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, Union
+
+import safetensors
+import safetensors.torch
+import torch
+from torch import Tensor, nn
+
+from .core import DataSpec, GenerativeModel
+from .registry import MODELS
+
+if TYPE_CHECKING:
+    from .train import TrainConfig
+
+__all__ = [
+    "CONFIG_NAME",
+    "WEIGHTS_NAME",
+    "EMA_WEIGHTS_NAME",
+    "RunConfig",
+    "config_from_dict",
+    "config_to_dict",
+    "save_pretrained",
+    "load_run_config",
+    "from_pretrained",
+    "atomic_write_bytes",
+    "atomic_write_text",
+]
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+EMA_WEIGHTS_NAME = "ema.safetensors"
+_FORMAT = "genmodels.run"
+_FORMAT_VERSION = 1
+_ALIASES_KEY = "genmodels.aliases"  # safetensors metadata: {dropped name: kept name} for tied tensors
+
+logger = logging.getLogger("genmodels.checkpoint")
+_UMASK = os.umask(0o022)  # read the process umask (only settable), then put it back
+os.umask(_UMASK)
+T = TypeVar("T")
+
+
+# ----------------------------------------------------------------------------------------------
+# Atomic writes
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, ``os.replace``.
+
+    Readers see either the old file or the complete new one, never a partial write; a write that
+    fails leaves no temp file behind. The parent folder must exist.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    Raises:
+        FileNotFoundError: if the parent folder does not exist.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"cannot write {path}: folder {path.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        if hasattr(os, "fchmod"):  # mkstemp makes 0600; give the usual 0666 & ~umask
+            os.fchmod(fd, 0o666 & ~_UMASK)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """:func:`atomic_write_bytes` for UTF-8 text."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable (POSIX); a no-op where folders cannot be opened (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# ----------------------------------------------------------------------------------------------
+# Typed configs <-> JSON
+
+
+def config_to_dict(config: Any) -> dict:
+    """A frozen config dataclass as a JSON-serializable dict (tuples → lists, enums → values).
+
+    Inverse of :func:`config_from_dict`.
+
+    Raises:
+        TypeError: if ``config`` is not a dataclass instance.
+    """
+    if not dataclasses.is_dataclass(config) or isinstance(config, type):
+        raise TypeError(f"expected a config dataclass instance, got {type(config).__name__}")
+    return _jsonable(dataclasses.asdict(config))
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, Mapping):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, enum.Enum):
+        return v.value
+    if isinstance(v, Path):
+        return str(v)
+    return v
+
+
+def config_from_dict(cls: type[T], d: Mapping[str, Any]) -> T:
+    """Rebuild a (possibly nested) config dataclass from a JSON dict, checking every field's type.
+
+    Field types come from ``typing.get_type_hints(cls)``; supported: nested dataclasses,
+    ``tuple[X, ...]`` / ``tuple[X, Y]`` (from JSON lists), ``list[X]``, ``dict[str, X]``,
+    ``Literal[...]``, ``str``, ``int``, ``float`` (ints are accepted), ``bool``, ``None``,
+    ``X | None`` and other unions (first arm that fits), enums, ``Path`` and ``Any``.
+    Keys absent from ``d`` take the field's default.
+
+    Args:
+        cls: the config dataclass (e.g. a model family's ``config_cls``).
+        d: the dict, e.g. ``json.load``-ed from ``config.json``.
+    Returns:
+        ``cls(**converted)``.
+    Raises:
+        ValueError: on an unknown key (naming the key and ``cls``), a missing required field, or a
+            value of the wrong type / outside a ``Literal`` (naming the field path, e.g.
+            ``DDPMConfig.net.channels[1]``).
+        TypeError: if ``cls`` is not a dataclass.
+    """
+    return _from_dict(cls, d, cls.__qualname__ if isinstance(cls, type) else str(cls))
+
+
+def _from_dict(cls: type, d: Any, where: str) -> Any:
+    if not (dataclasses.is_dataclass(cls) and isinstance(cls, type)):
+        raise TypeError(f"config_from_dict needs a dataclass type, got {cls!r}")
+    if not isinstance(d, Mapping):
+        raise ValueError(f"{where}: expected a JSON object for config {cls.__qualname__}, "
+                         f"got {type(d).__name__} {d!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(d) - set(fields))
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown} for config {cls.__qualname__}; "
+                         f"its fields are {sorted(fields)} (was config.json written by another "
+                         "version of genmodels?)")
+    missing = [n for n, f in fields.items() if n not in d and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ValueError(f"{where}: config {cls.__qualname__} is missing required field(s) {missing}")
+    kwargs = {name: _convert(hints[name], value, f"{where}.{name}") for name, value in d.items()}
+    return cls(**kwargs)
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:  # noqa: C901 (one branch per kind of type)
+    """``value`` (from JSON) as type ``tp``, or a ValueError naming ``where``."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return value
+    if tp is type(None) or tp is None:
+        if value is not None:
+            raise ValueError(f"{where}: expected null, got {value!r}")
+        return None
+    if origin is Union or origin is types.UnionType:
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arm in args:
+            if arm is type(None):
+                continue
+            try:
+                return _convert(arm, value, where)
+            except ValueError as e:
+                errors.append(str(e))
+        raise ValueError(f"{where}: {value!r} fits none of {tp}: " + "; ".join(errors))
+    if origin is Literal:
+        for a in args:
+            if value == a and type(value) is type(a):
+                return a
+        raise ValueError(f"{where}: {value!r} is not one of {list(args)}")
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return _from_dict(tp, value, where)
+    if origin is tuple or tp is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where}: expected a list, got {value!r}")
+        if not args:
+            return tuple(value)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+        if len(args) != len(value):
+            raise ValueError(f"{where}: expected {len(args)} items, got {len(value)}: {value!r}")
+        return tuple(_convert(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if origin is list or tp is list:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where}: expected a list, got {value!r}")
+        item = args[0] if args else Any
+        return [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, Mapping):
+            raise ValueError(f"{where}: expected an object, got {value!r}")
+        vt = args[1] if len(args) == 2 else Any
+        return {k: _convert(vt, v, f"{where}[{k!r}]") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ValueError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{where}: expected a string, got {value!r}")
+        return value
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        try:
+            return tp(value)
+        except ValueError:
+            raise ValueError(f"{where}: {value!r} is not one of {[m.value for m in tp]}") from None
+    if tp is Path:
+        if not isinstance(value, str):
+            raise ValueError(f"{where}: expected a path string, got {value!r}")
+        return Path(value)
+    raise ValueError(f"{where}: unsupported config field type {tp!r}")
+
+
+# ----------------------------------------------------------------------------------------------
+# RunConfig
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything needed to rebuild a run's model, saved as ``config.json``.
+
+    Attributes:
+        model: registry name of the model family (e.g. ``"ddpm"``), a key of ``MODELS``.
+        model_config: that family's frozen config dataclass instance (``MODELS.get(model).config_cls``).
+        data: the dataset name as the user typed it (e.g. ``"fashion-mnist"``, ``"npz:x.npz"``).
+        spec: the :class:`DataSpec` the model was built for.
+        train: the :class:`genmodels.train.TrainConfig` of the run, or None (e.g. an exported model).
+    """
+
+    model: str
+    model_config: Any
+    data: str
+    spec: DataSpec
+    train: TrainConfig | None = None
+
+    def to_json(self) -> dict:
+        """The JSON dict written to ``config.json``; inverse of :meth:`from_json`."""
+        return {
+            "format": _FORMAT,
+            "format_version": _FORMAT_VERSION,
+            "model": self.model,
+            "model_config": config_to_dict(self.model_config),
+            "data": self.data,
+            "spec": self.spec.to_json(),
+            "train": None if self.train is None else config_to_dict(self.train),
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any], *, source: str = "config.json") -> RunConfig:
+        """Rebuild from :meth:`to_json`'s dict, the model config through the ``MODELS`` registry.
+
+        Args:
+            source: where ``d`` came from, for error messages.
+        Raises:
+            ValueError: unknown model name (lists the registered ones), unknown/missing keys or
+                badly typed values, or a file of another format version.
+        """
+        from .train import TrainConfig  # lazy: train imports this module
+
+        known = {"format", "format_version", "model", "model_config", "data", "spec", "train"}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown key(s) {unknown}; expected {sorted(known)}")
+        version = d.get("format_version", _FORMAT_VERSION)
+        if version != _FORMAT_VERSION:
+            raise ValueError(f"{source}: format_version {version} is not supported by this "
+                             f"genmodels (it reads version {_FORMAT_VERSION}); upgrade genmodels")
+        for key in ("model", "model_config", "data", "spec"):
+            if key not in d:
+                raise ValueError(f"{source}: missing key {key!r}")
+        entry = _model_entry(d["model"], source)
+        try:
+            spec = DataSpec.from_json(d["spec"])
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"{source}: bad 'spec' entry {d['spec']!r}: {e}") from None
+        train_d = d.get("train")
+        return cls(
+            model=d["model"],
+            model_config=_from_dict(entry.config_cls, d["model_config"], f"{source}: model_config"),
+            data=d["data"],
+            spec=spec,
+            train=None if train_d is None else _from_dict(TrainConfig, train_d, f"{source}: train"),
+        )
+
+
+def _model_entry(name: str, source: str):
+    if name not in MODELS:
+        known = ", ".join(MODELS.names()) or "(none registered yet)"
+        raise ValueError(f"{source}: model {name!r} is not registered; known models: {known}. "
+                         "Import the module that registers it (e.g. `import genmodels`) first.")
+    return MODELS.get(name)
+
+
+# ----------------------------------------------------------------------------------------------
+# Weights
+
+
+def _state_dict_bytes(module: nn.Module, metadata: Mapping[str, str] | None) -> bytes:
+    """``module.state_dict()`` as safetensors bytes, on CPU, contiguous, tied tensors saved once.
+
+    Entries that are the very same tensor view (tied weights) are saved under the first name and
+    listed in the metadata key ``genmodels.aliases``; entries that merely share memory are copied.
+    """
+    tensors: dict[str, Tensor] = {}
+    aliases: dict[str, str] = {}
+    seen: dict[tuple, str] = {}  # (storage ptr, offset, shape, stride, dtype) -> kept name
+    seen_storages: set[int] = set()
+    for name, t in module.state_dict(keep_vars=False).items():
+        t = t.detach()
+        if t.numel() == 0:
+            tensors[name] = t.cpu().contiguous()
+            continue
+        ptr = t.untyped_storage().data_ptr()
+        key = (t.device, ptr, t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
+        if key in seen:
+            aliases[name] = seen[key]
+            continue
+        seen[key] = name
+        shares = (t.device, ptr) in seen_storages
+        seen_storages.add((t.device, ptr))
+        # A view of a bigger storage, or one sharing memory with another entry, becomes its own copy.
+        full = t.untyped_storage().nbytes() == t.numel() * t.element_size()
+        t = t.cpu()
+        tensors[name] = t.clone() if (shares or not full or not t.is_contiguous()) else t.contiguous()
+    meta = dict(metadata or {})
+    meta.setdefault("format", "pt")
+    if aliases:
+        meta[_ALIASES_KEY] = json.dumps(aliases, sort_keys=True)
+    return safetensors.torch.save(tensors, metadata=meta)
+
+
+def _load_state_dict_file(path: Path, device: str | torch.device = "cpu") -> dict[str, Tensor]:
+    """Read a safetensors file written by :func:`save_pretrained`, restoring tied aliases."""
+    with safetensors.safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    sd = safetensors.torch.load_file(str(path), device=str(torch.device(device)))
+    for alias, kept in json.loads(meta.get(_ALIASES_KEY, "{}")).items():
+        sd[alias] = sd[kept]
+    return sd
+
+
+def save_pretrained(run_dir: str | os.PathLike, model: nn.Module, run_config: RunConfig,
+                    ema_model: nn.Module | None = None, *,
+                    metadata: Mapping[str, str] | None = None) -> Path:
+    """Write a loadable run folder: ``config.json``, ``model.safetensors`` and ``ema.safetensors``.
+
+    Each file is written atomically (temp file in the same folder, fsync, ``os.replace``). Weights
+    go first and ``config.json`` last. The folder is created if needed.
+
+    Args:
+        run_dir: the run folder.
+        model: the raw (not DDP-wrapped) model; its ``state_dict`` is saved.
+        run_config: names the registered model family and holds its config (see :class:`RunConfig`).
+        ema_model: EMA copy of ``model`` (same architecture), saved as ``ema.safetensors``.
+        metadata: extra ``str -> str`` entries for the safetensors headers (e.g. ``{"step": "1000"}``).
+    Returns:
+        ``run_dir`` as a Path.
+    Raises:
+        ValueError: if ``run_config.model`` is not registered in ``MODELS`` or ``model_config`` is
+            not an instance of that family's ``config_cls`` (the folder could not be loaded back).
+    """
+    run_dir = Path(run_dir)
+    entry = _model_entry(run_config.model, "save_pretrained")
+    if not isinstance(run_config.model_config, entry.config_cls):
+        raise ValueError(f"save_pretrained: model_config is a {type(run_config.model_config).__name__}, "
+                         f"but model {run_config.model!r} is configured by "
+                         f"{entry.config_cls.__name__}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(run_dir / WEIGHTS_NAME, _state_dict_bytes(model, metadata))
+    if ema_model is not None:
+        atomic_write_bytes(run_dir / EMA_WEIGHTS_NAME, _state_dict_bytes(ema_model, metadata))
+    atomic_write_text(run_dir / CONFIG_NAME, json.dumps(run_config.to_json(), indent=2) + "\n")
+    return run_dir
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading
+
+
+def _check_run_dir(run_dir: Path) -> Path:
+    if not run_dir.exists():
+        raise FileNotFoundError(f"run folder {run_dir} does not exist; pass the folder a training "
+                                "run wrote (its --out)")
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir} is a file, not a run folder; pass the folder that "
+                                f"holds {CONFIG_NAME} and {WEIGHTS_NAME}")
+    config = run_dir / CONFIG_NAME
+    if not config.is_file():
+        raise FileNotFoundError(f"{run_dir} has no {CONFIG_NAME}, so it is not a genmodels run "
+                                "folder (or its run stopped before the first checkpoint); pass the "
+                                "folder a training run wrote (its --out)")
+    return config
+
+
+def load_run_config(run_dir: str | os.PathLike) -> RunConfig:
+    """Read ``run_dir/config.json`` as a :class:`RunConfig`.
+
+    Raises:
+        FileNotFoundError: the folder or its ``config.json`` is missing.
+        ValueError: the file is not valid JSON, names an unregistered model, or has unknown or
+            badly typed keys (the message names the file and the key).
+    """
+    config = _check_run_dir(Path(run_dir))
+    try:
+        d = json.loads(config.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{config} is not valid JSON ({e}); the file is damaged") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{config}: expected a JSON object, got {type(d).__name__}")
+    return RunConfig.from_json(d, source=str(config))
+
+
+def from_pretrained(run_dir: str | os.PathLike, *, ema: bool = True,
+                    map_location: str | torch.device = "cpu") -> tuple[GenerativeModel, RunConfig]:
+    """Rebuild a run's model from ``config.json`` and load its weights (no pickled code runs).
+
+    The model is built through the registry (``MODELS.get(name).build(config, spec)``), then loaded
+    (strictly) with ``ema.safetensors`` when ``ema`` is True and that file exists, else with
+    ``model.safetensors``; it is returned in eval mode on ``map_location``.
+
+    Args:
+        run_dir: a folder written by :func:`save_pretrained` (e.g. a training run's ``--out``).
+        ema: prefer the EMA weights (recommended for sampling and evaluation).
+        map_location: device for the returned model.
+    Returns:
+        ``(model, run_config)``.
+    Raises:
+        FileNotFoundError: missing folder, ``config.json`` or ``model.safetensors``.
+        ValueError: unregistered model name, bad ``config.json``, or weights that do not match the
+            model the config builds.
+    """
+    run_dir = Path(run_dir)
+    run_config = load_run_config(run_dir)
+    weights = run_dir / EMA_WEIGHTS_NAME
+    if not (ema and weights.is_file()):
+        weights = run_dir / WEIGHTS_NAME
+        if ema:
+            logger.info("%s has no %s; loading the raw weights", run_dir, EMA_WEIGHTS_NAME)
+    if not weights.is_file():
+        raise FileNotFoundError(f"{run_dir} has {CONFIG_NAME} but no {WEIGHTS_NAME}: the run stopped "
+                                "before writing weights; resume it or train again")
+    model = MODELS.get(run_config.model).build(run_config.model_config, run_config.spec)
+    state = _load_state_dict_file(weights)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"{weights} does not match the {run_config.model!r} model that "
+                         f"{CONFIG_NAME} builds: {e}") from None
+    return model.to(map_location).eval(), run_config
