@@ -163,8 +163,6 @@ def test_q_posterior_between_non_adjacent_steps():
         torch.testing.assert_close(var, torch.full((3,), ref_var, dtype=F64), rtol=1e-9, atol=0)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: q_posterior's x_t coefficient (1−r)·α_s/α_t is 0·∞ = NaN at "
-                   "ᾱ_t = 0 (λ_t = −∞), e.g. the last step of ScheduleConfig(T=20) (β_T = 1, accepted by DiscreteSchedule)")
 def test_q_posterior_at_zero_terminal_snr():
     """With ᾱ_t = 0, x_t carries no information about x_0 and q(x_s | x_t, x_0) = q(x_s | x_0) = N(α_s x_0, σ_s²)."""
     x0 = torch.tensor([[0.5, -1.0]], dtype=F64)

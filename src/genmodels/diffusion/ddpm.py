@@ -73,6 +73,9 @@ class DDPM(GenerativeModel):
 
     Args:
         config: :class:`DDPMConfig`. spec: the data it models.
+    Raises:
+        ValueError: for an event shape that is neither an image nor a vector, or eps-prediction on a schedule
+            with zero terminal SNR.
     """
 
     nll_kind = "bound"
@@ -81,6 +84,9 @@ class DDPM(GenerativeModel):
         super().__init__()
         self.config, self.spec = config, spec
         self.schedule = DiscreteSchedule.from_config(config.schedule)
+        if config.parameterization == "eps" and self.schedule.alphas_cumprod[-1] == 0:
+            raise ValueError("this schedule reaches zero terminal SNR (ᾱ_T = 0), where an eps-prediction cannot give "
+                             "x̂_0 = (x_T − σ ε̂)/α; use parameterization 'v' or 'x0' (Lin et al. 2024), or more steps")
         if spec.is_image:
             self.net: nn.Module = UNet(spec.event_shape[0], config.unet)
         elif len(spec.event_shape) == 1:

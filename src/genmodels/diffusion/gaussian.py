@@ -105,9 +105,10 @@ def q_posterior(x0: Tensor, x_t: Tensor, logsnr_s: Tensor, logsnr_t: Tensor) -> 
     """
     ls, lt = logsnr_s.double(), logsnr_t.double()
     alpha_s, sigma_s = alpha_sigma(ls)
-    alpha_t, _ = alpha_sigma(lt)
+    alpha_t, sigma_t = alpha_sigma(lt)
     r = -torch.expm1(lt - ls)
-    mean = _expand((1 - r) * alpha_s / alpha_t, x_t) * x_t + _expand(r * alpha_s, x0) * x0
+    # (1−r)·α_s/α_t written as α_t σ_s²/(α_s σ_t²): finite also at zero terminal SNR (α_t = 0)
+    mean = _expand(alpha_t * sigma_s**2 / (alpha_s * sigma_t**2), x_t) * x_t + _expand(r * alpha_s, x0) * x0
     return mean, r * sigma_s**2
 
 
