@@ -31,6 +31,7 @@ def _friendly(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        """Run the command; a library error becomes ``error: …`` and exit status 2."""
         try:
             return fn(*args, **kwargs)
         except _ERRORS as e:

@@ -196,6 +196,7 @@ def edm_ema_multi_avg_fn(batch_size: int, halflife_kimg: float, rampup: float | 
     """
 
     def multi_avg_fn(ema_tensors: list[Tensor], model_tensors: list[Tensor], n_averaged: Tensor) -> None:
+        """ema ← β·ema + (1−β)·θ in place, β from the images seen so far (``n_averaged`` × batch)."""
         if not ema_tensors:
             return
         if not ema_tensors[0].is_floating_point():  # tensors are grouped by dtype
@@ -214,9 +215,14 @@ def edm_ema_multi_avg_fn(batch_size: int, halflife_kimg: float, rampup: float | 
 class Progress(Protocol):
     """What the trainer needs from a progress bar (tqdm's interface)."""
 
-    def update(self, n: int = 1) -> object: ...
-    def set_postfix(self, ordered_dict: dict | None = None, refresh: bool = True, **kw) -> object: ...
-    def close(self) -> object: ...
+    def update(self, n: int = 1) -> object:
+        """Advance by ``n`` steps."""
+
+    def set_postfix(self, ordered_dict: dict | None = None, refresh: bool = True, **kw) -> object:
+        """Show the latest metrics."""
+
+    def close(self) -> object:
+        """Finish the bar."""
 
 
 ProgressFactory = Callable[[int, int], Progress]
@@ -224,14 +230,16 @@ ProgressFactory = Callable[[int, int], Progress]
 
 
 class _NoProgress:
+    """A progress bar that shows nothing."""
+
     def update(self, n: int = 1) -> None:
-        pass
+        """Nothing."""
 
     def set_postfix(self, ordered_dict: dict | None = None, refresh: bool = True, **kw) -> None:
-        pass
+        """Nothing."""
 
     def close(self) -> None:
-        pass
+        """Nothing."""
 
 
 def _tqdm_progress(total: int, initial: int) -> Progress:
@@ -248,6 +256,7 @@ def model_sample_fn(n: int, **kw) -> SampleFn:
     """A sample_fn that calls ``model.sample(n, generator, **kw)`` (e.g. ``n = config.n_sample``)."""
 
     def sample_fn(model: nn.Module, generator: torch.Generator) -> Tensor:
+        """``[n, *event_shape]`` samples of ``model``."""
         return model.sample(n, generator, **kw)
 
     return sample_fn
@@ -269,6 +278,7 @@ class _LossModule(nn.Module):
         self.model = model
 
     def forward(self, x: Tensor, generator: torch.Generator) -> Tensor:  # [B, *event] -> [B]
+        """The model's per-example loss, ``[B]``."""
         return self.model.loss(x, generator=generator)
 
 

@@ -25,32 +25,9 @@ from genmodels.diffusion.ddpm import DDPM, DDPMConfig
 from genmodels.diffusion.schedules import ScheduleConfig
 from genmodels.nets.mlp import MLPConfig
 from genmodels.nets.unet import UNetConfig
+from _gaussian_data import D, F64, MU, S, SPEC, Z, gen as _gen, ref_linear_alphas_cumprod
 
-F64 = torch.float64
-Z = 5.0
 T_SHORT = 100
-MU = torch.tensor([1.0, -0.5, 0.25, 0.0], dtype=F64)
-S = 0.8
-D = len(MU)
-SPEC = DataSpec(name="gauss", event_shape=(D,), n_bins=None)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Small tensors: on a shared 2-core CPU intra-op threads only add contention. Restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def ref_alphas_cumprod(T: int) -> np.ndarray:
-    """ᾱ_t of the linear schedule (Ho et al. 2020, scaled by 1000/T), independently of genmodels."""
-    return np.cumprod(1 - np.linspace(1e-4 * 1000 / T, 0.02 * 1000 / T, T))
 
 
 class OptimalPredictor(nn.Module):
@@ -62,7 +39,7 @@ class OptimalPredictor(nn.Module):
         super().__init__()
         self.T, self.s, self.param, self.offset, self.scale = T, s, param, offset, scale
         self.register_buffer("mu", mu.clone())
-        self.register_buffer("ac", torch.from_numpy(ref_alphas_cumprod(T)))
+        self.register_buffer("ac", torch.from_numpy(ref_linear_alphas_cumprod(T)))
 
     def forward(self, x_t: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
         i = torch.round(c_noise.double() * self.T / 1000).long()
@@ -101,7 +78,7 @@ def expected_bound_terms(T: int) -> dict[str, float]:
     = ½ ΔSNR · D s² σ_t²/v_t; L_0 = E[−log N(x_0; x̂_0*, β̃_2)] (the decoder variance is β̃_2, as documented in
     ``reverse_log_variance``) = D (½ log 2π β̃_2 + Var(x_0|x_1) / (2 β̃_2)).
     """
-    ac = ref_alphas_cumprod(T)
+    ac = ref_linear_alphas_cumprod(T)
     acp = np.concatenate([[1.0], ac[:-1]])
     betas = 1 - ac / acp
     snr, snr_prev = ac / (1 - ac), np.concatenate([[np.inf], acp[1:] / (1 - acp[1:])])
@@ -131,7 +108,7 @@ def test_c_noise_is_ddpm_timestep_and_invertible(T):
     torch.testing.assert_close(c.double(), i.double() * 1000 / T, rtol=1e-6, atol=1e-4)
     assert torch.equal(torch.round(c.double() * T / 1000).long(), i)
     # the helper's independent ᾱ is the model's
-    np.testing.assert_allclose(model.schedule.alphas_cumprod.numpy(), ref_alphas_cumprod(T), rtol=1e-12)
+    np.testing.assert_allclose(model.schedule.alphas_cumprod.numpy(), ref_linear_alphas_cumprod(T), rtol=1e-12)
 
 
 def test_ddpm_rejects_unsupported_event_shape():
@@ -192,7 +169,7 @@ def test_simple_loss_of_optimal_predictor_is_posterior_noise_variance():
     x = gaussian_data(20000, 30)
     val = model.loss(x, _gen(31))
     assert val.shape == (20000,) and val.dtype == F64
-    ac = ref_alphas_cumprod(T_SHORT)
+    ac = ref_linear_alphas_cumprod(T_SHORT)
     ref = float(np.mean(1 - (1 - ac) / (ac * S**2 + 1 - ac)))
     m, se = _mean_se(val)
     assert abs(m - ref) < Z * se, (m, ref, se)
@@ -263,7 +240,7 @@ def test_perturbed_predictor_raises_simple_loss_and_bound(kind, value):
     Compared on the same x and the same generator (common random numbers), with 5-SE tolerances."""
     kw = {"offset": value} if kind == "offset" else {"scale": value}
     opt, bad = gaussian_model(), gaussian_model(**kw)
-    ac = ref_alphas_cumprod(T_SHORT)
+    ac = ref_linear_alphas_cumprod(T_SHORT)
     acp = np.concatenate([[1.0], ac[:-1]])
     v = ac * S**2 + (1 - ac)
     # E‖Δε̂‖²/D at each step
@@ -304,7 +281,7 @@ def test_calibrated_proposal_follows_expected_terms():
     ∝ χ²_D, so each measured mean has relative SE √(2/D)/√512 ≈ 3.1%: tolerance 5 × 3.1% ≈ 16%."""
     model = gaussian_model()
     q = model.calibrate_proposal(gaussian_data(512, 62), _gen(63)).numpy()
-    ac = ref_alphas_cumprod(T_SHORT)
+    ac = ref_linear_alphas_cumprod(T_SHORT)
     snr = ac / (1 - ac)
     post_var = S**2 * (1 - ac) / (ac * S**2 + 1 - ac)
     expected = 0.5 * (snr[:-1] - snr[1:]) * post_var[1:]  # i = 1..T−1, SNR(t−1) = snr[i−1]

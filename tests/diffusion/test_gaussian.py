@@ -17,23 +17,8 @@ from scipy.stats import norm
 
 from genmodels.diffusion import gaussian as G
 from genmodels.diffusion.schedules import DiscreteSchedule, ScheduleConfig
+from _gaussian_data import F64, Z, gen as _gen
 
-F64 = torch.float64
-Z = 5.0  # tolerance in standard errors
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """These tests use small tensors; on a shared 2-core CPU, intra-op threads only add contention
-    (measured: 100× slower elementwise ops). Restored afterwards so other test modules are unaffected."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
 
 
 def ref_alphas_cumprod(kind: str, T: int) -> np.ndarray:

@@ -15,35 +15,11 @@ import pytest
 import torch
 from torch import nn
 
-from genmodels.core import DataSpec
 from genmodels.diffusion import samplers
 from genmodels.diffusion.ddpm import DDPM, DDPMConfig
 from genmodels.diffusion.schedules import ScheduleConfig
+from _gaussian_data import D, F64, MU, S, SPEC, Z, gen as _gen, ref_linear_alphas_cumprod
 
-F64 = torch.float64
-Z = 5.0
-MU = torch.tensor([1.0, -0.5, 0.25, 0.0], dtype=F64)
-S = 0.8
-D = len(MU)
-SPEC = DataSpec(name="gauss", event_shape=(D,), n_bins=None)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Small tensors: on a shared 2-core CPU intra-op threads only add contention. Restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _gen(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def ref_alphas_cumprod(T: int) -> np.ndarray:
-    """ᾱ_t of the linear schedule (Ho et al. 2020, scaled by 1000/T), independently of genmodels."""
-    return np.cumprod(1 - np.linspace(1e-4 * 1000 / T, 0.02 * 1000 / T, T))
 
 
 def ref_timesteps(T: int, steps: int) -> list[int]:
@@ -63,7 +39,7 @@ class OptimalEps(nn.Module):
     def __init__(self, T: int):
         super().__init__()
         self.T, self.calls = T, 0
-        self.register_buffer("ac", torch.from_numpy(ref_alphas_cumprod(T)))
+        self.register_buffer("ac", torch.from_numpy(ref_linear_alphas_cumprod(T)))
         self.register_buffer("mu", MU.clone())
 
     def forward(self, x_t: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
@@ -81,7 +57,7 @@ def gaussian_model(T: int, variance: str = "fixed_small") -> DDPM:
 
 def _respaced(T: int, steps: int) -> tuple[list[int], np.ndarray, np.ndarray]:
     ts = ref_timesteps(T, steps)
-    ac = ref_alphas_cumprod(T)[ts]
+    ac = ref_linear_alphas_cumprod(T)[ts]
     return ts, ac, np.concatenate([[1.0], ac[:-1]])
 
 

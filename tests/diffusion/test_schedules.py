@@ -23,16 +23,6 @@ from genmodels.diffusion.schedules import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """These tests use small tensors; on a shared 2-core CPU, intra-op threads only add contention
-    (measured: 100× slower elementwise ops). Restored afterwards so other test modules are unaffected."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def ref_linear_betas(T: int, b0: float = 1e-4, b1: float = 0.02) -> np.ndarray:
     return np.linspace(b0 * 1000 / T, b1 * 1000 / T, T)
 

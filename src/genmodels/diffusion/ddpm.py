@@ -18,7 +18,7 @@ useless because the terms are heavy-tailed at small t), or summed exactly with `
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, get_args
 
 import torch
 from torch import Tensor, nn
@@ -53,6 +53,13 @@ class DDPMConfig:
     clip_x0: bool = True
     unet: UNetConfig = field(default_factory=UNetConfig)
     mlp: MLPConfig = field(default_factory=MLPConfig)
+
+    def __post_init__(self) -> None:
+        for name, kind in (("parameterization", G.Parameterization), ("loss", G.LossType),
+                           ("variance", G.VarianceType)):
+            allowed = get_args(kind)
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
 
 
 @dataclass

@@ -92,6 +92,7 @@ def ancestral(model: "DDPM", n: int, *, steps: int, generator: torch.Generator |
                                      model.config.variance) if sched.num_steps > 1 else sched.betas.log()
 
     def update(x: Tensor, pred: G.Prediction, j: int, ls: Tensor, lt: Tensor) -> Tensor:
+        """One ancestral step x_t -> x_s (``[n, ...]``)."""
         mean, _ = G.q_posterior(pred.x0, x, ls, lt)  # μ̃(x_t, x̂_0), DDPM Eq. 7
         if j == 0:
             return mean
@@ -118,6 +119,7 @@ def ddim(model: "DDPM", n: int, *, steps: int, eta: float = 0.0, generator: torc
         raise ValueError(f"eta must be ≥ 0, got {eta}")
 
     def update(x: Tensor, pred: G.Prediction, j: int, ls: Tensor, lt: Tensor) -> Tensor:
+        """One DDIM step x_t -> x_s (``[n, ...]``), Eq. 12."""
         alpha_s, sigma_s = G.alpha_sigma(ls.double())
         var_post = -torch.expm1(lt.double() - ls.double()) * sigma_s**2  # σ̃² = r σ_s²
         noise_std = eta * var_post.sqrt()

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal, Sequence, get_args
 
 import torch
 from torch import Tensor, nn
@@ -96,6 +96,12 @@ class ScheduleConfig:
     beta_start: float = 1e-4
     beta_end: float = 0.02
     cosine_s: float = 0.008
+
+    def __post_init__(self) -> None:
+        if self.kind not in get_args(ScheduleKind):
+            raise ValueError(f"schedule kind must be one of {', '.join(get_args(ScheduleKind))}; got {self.kind!r}")
+        if self.T < 2:
+            raise ValueError(f"a diffusion needs T ≥ 2 steps, got T={self.T}")
 
 
 class DiscreteSchedule(nn.Module):

@@ -36,6 +36,7 @@ class _ResBlock(nn.Module):
         self.act = nn.SiLU()
 
     def forward(self, h: Tensor, emb: Tensor) -> Tensor:
+        """h ``[B, hidden]``, emb ``[B, emb_dim]`` -> ``[B, hidden]``."""
         z = self.fc1(self.act(self.norm(h))) + self.emb(emb)
         return h + self.fc2(self.act(z))
 

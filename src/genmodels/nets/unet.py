@@ -66,6 +66,7 @@ class ResBlock(nn.Module):
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        """x ``[B, C_in, H, W]``, emb ``[B, E]`` -> ``[B, C_out, H, W]``."""
         h = self.conv1(F.silu(self.norm1(x)))
         scale, shift = self.emb(emb)[:, :, None, None].chunk(2, dim=1)  # (B, C_out, 1, 1) each
         h = self.norm2(h) * (1 + scale) + shift
@@ -86,6 +87,7 @@ class Attention(nn.Module):
         self.proj = _zero(nn.Conv2d(channels, channels, 1))
 
     def forward(self, x: Tensor) -> Tensor:
+        """``[B, C, H, W]`` -> ``[B, C, H, W]``."""
         B, C, H, W = x.shape
         qkv = self.qkv(self.norm(x)).reshape(B, 3, self.num_heads, C // self.num_heads, H * W)
         q, k, v = qkv.transpose(-1, -2).unbind(1)  # (B, nh, HW, hs) each
@@ -115,9 +117,11 @@ class UNet(nn.Module):
         self.conv_in = nn.Conv2d(in_channels, cfg.channels, 3, padding=1)
 
         def block(c_in: int, c_out: int) -> ResBlock:
+            """A residual block of this UNet's embedding size, groups and dropout."""
             return ResBlock(c_in, c_out, emb_dim, cfg.groups, cfg.dropout)
 
         def attn(c: int, level: int) -> nn.Module:
+            """Self-attention where ``level`` is in ``attn_levels``, else identity."""
             return Attention(c, cfg.num_heads, cfg.groups) if level in cfg.attn_levels else nn.Identity()
 
         self.down = nn.ModuleList()
