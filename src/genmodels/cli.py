@@ -203,11 +203,13 @@ def write_pictures(run: Path, seed: int = 0, n: int = 8) -> list[str]:
         x0 = load_dataset(run_config.data).test[: (n if model.spec.is_image else 500)]
         frames = [x0] + [G.q_sample(x0, model.schedule.logsnr[t].expand(len(x0)),
                                     torch.randn(x0.shape, generator=g)) for t in ts]
-        written.append(save_strip(torch.stack(frames), figs / "forward.png", ["x0"] + [f"t={t + 1}" for t in ts]))
+        scale = {"scale": max(1, 32 // model.spec.event_shape[-1])} if model.spec.is_image else {}
+        written.append(save_strip(torch.stack(frames), figs / "forward.png", ["x0"] + [f"t={t + 1}" for t in ts],
+                                  **scale))
         out = ancestral(model, n if model.spec.is_image else 500, steps=T, generator=g, keep_trajectory=True)
-        keep = [0] + [T - t for t in reversed(ts)]  # trajectory index k holds x after k steps
+        keep = sorted({0, T // 4, T // 2, 3 * T // 4, 9 * T // 10, T})  # trajectory[k] is x_{T−k}
         written.append(save_strip(out.trajectory[keep], figs / "reverse.png",
-                                  [f"t={T - k}" if k < T else "x0" for k in keep]))
+                                  [f"t={T - k}" if k < T else "x0" for k in keep], **scale))
         if model.spec.is_image:
             gif_idx = list(range(0, T + 1, max(1, T // 50))) + [T]
             written.append(save_gif(out.trajectory[gif_idx], figs / "reverse.gif"))
