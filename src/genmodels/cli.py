@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -265,6 +266,8 @@ def train(
     unet_overrides = dict(channels=channels, channel_mult=_ints(channel_mult) if channel_mult else None,
                           num_res_blocks=num_res_blocks, attn_levels=_ints(attn_levels) if attn_levels else None)
     result = run_train(model, data, out, resume, train_overrides, model_overrides, unet_overrides)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, one summary line (rank 0)
+        return
     typer.echo(json.dumps({"run": str(result.run_dir), "steps": result.steps, "images_seen": result.images_seen,
                            "minutes": round(result.seconds / 60, 2), "final_loss": result.final_loss,
                            "stop_reason": result.stop_reason}))
