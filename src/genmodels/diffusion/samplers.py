@@ -21,6 +21,7 @@ from torch import Tensor
 
 from ..registry import Registry
 from . import gaussian as G
+from .schedules import DiscreteSchedule
 
 if TYPE_CHECKING:
     from .ddpm import DDPM
@@ -53,11 +54,11 @@ class Sampler(Protocol):
                  keep_trajectory: bool = False) -> SamplerOutput: ...
 
 
-def _run(model: "DDPM", n: int, steps: int, generator: torch.Generator | None,
+def _run(model: "DDPM", n: int, sched: DiscreteSchedule, generator: torch.Generator | None,
          progress: Callable[[Iterable], Iterable] | None, keep_trajectory: bool,
          update: Callable[[Tensor, G.Prediction, int, Tensor, Tensor], Tensor]) -> SamplerOutput:
-    """Shared loop: x_T ~ N(0, I), then for j = S−1 … 0 evaluate the network and apply ``update``."""
-    sched = model.schedule.respace(steps)
+    """Shared loop over the respaced process ``sched``: x_T ~ N(0, I), then for j = S−1 … 0 evaluate the
+    network and apply ``update``."""
     dev = model.device
     x = torch.randn((n, *model.spec.event_shape), generator=generator, device=dev)
     traj = [x] if keep_trajectory else None
@@ -99,7 +100,7 @@ def ancestral(model: "DDPM", n: int, *, steps: int, generator: torch.Generator |
         z = torch.randn(x.shape, generator=generator, device=x.device)
         return mean + torch.exp(0.5 * log_var[j]).to(x.dtype) * z
 
-    return _run(model, n, steps, generator, progress, keep_trajectory, update)
+    return _run(model, n, sched, generator, progress, keep_trajectory, update)
 
 
 @torch.no_grad()
@@ -130,7 +131,7 @@ def ddim(model: "DDPM", n: int, *, steps: int, eta: float = 0.0, generator: torc
         z = torch.randn(x.shape, generator=generator, device=x.device)
         return x_s + G._expand(noise_std, x) * z
 
-    return _run(model, n, steps, generator, progress, keep_trajectory, update)
+    return _run(model, n, model.schedule.respace(steps), generator, progress, keep_trajectory, update)
 
 
 SAMPLERS: Registry[Sampler] = Registry("sampler")
