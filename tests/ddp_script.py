@@ -8,6 +8,7 @@ on any mismatch; rank 0 prints ``DDP_OK`` at the end.
 
 from __future__ import annotations
 
+import gc
 import sys
 from pathlib import Path
 
@@ -57,6 +58,13 @@ def main(run_dir: str) -> None:
     if dist.get_rank() == 0:
         print(f"DDP_OK world={dist.get_world_size()} steps={result.steps} loss={result.final_loss:.6f}",
               flush=True)
+    # Destroy the gloo group before exit, after dropping every DDP wrapper of the fits above (accelerate keeps
+    # references to prepared models): otherwise gloo can abort at interpreter shutdown (exit −6) after success.
+    acc = trainer.accelerator
+    del trainer, model
+    acc.free_memory()
+    gc.collect()
+    acc.end_training()
 
 
 if __name__ == "__main__":

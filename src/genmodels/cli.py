@@ -127,7 +127,12 @@ def run_train(model_name: str, data: str, out: Path, resume: bool, train_overrid
     model = entry.build(run_config.model_config, run_config.spec)
     sample_fn = model_sample_fn(train_cfg.n_sample, sampler="ddim", steps=50) if train_cfg.sample_every else None
     trainer = Trainer(model, dataset.train, dataset.spec, train_cfg, out, run_config, sample_fn)
-    return trainer.fit(resume=resume)
+    try:
+        return trainer.fit(resume=resume)
+    finally:
+        # the program owns the process group (under torchrun): destroy it before exit, or gloo can abort at
+        # interpreter shutdown ("terminate called without an active exception") after a successful run
+        trainer.accelerator.end_training()
 
 
 def run_sample(run: Path, n: int, sampler: str, steps: Optional[int], eta: float, seed: int, out: Optional[Path],
