@@ -110,8 +110,19 @@ class DDPM(GenerativeModel):
         """Number of steps of the training process."""
         return self.schedule.num_steps
 
+    @property
+    def logsnr_min(self) -> float:
+        """λ at the last training step (the noisiest level the network has seen)."""
+        return float(self.schedule.logsnr[-1])
+
+    @property
+    def logsnr_max(self) -> float:
+        """λ at the first training step (the cleanest level the network has seen)."""
+        return float(self.schedule.logsnr[0])
+
     def c_noise(self, i: Tensor) -> Tensor:
-        """Network conditioning for original step index i ∈ [0, T): the timestep on DDPM's 1000-step scale."""
+        """Network conditioning for original step index i ∈ [0, T) (integer or fractional): the timestep on
+        DDPM's 1000-step scale."""
         return i.float() * (1000.0 / self.T)
 
     def model_output(self, x_t: Tensor, i: Tensor, clip_x0: bool = False) -> ModelOutput:
@@ -122,6 +133,22 @@ class DDPM(GenerativeModel):
         """
         logsnr = self.schedule.logsnr[i]
         out = self.net(x_t, self.c_noise(i))
+        return ModelOutput(G.predict(out, x_t, logsnr, self.config.parameterization, clip_x0), logsnr)
+
+    def denoise(self, x_t: Tensor, logsnr: Tensor, clip_x0: bool = False) -> ModelOutput:
+        """Run the network at any noise level λ ∈ [``logsnr_min``, ``logsnr_max``] (continuous time).
+
+        The discrete-time network is conditioned on the fractional step index whose logSNR is λ
+        (:meth:`DiscreteSchedule.index_from_logsnr`); at the training steps this equals :meth:`model_output`.
+        This is what the ODE/SDE samplers and the probability-flow likelihood call.
+
+        Args:
+            x_t: ``[B, *event_shape]``, a draw of x_λ = α x_0 + σ ε. logsnr: ``[B]`` λ (clamped to the range).
+        Returns:
+            :class:`ModelOutput` with ε̂, x̂_0, v̂ and the (clamped) λ, ``[B]`` float64.
+        """
+        logsnr = logsnr.double().clamp(self.logsnr_min, self.logsnr_max)
+        out = self.net(x_t, self.c_noise(self.schedule.index_from_logsnr(logsnr)))
         return ModelOutput(G.predict(out, x_t, logsnr, self.config.parameterization, clip_x0), logsnr)
 
     # ------------------------------------------------------------------ training

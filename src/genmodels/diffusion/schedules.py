@@ -167,3 +167,22 @@ class DiscreteSchedule(nn.Module):
         ac = self.alphas_cumprod[idx_t]
         ac_prev = torch.cat([ac.new_ones(1), ac[:-1]])
         return DiscreteSchedule(1 - ac / ac_prev, self.timesteps[idx_t]).to(self.betas.device)
+
+    def index_from_logsnr(self, logsnr: Tensor) -> Tensor:
+        """The fractional step index whose logSNR is ``logsnr``: the piecewise-linear inverse of ``logsnr[i]``.
+
+        This is how a discrete-time model is run at any noise level between its training steps (the
+        discrete-time wrapper of DPM-Solver, Lu et al. 2022, Appendix; here interpolated in λ, not log α).
+        Values outside ``[logsnr[-1], logsnr[0]]`` are clamped to the end steps.
+
+        Args:
+            logsnr: any shape, λ.
+        Returns:
+            float64 tensor of the same shape with values in ``[0, S − 1]``.
+        """
+        table = self.logsnr.flip(0)  # increasing in λ; position k ↔ index S−1−k
+        lam = logsnr.to(table).clamp(table[0], table[-1])
+        k = torch.searchsorted(table, lam.contiguous(), right=True).clamp(1, len(table) - 1)
+        lo, hi = table[k - 1], table[k]
+        frac = (lam - lo) / (hi - lo)
+        return (self.num_steps - 1) - (k - 1 + frac)
