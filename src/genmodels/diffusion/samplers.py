@@ -9,24 +9,40 @@ ancestral      x_s ~ p_θ(x_s | x_t) = N(μ̃(x_t, x̂_0), σ²_j)  (DDPM Algori
 ddim           x_s = α_s x̂_0 + √(σ_s² − η² σ̃²) ε̂ + η σ̃ z,  σ̃² = r σ_s²  (Song et al. 2021, Eq. 12);
                η = 0 is deterministic, η = 1 is the ancestral update with σ²_j = β̃_j
 =============  ===============================================================================
+
+The continuous-time samplers run the network at any λ through :meth:`DDPM.denoise` (the fractional step
+index whose logSNR is λ). They visit a grid λ_0 < … < λ_{N−1} from ``logsnr_min`` (x ~ N(0, I)) to
+``logsnr_max`` and return x̂_0 at the last point (the step to σ = 0 of EDM Algorithm 1 and of DPM-Solver's
+``lower_order_final``, which costs no extra evaluation):
+
+==============  ===========================================================  ==========  ================
+dpm++           DPM-Solver++(2M), data prediction (Lu et al. 2022b, Alg. 2)  N NFE       λ-uniform grid
+heun            Heun on the PF-ODE, EDM Algorithm 1 (Karras et al. 2022)     2N − 1 NFE  EDM ρ = 7 grid
+euler_maruyama  Euler–Maruyama on the reverse SDE (Song et al. 2021, Eq. 6)  N NFE       DDPM's steps
+ode             the PF-ODE with an adaptive solver (torchdiffeq dopri5)      adaptive    —
+==============  ===========================================================  ==========  ================
+
+``steps`` is N, the number of noise levels; :func:`steps_for_nfe` gives the N that spends a budget of NFE.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable, Protocol
+from typing import TYPE_CHECKING, Callable, Iterable, Literal, Protocol
 
 import torch
 from torch import Tensor
 
 from ..registry import Registry
 from . import gaussian as G
-from .schedules import DiscreteSchedule
+from .schedules import DiscreteSchedule, respaced_timesteps
 
 if TYPE_CHECKING:
     from .ddpm import DDPM
 
-__all__ = ["SamplerOutput", "ancestral", "ddim", "SAMPLERS"]
+__all__ = ["SamplerOutput", "ancestral", "ddim", "dpm_solver_pp", "heun", "euler_maruyama", "pf_ode",
+           "logsnr_grid", "steps_for_nfe", "SAMPLERS"]
 
 
 @dataclass
@@ -134,6 +150,238 @@ def ddim(model: "DDPM", n: int, *, steps: int, eta: float = 0.0, generator: torc
     return _run(model, n, model.schedule.respace(steps), generator, progress, keep_trajectory, update)
 
 
+# ============================================================================ continuous-time samplers
+Spacing = Literal["time", "logsnr", "edm"]
+
+
+def logsnr_grid(model: "DDPM", steps: int, spacing: Spacing, rho: float = 7.0) -> Tensor:
+    """N = ``steps`` noise levels λ_0 < … < λ_{N−1} from ``model.logsnr_min`` to ``model.logsnr_max``.
+
+    ``time``: the training steps DDIM keeps (evenly spaced indices, :func:`respaced_timesteps`).
+    ``logsnr``: uniform in λ (DPM-Solver's ``logSNR`` skip type, Lu et al. 2022, §3.3).
+    ``edm``: σ̃_i = (σ̃_max^{1/ρ} + i/(N−1)(σ̃_min^{1/ρ} − σ̃_max^{1/ρ}))^ρ with σ̃ = σ/α = e^{−λ/2}
+    (Karras et al. 2022, Eq. 5).
+
+    Returns:
+        ``[N]`` float64, increasing.
+    Raises:
+        ValueError: for ``steps`` < 1 or an unknown spacing.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be ≥ 1, got {steps}")
+    lo, hi = model.logsnr_min, model.logsnr_max
+    dev = model.schedule.logsnr.device
+    if steps == 1:
+        return torch.tensor([lo], dtype=torch.float64, device=dev)
+    if spacing == "time":
+        idx = respaced_timesteps(model.T, min(steps, model.T))
+        if steps > model.T:
+            raise ValueError(f"'time' spacing has at most T={model.T} levels, got steps={steps}")
+        return model.schedule.logsnr[torch.as_tensor(idx, device=dev)].flip(0)
+    if spacing == "logsnr":
+        return torch.linspace(lo, hi, steps, dtype=torch.float64, device=dev)
+    if spacing == "edm":
+        s_max, s_min = math.exp(-lo / 2), math.exp(-hi / 2)
+        k = torch.linspace(0, 1, steps, dtype=torch.float64, device=dev)
+        sig = (s_max ** (1 / rho) + k * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho
+        return (-2 * sig.log()).clamp(lo, hi)
+    raise ValueError(f"unknown spacing {spacing!r}; use 'time', 'logsnr' or 'edm'")
+
+
+def steps_for_nfe(sampler: str, nfe: int) -> int:
+    """The ``steps`` that make ``sampler`` spend at most ``nfe`` network evaluations (Heun: 2N − 1).
+
+    Raises:
+        ValueError: for ``nfe`` < 1 or the adaptive ``ode`` sampler (its NFE follows from its tolerance).
+    """
+    if nfe < 1:
+        raise ValueError(f"nfe must be ≥ 1, got {nfe}")
+    if sampler == "heun":
+        return (nfe + 1) // 2
+    if sampler == "ode":
+        raise ValueError("the adaptive 'ode' sampler sets its NFE through rtol/atol, not a step count")
+    return nfe
+
+
+def _x0(model: "DDPM", x: Tensor, lam: Tensor, clip_x0: bool) -> Tensor:
+    """x̂_0(x, λ) for a batch ``[n, ...]`` at one level λ (0-d)."""
+    return model.denoise(x, lam.expand(len(x)), clip_x0=clip_x0).pred.x0
+
+
+def _clip(model: "DDPM", clip_x0: bool | None) -> bool:
+    return model.config.clip_x0 if clip_x0 is None else clip_x0
+
+
+def _prior(model: "DDPM", n: int, generator: torch.Generator | None) -> Tensor:
+    return torch.randn((n, *model.spec.event_shape), generator=generator, device=model.device)
+
+
+@torch.no_grad()
+def dpm_solver_pp(model: "DDPM", n: int, *, steps: int, generator: torch.Generator | None = None,
+                  progress: Callable[[Iterable], Iterable] | None = None, keep_trajectory: bool = False,
+                  spacing: Spacing = "logsnr", clip_x0: bool | None = None) -> SamplerOutput:
+    """DPM-Solver++(2M): second-order multistep, data prediction (Lu et al. 2022b, Algorithm 2).
+
+    With h_i = (λ_i − λ_{i−1})/2 (the paper's λ is half our logSNR) and D the data prediction,
+
+        x_i = (σ_i/σ_{i−1}) x_{i−1} + α_i (1 − e^{−h_i}) D_i,
+        D_1 = x̂_0^{(0)},  D_i = (1 + 1/(2r_i)) x̂_0^{(i−1)} − 1/(2r_i) x̂_0^{(i−2)},  r_i = h_{i−1}/h_i,
+
+    then x̂_0 at λ_{N−1} (the first-order final step to σ = 0). N network evaluations.
+
+    Args:
+        steps: N ≥ 1 noise levels. spacing: grid of :func:`logsnr_grid` (``logsnr`` by default, the paper's
+            choice for small images). clip_x0: clamp x̂_0 to [−1, 1] (default: the model's ``clip_x0``).
+    """
+    clip = _clip(model, clip_x0)
+    lam = logsnr_grid(model, steps, spacing)
+    alpha, sigma = G.alpha_sigma(lam)
+    x = _prior(model, n, generator)
+    traj = [x] if keep_trajectory else None
+    x0_prev, h_prev = None, None
+    order = range(steps)
+    for i in progress(order) if progress else order:
+        x0 = _x0(model, x, lam[i], clip)
+        if i == steps - 1:
+            x = x0
+        else:
+            h = (lam[i + 1] - lam[i]) / 2
+            if x0_prev is None:
+                d = x0
+            else:
+                r = h_prev / h
+                d = (1 + 1 / (2 * r)).item() * x0 - (1 / (2 * r)).item() * x0_prev
+            x = (sigma[i + 1] / sigma[i]).item() * x + (alpha[i + 1] * -torch.expm1(-h)).item() * d
+            x0_prev, h_prev = x0, h
+        if traj is not None:
+            traj.append(x)
+    return SamplerOutput(x0=x, nfe=steps, trajectory=torch.stack(traj) if traj else None)
+
+
+@torch.no_grad()
+def heun(model: "DDPM", n: int, *, steps: int, generator: torch.Generator | None = None,
+         progress: Callable[[Iterable], Iterable] | None = None, keep_trajectory: bool = False,
+         rho: float = 7.0, spacing: Spacing = "edm", clip_x0: bool | None = None) -> SamplerOutput:
+    """Heun's second-order method on the probability-flow ODE: EDM Algorithm 1 (Karras et al. 2022), S_churn = 0.
+
+    In EDM's variables x̃ = x/α and σ̃ = σ/α = e^{−λ/2} the PF-ODE is dx̃/dσ̃ = (x̃ − D(x̃; σ̃))/σ̃ with
+    D(x̃; σ̃) = x̂_0(α x̃, λ) (EDM Eq. 3–4 with s = α). On the grid σ̃_0 > … > σ̃_{N−1} > σ̃_N = 0 (EDM Eq. 5,
+    ρ = 7), each step is an Euler step plus a trapezoidal correction, except the last (to σ̃ = 0), which is
+    Euler and gives x̂_0. 2N − 1 network evaluations.
+
+    Args:
+        steps: N ≥ 1 noise levels. rho: ρ of the EDM grid. clip_x0: as in :func:`dpm_solver_pp`.
+    """
+    clip = _clip(model, clip_x0)
+    lam = logsnr_grid(model, steps, spacing, rho)
+    alpha, _ = G.alpha_sigma(lam)
+    t = torch.cat([(-lam / 2).exp(), lam.new_zeros(1)])  # σ̃_0 > … > σ̃_{N−1} > σ̃_N = 0
+    x = _prior(model, n, generator)
+    traj = [x] if keep_trajectory else None
+    x_tilde = x / alpha[0].item()
+    nfe = 0
+
+    def slope(xt: Tensor, i: int) -> Tensor:
+        """dx̃/dσ̃ = (x̃ − D)/σ̃ at level i."""
+        d = _x0(model, alpha[i].item() * xt, lam[i], clip)
+        return (xt - d) / t[i].item()
+
+    order = range(steps)
+    for i in progress(order) if progress else order:
+        d_i = slope(x_tilde, i)
+        nfe += 1
+        x_next = x_tilde + (t[i + 1] - t[i]).item() * d_i
+        if i < steps - 1:
+            d_next = slope(x_next, i + 1)
+            nfe += 1
+            x_next = x_tilde + (t[i + 1] - t[i]).item() * (0.5 * d_i + 0.5 * d_next)
+        x_tilde = x_next
+        if traj is not None:
+            traj.append(x_tilde * (alpha[i + 1].item() if i < steps - 1 else 1.0))
+    return SamplerOutput(x0=x_tilde, nfe=nfe, trajectory=torch.stack(traj) if traj else None)
+
+
+@torch.no_grad()
+def euler_maruyama(model: "DDPM", n: int, *, steps: int, generator: torch.Generator | None = None,
+                   progress: Callable[[Iterable], Iterable] | None = None, keep_trajectory: bool = False,
+                   spacing: Spacing = "time", clip_x0: bool | None = None) -> SamplerOutput:
+    """Euler–Maruyama on the reverse-time SDE (Song et al. 2021, Eq. 6), written in λ.
+
+    The VP forward SDE in λ has drift ½σ²x and squared diffusion −σ² per unit dλ (see :mod:`.ode`), so the
+    reverse SDE dx = [f − g²∇log p] dt + g dw̄ with ∇log p = −ε̂/σ, stepped from λ_i to λ_{i+1}
+    (Δλ = λ_{i+1} − λ_i > 0), is
+
+        x ← x (1 + ½σ_i²Δλ) − σ_i Δλ ε̂ + σ_i √Δλ z,
+
+    followed by x̂_0 at λ_{N−1} (Song et al.'s final denoising step). N network evaluations.
+
+    Args:
+        steps: N ≥ 1 noise levels. spacing: ``time`` (DDPM's kept steps) by default.
+    """
+    clip = _clip(model, clip_x0)
+    lam = logsnr_grid(model, steps, spacing)
+    _, sigma = G.alpha_sigma(lam)
+    x = _prior(model, n, generator)
+    traj = [x] if keep_trajectory else None
+    order = range(steps)
+    for i in progress(order) if progress else order:
+        out = model.denoise(x, lam[i].expand(n), clip_x0=clip)
+        if i == steps - 1:
+            x = out.pred.x0
+        else:
+            dl, s = (lam[i + 1] - lam[i]).item(), sigma[i].item()
+            z = torch.randn(x.shape, generator=generator, device=x.device)
+            x = x * (1 + 0.5 * s**2 * dl) - s * dl * out.pred.eps + s * math.sqrt(dl) * z
+        if traj is not None:
+            traj.append(x)
+    return SamplerOutput(x0=x, nfe=steps, trajectory=torch.stack(traj) if traj else None)
+
+
+@torch.no_grad()
+def pf_ode(model: "DDPM", n: int, *, steps: int | None = None, generator: torch.Generator | None = None,
+           progress: Callable[[Iterable], Iterable] | None = None, keep_trajectory: bool = False,
+           rtol: float = 1e-3, atol: float = 1e-3, method: str = "dopri5",
+           clip_x0: bool | None = None) -> SamplerOutput:
+    """The probability-flow ODE (Song et al. 2021, Eq. 13) from λ_min to λ_max with an adaptive solver
+    (torchdiffeq's ``dopri5`` by default; score SDE uses RK45 with tolerances 1e-5), then x̂_0 at λ_max.
+
+    The NFE follows from ``rtol``/``atol`` and is counted. ``steps`` is ignored (kept for the common signature);
+    with ``keep_trajectory`` the solution is also reported at 8 levels evenly spaced in λ.
+
+    Args:
+        rtol, atol: solver tolerances (> 0). method: a torchdiffeq method name.
+        clip_x0: clamp x̂_0 inside the drift (default: the model's ``clip_x0``).
+    Raises:
+        ValueError: for non-positive tolerances.
+    """
+    from torchdiffeq import odeint
+
+    from .ode import probability_flow_drift
+
+    if rtol <= 0 or atol <= 0:
+        raise ValueError(f"rtol and atol must be > 0, got rtol={rtol}, atol={atol}")
+    clip = _clip(model, clip_x0)
+    nfe = 0
+
+    def f(lam: Tensor, x: Tensor) -> Tensor:
+        nonlocal nfe
+        nfe += 1
+        return probability_flow_drift(model, x, lam.double().expand(n), clip_x0=clip)
+
+    x = _prior(model, n, generator)
+    k = 8 if keep_trajectory else 2
+    lams = torch.linspace(model.logsnr_min, model.logsnr_max, k, dtype=torch.float32, device=x.device)
+    xs = odeint(f, x, lams, rtol=rtol, atol=atol, method=method)
+    x0 = _x0(model, xs[-1], lams[-1].double(), clip)
+    nfe += 1
+    traj = torch.cat([xs, x0[None]]) if keep_trajectory else None
+    return SamplerOutput(x0=x0, nfe=nfe, trajectory=traj)
+
+
 SAMPLERS: Registry[Sampler] = Registry("sampler")
 SAMPLERS.register("ancestral", ancestral)
 SAMPLERS.register("ddim", ddim)
+SAMPLERS.register("dpm++", dpm_solver_pp)
+SAMPLERS.register("heun", heun)
+SAMPLERS.register("euler_maruyama", euler_maruyama)
+SAMPLERS.register("ode", pf_ode)
