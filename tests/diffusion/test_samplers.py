@@ -250,11 +250,25 @@ def test_ddim_rejects_negative_eta():
 def test_model_sample_dispatches_to_samplers():
     model = gaussian_model(100)
     for name, eta in [("ancestral", 0.0), ("ddim", 0.0), ("ddim", 0.7)]:
-        s = model.sample(16, _gen(30), sampler=name, steps=10, eta=eta)
         kw = {"eta": eta} if name == "ddim" else {}
+        s = model.sample(16, _gen(30), sampler=name, steps=10, **kw)
         ref = getattr(samplers, name)(model, 16, steps=10, generator=_gen(30), **kw).x0
         assert s.shape == (16, D) and torch.equal(s, ref)
     full = model.sample(4, _gen(31))
     assert torch.equal(full, samplers.ancestral(model, 4, steps=100, generator=_gen(31)).x0)
     with pytest.raises(KeyError):
         model.sample(2, sampler="euler")
+    with pytest.raises(TypeError):  # options of one sampler are not silently ignored by another
+        model.sample(2, sampler="ancestral", eta=0.5)
+
+
+def test_sample_in_batches_continues_one_generator():
+    model = gaussian_model(100)
+    whole = samplers.ddim(model, 10, steps=5, generator=_gen(40)).x0
+    parts = samplers.sample_in_batches(model, 10, "ddim", steps=5, generator=_gen(40), batch_size=4)
+    assert parts.x0.shape == (10, D) and parts.nfe == 5
+    # batches draw x_T separately, so only the first batch equals the first rows of one big draw
+    torch.testing.assert_close(parts.x0[:4], samplers.ddim(model, 4, steps=5, generator=_gen(40)).x0)
+    assert not torch.equal(parts.x0, whole)
+    again = samplers.sample_in_batches(model, 10, "ddim", steps=5, generator=_gen(40), batch_size=4)
+    assert torch.equal(parts.x0, again.x0)

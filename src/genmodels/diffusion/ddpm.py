@@ -267,19 +267,22 @@ class DDPM(GenerativeModel):
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, *, sampler: str = "ancestral",
-               steps: int | None = None, eta: float = 0.0, progress: Callable | None = None) -> Tensor:
+               steps: int | None = None, progress: Callable | None = None, **sampler_kwargs) -> Tensor:
         """``[n, *event_shape]`` samples on the data scale.
 
         Args:
-            sampler: ``ancestral`` (DDPM Algorithm 2) or ``ddim`` (Song et al. 2021, Eq. 12, with ``eta``).
-            steps: number of steps of the respaced process (default: all T).
+            sampler: a name in :data:`genmodels.diffusion.samplers.SAMPLERS`: ``ancestral`` (DDPM Algorithm 2),
+                ``ddim`` (Song et al. 2021, Eq. 12), ``dpm++``, ``heun``, ``euler_maruyama`` or ``ode``.
+            steps: the sampler's number of steps/noise levels (default: all T).
             progress: optional wrapper of the step iterator, e.g. ``tqdm``.
+            **sampler_kwargs: the sampler's own options (``eta`` for ddim, ``rtol``/``atol`` for ode, …).
+        Raises:
+            KeyError: for an unknown sampler.
         """
         from .samplers import SAMPLERS
 
         fn = SAMPLERS.get(sampler)
-        kw = {"eta": eta} if sampler == "ddim" else {}
-        return fn(self, n, steps=steps or self.T, generator=generator, progress=progress, **kw).x0
+        return fn(self, n, steps=steps or self.T, generator=generator, progress=progress, **sampler_kwargs).x0
 
 
 MODELS.register("ddpm", ModelEntry(config_cls=DDPMConfig, build=DDPM))
