@@ -42,6 +42,7 @@ __all__ = [
     "save_gif",
     "save_schedule_plot",
     "save_loss_curve",
+    "save_quality_vs_cost",
 ]
 
 PathLike = str | os.PathLike[str]
@@ -549,4 +550,45 @@ def save_loss_curve(
         ax.set_yscale("log")
     ax.set(xlabel="step", ylabel=key, title=f"{key} vs step")
     ax.grid(alpha=0.3, which="both")
+    return _save_figure(fig, path)
+
+
+def save_quality_vs_cost(curves: Mapping[str, Sequence[tuple[float, float, float]]], path: PathLike, *,
+                         metric: str = "Fréchet distance", floor: float | None = None,
+                         references: Mapping[str, float] | None = None) -> Path:
+    """Plot a sample-quality metric against NFE (left) and wall time per sample (right), one line per sampler.
+
+    Args:
+        curves: sampler name -> points ``(nfe, seconds_per_sample, value)``; points are sorted by NFE.
+        path: destination PNG (atomic write, parents created).
+        metric: axis label of the value (lower is better for distances).
+        floor: drawn as a dashed line, e.g. the distance of the test split to the train split.
+        references: label -> value drawn as dotted horizontal lines (e.g. 1000-step ancestral).
+    Returns:
+        ``Path`` of the written file.
+    Raises:
+        ValueError: if ``curves`` is empty or a point is not (nfe > 0, seconds > 0, value).
+    """
+    if not curves:
+        raise ValueError("save_quality_vs_cost needs at least one sampler's points")
+    fig = _new_figure(10.0, 3.8)
+    ax_n, ax_t = fig.subplots(1, 2, sharey=True)
+    for name, pts in curves.items():
+        p = sorted((float(a), float(b), float(c)) for a, b, c in pts)
+        if not p or any(a <= 0 or b <= 0 for a, b, _ in p):
+            raise ValueError(f"sampler {name!r}: points must be (nfe > 0, seconds_per_sample > 0, value), got {pts}")
+        arr = np.array(p)
+        ax_n.plot(arr[:, 0], arr[:, 2], marker="o", label=name)
+        ax_t.plot(arr[:, 1], arr[:, 2], marker="o", label=name)
+    for ax, xlabel in ((ax_n, "network evaluations (NFE)"), (ax_t, "seconds per sample")):
+        if floor is not None:
+            ax.axhline(floor, color="0.4", linestyle="--", linewidth=1, label="floor: test vs train")
+        for label, v in (references or {}).items():
+            ax.axhline(v, color="0.6", linestyle=":", linewidth=1, label=label)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3, which="both")
+    ax_n.set_ylabel(metric)
+    ax_n.legend(fontsize=8)
     return _save_figure(fig, path)

@@ -1,0 +1,161 @@
+"""Sample quality against the number of network evaluations (NFE) and wall time, for every sampler.
+
+For each sampler and NFE budget the sweep draws ``n`` samples with the same seed, so every deterministic
+sampler starts from the same x_T (common random numbers: the differences between rows are not sampling
+noise of x_T), times them, and scores them with a quality function (e.g.
+:func:`genmodels.metrics.sample_quality.sample_quality`). Samples are cached as ``.npz`` in ``cache_dir``
+with their NFE and seconds, so an interrupted sweep resumes where it stopped and a metric can be re-run
+without re-sampling.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from ..diffusion.ddpm import DDPM
+
+__all__ = ["SweepRow", "nfe_sweep", "sweep_table"]
+
+
+@dataclass
+class SweepRow:
+    """One (sampler, NFE budget) point of the sweep.
+
+    Attributes:
+        sampler: the sampler's name. nfe_budget: the requested NFE (``None`` for the adaptive ``ode``).
+        steps: the sampler's ``steps`` (Heun: N levels, 2N − 1 NFE). nfe: the evaluations actually spent per
+        sample. n: samples. seconds: wall time to draw them (0 if loaded from the cache and not re-timed).
+        seconds_per_sample: ``seconds / n``. options: sampler options (``rtol``, …). quality: the metrics.
+    """
+
+    sampler: str
+    nfe_budget: int | None
+    steps: int | None
+    nfe: int
+    n: int
+    seconds: float
+    seconds_per_sample: float
+    options: dict[str, Any] = field(default_factory=dict)
+    quality: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        """A JSON-serializable dict with the attributes as keys."""
+        return asdict(self)
+
+
+def _cache_path(cache_dir: Path, sampler: str, tag: str, n: int, seed: int) -> Path:
+    safe = sampler.replace("+", "p")
+    return cache_dir / f"{safe}_{tag}_n{n}_seed{seed}.npz"
+
+
+def _draw(model: "DDPM", sampler: str, steps: int | None, n: int, seed: int, batch_size: int, options: dict,
+          path: Path | None, progress: Callable[[Iterable], Iterable] | None) -> tuple[Tensor, int, float]:
+    """Samples, NFE and seconds, from the cache when present."""
+    from ..diffusion.samplers import sample_in_batches
+
+    if path is not None and path.is_file():
+        with np.load(path) as f:
+            meta = json.loads(str(f["meta"]))
+            return torch.from_numpy(f["x"]), int(meta["nfe"]), float(meta["seconds"])
+    start = time.perf_counter()
+    out = sample_in_batches(model, n, sampler, steps=steps, generator=torch.Generator().manual_seed(seed),
+                            batch_size=batch_size, progress=progress, **options)
+    seconds = time.perf_counter() - start
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez_compressed(tmp, x=out.x0.cpu().numpy(),
+                            meta=json.dumps({"nfe": out.nfe, "seconds": seconds, "sampler": sampler, "steps": steps,
+                                             "options": options}))
+        tmp.replace(path)
+    return out.x0.cpu(), out.nfe, seconds
+
+
+def nfe_sweep(model: "DDPM", samplers: Sequence[str], nfes: Sequence[int], quality: Callable[[Tensor], dict],
+              *, n: int = 500, seed: int = 0, batch_size: int = 100, ode_tolerances: Sequence[float] = (1e-2, 1e-3),
+              cache_dir: str | Path | None = None, sampler_options: dict[str, dict] | None = None,
+              progress: Callable[[Iterable], Iterable] | None = None,
+              on_row: Callable[[SweepRow], None] | None = None) -> list[SweepRow]:
+    """Quality and wall time of ``n`` samples for every sampler at every NFE budget.
+
+    Args:
+        model: a trained :class:`~genmodels.diffusion.ddpm.DDPM`.
+        samplers: names in :data:`~genmodels.diffusion.samplers.SAMPLERS`. ``ode`` is run once per tolerance
+            in ``ode_tolerances`` (its NFE is measured, not chosen).
+        nfes: NFE budgets; each sampler gets the steps of :func:`~genmodels.diffusion.samplers.steps_for_nfe`.
+            Budgets a sampler cannot meet (more than T steps on DDPM's own grid) are skipped.
+        quality: maps samples ``[n, *event_shape]`` to a dict of metrics.
+        n, seed, batch_size: samples per point, the seed of every point (same x_T), samples drawn at once.
+        cache_dir: where samples are cached (resume); ``None`` disables the cache.
+        sampler_options: extra options per sampler name (e.g. ``{"ddim": {"eta": 0.0}}``).
+        on_row: called with each finished row (e.g. to print or save progress).
+    Returns:
+        One :class:`SweepRow` per point, in the order run.
+    Raises:
+        ValueError: for empty ``samplers``/``nfes`` or ``n`` < 2.
+    """
+    from ..diffusion.samplers import SAMPLERS, steps_for_nfe
+
+    if not samplers or not nfes:
+        raise ValueError("give at least one sampler and one NFE budget")
+    if n < 2:
+        raise ValueError(f"n must be ≥ 2 samples, got {n}")
+    for s in samplers:
+        SAMPLERS.get(s)  # unknown names fail before any work
+    cache = Path(cache_dir) if cache_dir is not None else None
+    rows: list[SweepRow] = []
+    grid_limited = {"ancestral", "ddim", "euler_maruyama"}
+    for s in samplers:
+        base = dict((sampler_options or {}).get(s, {}))
+        if s == "ode":
+            points = [(None, None, {**base, "rtol": tol, "atol": tol}, f"tol{tol:g}") for tol in ode_tolerances]
+        else:
+            points = []
+            for budget in nfes:
+                steps = steps_for_nfe(s, budget)
+                if s in grid_limited and steps > model.T:
+                    continue
+                points.append((budget, steps, base, f"nfe{budget}"))
+        for budget, steps, options, tag in points:
+            path = _cache_path(cache, s, tag, n, seed) if cache is not None else None
+            x, nfe, seconds = _draw(model, s, steps, n, seed, batch_size, options, path, progress)
+            row = SweepRow(sampler=s, nfe_budget=budget, steps=steps, nfe=nfe, n=n, seconds=round(seconds, 2),
+                           seconds_per_sample=seconds / n, options=options, quality=quality(x))
+            rows.append(row)
+            if on_row is not None:
+                on_row(row)
+    return rows
+
+
+def sweep_table(rows: Sequence[SweepRow], metrics: Sequence[str] = ("fd", "kid", "precision", "recall"),
+                floor: dict[str, Any] | None = None) -> str:
+    """A Markdown table of the sweep: sampler, NFE, the metrics, and seconds per sample.
+
+    Args:
+        floor: if given, a last row with the floor's metrics (e.g. test split against train split).
+    """
+    head = "| sampler | NFE | " + " | ".join(metrics) + " | s/sample |"
+    lines = [head, "|" + "---|" * (3 + len(metrics))]
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, (list, tuple)):  # (mean, std)
+            return f"{v[0]:.4g} ± {v[1]:.2g}"
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    for r in rows:
+        label = r.sampler + (f" (tol {r.options['rtol']:g})" if r.sampler == "ode" else "")
+        vals = " | ".join(fmt(r.quality.get(m, "")) for m in metrics)
+        lines.append(f"| {label} | {r.nfe} | {vals} | {r.seconds_per_sample:.3f} |")
+    if floor:
+        vals = " | ".join(fmt(floor.get(m, "")) for m in metrics)
+        lines.append(f"| *floor: test vs train* | — | {vals} | — |")
+    return "\n".join(lines)
