@@ -1,4 +1,4 @@
-"""The probability-flow ODE of a variance-preserving diffusion, written in logSNR time.
+"""The probability-flow ODE of a variance-preserving diffusion, written in logSNR time, and its likelihood.
 
 With x_λ = α x_0 + σ ε, α² = sigmoid(λ), σ² = sigmoid(−λ), the forward SDE in λ has drift ½σ² x dλ and
 squared diffusion −σ² dλ (d log α²/dλ = σ²; Kingma et al. 2021, Appendix; Song et al. 2021, Eq. 13), so
@@ -7,12 +7,38 @@ its probability-flow ODE (Song et al. 2021, Eq. 13, with ∇ log p = −ε̂/σ)
     dx/dλ = ½ σ² x − ½ σ ε̂(x, λ).
 
 Equivalently d(x/α)/d(σ/α) = ε̂, the DDIM ODE (Song et al. 2021a, Eq. 14) and EDM's dx̃/dσ̃ = (x̃ − D)/σ̃.
+
+Exact likelihood (Song et al. 2021, Appendix D.2, Eq. 39–40; Chen et al. 2018, Theorem 1). Write
+f(x, λ) = dx/dλ and let p_λ be the law of the solution x(λ) when x(λ_min) ~ N(0, I). Along a solution the
+instantaneous change of variables gives d log p_λ(x(λ))/dλ = −∇·f(x(λ), λ), hence, integrating from the data
+end λ_max down to the prior end λ_min (λ decreases, so dλ < 0 on the way):
+
+    log p_{λ_min}(x(λ_min)) − log p_{λ_max}(x(λ_max)) = −∫_{λ_max}^{λ_min} ∇·f dλ
+    ⇒  log p_{λ_max}(x) = log N(x(λ_min); 0, I) + ∫_{λ_max}^{λ_min} ∇·f(x(λ), λ) dλ.
+
+This is Eq. 40 with t ↦ λ: there t runs from 0 (data) to T (noise) and the integral is ∫_0^T ∇·f dt; here λ
+runs from λ_max (data) to λ_min (noise) and the integral keeps that orientation, so it is the second
+component of the augmented ODE d[x, ℓ]/dλ = [f, ∇·f] solved from [x, 0] at λ_max to λ_min. The density
+p_{λ_max} is that of a continuous normalizing flow whose velocity is the network; it is a proper density
+on the data scale, used as the model of x_0 (as Song et al. do at t = ε).
+
+The divergence ∇·f = tr ∂f/∂x is computed exactly (one backward pass per dimension: low dimensions) or by
+the Hutchinson–Skilling estimator vᵀ(∂f/∂x)v with one vector–Jacobian product, E[v vᵀ] = I, v Rademacher
+or Gaussian and drawn once per solve (FFJORD, Grathwohl et al. 2019, §3.1; Hutchinson 1989; Skilling 1989).
+Because x(λ) does not depend on v and the integral is linear in the trace, the estimate of log p is unbiased
+(up to the solver's error), not only of p.
+
+Notation: ``logsnr`` λ; ``eps`` ε̂; ``divergence`` ∫_{λ_max}^{λ_min} ∇·f dλ (nats); ``nfe`` number of drift
+evaluations (each one network evaluation plus its backward passes).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, get_args
 
+import torch
 from torch import Tensor
 
 from . import gaussian as G
@@ -20,15 +46,229 @@ from . import gaussian as G
 if TYPE_CHECKING:
     from .ddpm import DDPM
 
-__all__ = ["probability_flow_drift"]
+__all__ = [
+    "TraceMethod",
+    "ProbeNoise",
+    "ADAPTIVE_METHODS",
+    "EXACT_TRACE_MAX_DIM",
+    "ODELikelihood",
+    "probability_flow_drift",
+    "draw_probes",
+    "exact_divergence",
+    "hutchinson_divergence",
+    "ode_log_likelihood",
+]
+
+TraceMethod = Literal["auto", "exact", "hutchinson"]
+"""How ∇·f is computed: ``exact`` (D backward passes), ``hutchinson`` (one VJP per probe) or ``auto``
+(``exact`` for D ≤ :data:`EXACT_TRACE_MAX_DIM`, else ``hutchinson``)."""
+ProbeNoise = Literal["rademacher", "gaussian"]
+"""Distribution of the Hutchinson probe v: ±1 with equal probability (lower variance), or N(0, I)."""
+ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
+"""torchdiffeq's adaptive-step solvers (a fixed-step method would take a single step over [λ_min, λ_max])."""
+EXACT_TRACE_MAX_DIM = 16
+"""Largest D for which ``trace="auto"`` computes the exact trace."""
+
+
+def _net_dtype(model: "DDPM", default: torch.dtype) -> torch.dtype:
+    """dtype of the network's first floating parameter; ``default`` for a network without parameters."""
+    for p in model.net.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return default
 
 
 def probability_flow_drift(model: "DDPM", x: Tensor, logsnr: Tensor, clip_x0: bool = False) -> Tensor:
     """dx/dλ of the probability-flow ODE at ``x`` (``[B, ...]``) and λ (``[B]``): ½σ²x − ½σε̂ (module docstring).
 
+    The network runs in its parameters' dtype (x is cast for it); the drift is formed in x's dtype, so a
+    float64 state can be integrated with a float32 network.
+
     Returns:
         ``[B, ...]`` in x's dtype. One network evaluation.
     """
-    out = model.denoise(x, logsnr, clip_x0=clip_x0)
+    out = model.denoise(x.to(_net_dtype(model, x.dtype)), logsnr, clip_x0=clip_x0)
+    eps = out.pred.eps.to(x.dtype)
     _, sigma = G.alpha_sigma(out.logsnr)
-    return 0.5 * G._expand(sigma**2, x) * x - 0.5 * G._expand(sigma, x) * out.pred.eps
+    return 0.5 * G._expand(sigma**2, x) * x - 0.5 * G._expand(sigma, x) * eps
+
+
+# ---------------------------------------------------------------------------------------------- divergence
+
+
+def draw_probes(x: Tensor, samples: int, noise: ProbeNoise = "rademacher",
+                generator: torch.Generator | None = None) -> Tensor:
+    """Hutchinson probes with E[v vᵀ] = I, one set per example: ``[samples, B, ...]`` in x's dtype and device.
+
+    Args:
+        x: ``[B, ...]``, for shape, dtype and device. samples: K ≥ 1 probes per example.
+        noise: ``rademacher`` (±1, each with probability ½) or ``gaussian`` (N(0, 1)).
+    Raises:
+        ValueError: for an unknown ``noise`` or ``samples`` < 1.
+    """
+    if noise not in get_args(ProbeNoise):
+        raise ValueError(f"noise must be one of {', '.join(get_args(ProbeNoise))}; got {noise!r}")
+    if not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"the number of Hutchinson samples must be an integer ≥ 1, got {samples!r}")
+    shape = (samples, *x.shape)
+    if noise == "gaussian":
+        return torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype)
+    bits = torch.randint(0, 2, shape, generator=generator, device=x.device)
+    return (2 * bits - 1).to(x.dtype)
+
+
+def exact_divergence(fx: Tensor, x: Tensor, retain_graph: bool = False) -> Tensor:
+    """∇·f = Σ_d ∂f_d/∂x_d per example, by D backward passes (examples must not interact in f).
+
+    Args:
+        fx: ``[B, ...]`` f(x), computed from ``x`` with autograd recording. x: ``[B, ...]``, requires grad.
+        retain_graph: keep the graph after the last pass.
+    Returns:
+        ``[B]`` in fx's dtype.
+    """
+    f_flat = fx.flatten(1)
+    D = f_flat.shape[1]
+    div = torch.zeros(f_flat.shape[0], dtype=fx.dtype, device=fx.device)
+    for d in range(D):
+        (g,) = torch.autograd.grad(f_flat[:, d].sum(), x, retain_graph=retain_graph or d < D - 1)
+        div = div + g.flatten(1)[:, d].to(fx.dtype)
+    return div
+
+
+def hutchinson_divergence(fx: Tensor, x: Tensor, probes: Tensor, retain_graph: bool = False) -> Tensor:
+    """Hutchinson–Skilling estimate of ∇·f: (1/K) Σ_k v_kᵀ (∂f/∂x) v_k, one vector–Jacobian product per probe.
+
+    Unbiased for the trace when E[v vᵀ] = I (FFJORD, Grathwohl et al. 2019, Eq. 7).
+
+    Args:
+        fx: ``[B, ...]`` f(x), computed from ``x`` with autograd recording. x: ``[B, ...]``, requires grad.
+        probes: ``[K, B, ...]`` (:func:`draw_probes`).
+    Returns:
+        ``[B]`` in fx's dtype.
+    """
+    K = probes.shape[0]
+    div = torch.zeros(fx.shape[0], dtype=fx.dtype, device=fx.device)
+    for k in range(K):
+        (vjp,) = torch.autograd.grad(fx, x, probes[k], retain_graph=retain_graph or k < K - 1)  # vᵀ ∂f/∂x
+        div = div + (vjp * probes[k]).flatten(1).sum(1).to(fx.dtype)
+    return div / K
+
+
+# ---------------------------------------------------------------------------------------------- likelihood
+
+
+@dataclass
+class ODELikelihood:
+    """Log-density of points under the probability-flow ODE's model, with its two parts (module docstring).
+
+    Attributes:
+        log_p: ``[B]`` nats, log p_{λ_max}(x) = ``log_p_prior + divergence`` (float64).
+        log_p_prior: ``[B]`` nats, log N(x(λ_min); 0, I) (float64).
+        divergence: ``[B]`` nats, ∫_{λ_max}^{λ_min} ∇·f dλ, exact or Hutchinson-estimated (float64).
+        x_prior: ``[B, ...]`` x(λ_min), the points mapped to the prior end.
+        nfe: drift evaluations of the solve (the whole batch is one solve).
+        trace: ``exact`` or ``hutchinson`` (``auto`` resolved).
+        logsnr_max, logsnr_min: the integration range.
+    """
+
+    log_p: Tensor
+    log_p_prior: Tensor
+    divergence: Tensor
+    x_prior: Tensor
+    nfe: int
+    trace: str
+    logsnr_max: float
+    logsnr_min: float
+
+
+def _standard_normal_log_prob(z: Tensor) -> Tensor:
+    """log N(z; 0, I) per example ``[B]`` (float64)."""
+    z = z.double().flatten(1)
+    return -0.5 * (z**2).sum(1) - 0.5 * z.shape[1] * math.log(2 * math.pi)
+
+
+@torch.no_grad()
+def ode_log_likelihood(model: "DDPM", x: Tensor, *, trace: TraceMethod = "auto", hutchinson_samples: int = 1,
+                       noise: ProbeNoise = "rademacher", rtol: float = 1e-5, atol: float = 1e-5,
+                       method: str = "dopri5", generator: torch.Generator | None = None,
+                       logsnr_max: float | None = None, logsnr_min: float | None = None,
+                       dtype: torch.dtype | None = None) -> ODELikelihood:
+    """log p(x) of points under the probability-flow ODE of a diffusion model (Song et al. 2021, App. D.2).
+
+    Solves the augmented ODE d[x, ℓ]/dλ = [f, ∇·f] (module docstring; Eq. 39–40 in logSNR time) from
+    [x, 0] at λ_max to λ_min with torchdiffeq's adaptive solver, then log p(x) = log N(x(λ_min); 0, I) + ℓ.
+    No clipping of x̂_0 (the drift must be the network's own). ``x`` is used as given: dequantize discrete data
+    before calling (:func:`genmodels.metrics.likelihood.evaluate_ode_nll` does).
+
+    Args:
+        model: a diffusion model with ``denoise(x, logsnr)``, ``logsnr_min``/``logsnr_max`` and ``spec``
+            (e.g. :class:`~genmodels.diffusion.ddpm.DDPM`); put it in eval mode first.
+        x: ``[B, *event_shape]`` points on the model's scale.
+        trace: ``exact``, ``hutchinson`` or ``auto`` (exact for D ≤ 16).
+        hutchinson_samples: K probes per example, averaged (K VJPs per drift evaluation); fixed per solve.
+        noise: probe distribution, ``rademacher`` or ``gaussian``.
+        rtol, atol: solver tolerances (> 0); score SDE uses 1e-5 for both.
+        method: a torchdiffeq adaptive method (:data:`ADAPTIVE_METHODS`).
+        generator: draws the probes.
+        logsnr_max, logsnr_min: integration range (default: the model's training range
+            ``[model.logsnr_min, model.logsnr_max]``); must lie inside it.
+        dtype: dtype of the ODE state (default float64 for vector data, float32 for images); the network
+            runs in its own dtype.
+    Returns:
+        :class:`ODELikelihood`; ``log_p`` etc. are ``[B]`` float64 nats on ``x``'s device.
+    Raises:
+        ValueError: unknown ``trace``/``noise``/``method``, K < 1, tolerances ≤ 0, a λ range that is empty or
+            outside the model's, or ``x`` whose shape is not ``[B, *model.spec.event_shape]``.
+    """
+    from torchdiffeq import odeint
+
+    if trace not in get_args(TraceMethod):
+        raise ValueError(f"trace must be one of {', '.join(get_args(TraceMethod))}; got {trace!r}")
+    if noise not in get_args(ProbeNoise):
+        raise ValueError(f"noise must be one of {', '.join(get_args(ProbeNoise))}; got {noise!r}")
+    if not isinstance(hutchinson_samples, int) or hutchinson_samples < 1:
+        raise ValueError(f"hutchinson_samples must be an integer ≥ 1, got {hutchinson_samples!r}")
+    if not (rtol > 0 and atol > 0):
+        raise ValueError(f"rtol and atol must be > 0, got rtol={rtol}, atol={atol}")
+    if method not in ADAPTIVE_METHODS:
+        raise ValueError(f"method must be an adaptive torchdiffeq solver ({', '.join(ADAPTIVE_METHODS)}); "
+                         f"got {method!r}")
+    spec = model.spec
+    if x.ndim < 1 or tuple(x.shape[1:]) != tuple(spec.event_shape):
+        raise ValueError(f"x must have shape [B, {', '.join(map(str, spec.event_shape))}] for {spec.name!r}, "
+                         f"got {list(x.shape)}")
+    lo_model, hi_model = model.logsnr_min, model.logsnr_max
+    hi = hi_model if logsnr_max is None else float(logsnr_max)
+    lo = lo_model if logsnr_min is None else float(logsnr_min)
+    tol = 1e-9 * max(1.0, abs(lo_model), abs(hi_model))
+    if not (lo_model - tol <= lo < hi <= hi_model + tol):
+        raise ValueError(f"need logsnr_min < logsnr_max inside the model's range [{lo_model:.4f}, {hi_model:.4f}] "
+                         f"(the network has not seen other noise levels); got [{lo}, {hi}]")
+    D = spec.dim
+    resolved = ("exact" if D <= EXACT_TRACE_MAX_DIM else "hutchinson") if trace == "auto" else trace
+    if dtype is None:
+        dtype = torch.float32 if spec.is_image else torch.float64
+    B = x.shape[0]
+    x = x.to(dtype)
+    probes = draw_probes(x, hutchinson_samples, noise, generator) if resolved == "hutchinson" else None
+    nfe = 0
+
+    def augmented(lam: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        nonlocal nfe
+        nfe += 1
+        with torch.enable_grad():
+            x_lam = state[0].detach().requires_grad_(True)
+            f = probability_flow_drift(model, x_lam, lam.double().expand(B), clip_x0=False)
+            if probes is None:
+                div = exact_divergence(f, x_lam)
+            else:
+                div = hutchinson_divergence(f, x_lam, probes)
+        return f.detach(), div.detach()
+
+    lams = torch.tensor([hi, lo], dtype=dtype, device=x.device)  # data end → prior end (decreasing λ)
+    state0 = (x, torch.zeros(B, dtype=dtype, device=x.device))
+    xs, divs = odeint(augmented, state0, lams, rtol=rtol, atol=atol, method=method)
+    x_prior, divergence = xs[-1], divs[-1].double()
+    log_p_prior = _standard_normal_log_prob(x_prior)
+    return ODELikelihood(log_p=log_p_prior + divergence, log_p_prior=log_p_prior, divergence=divergence,
+                         x_prior=x_prior, nfe=nfe, trace=resolved, logsnr_max=hi, logsnr_min=lo)
