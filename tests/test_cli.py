@@ -99,3 +99,27 @@ def test_datasets_lists_embedded_and_patterns():
     out = _ok(runner.invoke(app, ["datasets"])).output
     for name in ("digits", "mnist5k", "fashion-mnist", "npz:", "moons"):
         assert name in out
+
+
+def test_evaluate_nfe_sweep_writes_table_plot_and_json(trained_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("GENMODELS_CACHE", str(tmp_path / "cache"))  # the digits classifier trains in seconds
+    res = _ok(runner.invoke(app, ["evaluate", str(trained_run), "--sampler", "ddim,heun,ode", "--nfe", "3,5",
+                                  "--n", "20", "--tol", "1e-1", "--no-progress"]))
+    info = json.loads(res.stdout if hasattr(res, "stdout") else res.output)
+    rows = [(r["sampler"], r["nfe"]) for r in info["rows"]]
+    assert rows[:4] == [("ddim", 3), ("ddim", 5), ("heun", 3), ("heun", 5)] and rows[4][0] == "ode"
+    assert all(r["quality"]["fd"] >= 0 and r["quality"]["n_samples"] == 20 for r in info["rows"])
+    assert info["floor"]["fd_floor"] >= 0
+    for name in ("sweep.json", "sweep.md", "sweep.png"):
+        assert (trained_run / "nfe_sweep" / name).is_file(), name
+
+
+def test_evaluate_ode_likelihood(trained_run):
+    res = _ok(runner.invoke(app, ["evaluate", str(trained_run), "--likelihood", "ode", "--limit", "2",
+                                  "--rtol", "1e-3", "--atol", "1e-3", "--no-progress"]))
+    info = json.loads(res.output)
+    assert info["likelihood"] == "ode" and info["examples"] == 2 and info["bpd"] > 0
+    assert info["bpd"] == pytest.approx(sum(info["terms_bpd"].values()), rel=1e-6)
+    assert (trained_run / "eval_test_ode.json").is_file()
+    bad = runner.invoke(app, ["evaluate", str(trained_run), "--likelihood", "exactish"])
+    assert bad.exit_code == 2 and "exactish" in bad.output

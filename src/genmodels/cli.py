@@ -4,6 +4,8 @@
     genmodels train ddpm --data fashion-mnist --minutes 30 --out runs/fmnist
     genmodels sample runs/fmnist --n 64 --sampler ddim --steps 50
     genmodels evaluate runs/fmnist --split test      # JSON: bits/dim with its parts and standard error
+    genmodels evaluate runs/fmnist --likelihood ode --limit 200     # bits/dim through the probability-flow ODE
+    genmodels evaluate runs/fmnist --sampler dpm++,heun --nfe 5,10,20,50   # sample quality against NFE
     genmodels pictures runs/fmnist                   # forward strip, reverse trajectory, schedule, loss curve
     genmodels datasets
 """
@@ -193,6 +195,76 @@ def run_evaluate(run: Path, split: str, limit: Optional[int], t_samples: int, ex
     return result
 
 
+def run_sweep(run: Path, samplers: list[str], nfes: list[int], n: int, seed: int, tolerances: list[float],
+              batch_size: int, raw: bool, progress: bool, inception_weights: Optional[Path] = None) -> dict:
+    """Sample quality against NFE and wall time for each sampler (:func:`genmodels.metrics.nfe_sweep.nfe_sweep`);
+    writes RUN/nfe_sweep/{sweep.json, sweep.md, sweep.png} and returns the JSON."""
+    from .checkpoint import atomic_write_text
+    from .data import load_dataset
+    from .metrics.nfe_sweep import nfe_sweep, sweep_table
+    from .metrics.sample_quality import sample_quality
+    from .viz import save_quality_vs_cost
+
+    model, run_config = _load(run, raw)
+    if run_config.model != "ddpm":
+        raise ValueError(f"--sampler/--nfe sweep diffusion samplers; this run is a {run_config.model!r} model")
+    dataset = load_dataset(run_config.data)
+    out_dir = run / "nfe_sweep"
+    cache: dict[str, Any] = {}
+
+    def quality(x):
+        q = sample_quality(x, dataset, generator=_generator(seed), inception_weights=inception_weights)
+        cache.setdefault("floor", {k: v for k, v in q.items() if k.endswith("_floor")})
+        return q
+
+    image = model.spec.is_image and inception_weights is None
+    key = "fd" if model.spec.is_image else "sliced_w2"
+    metrics = ("fd", "kid", "precision", "recall") if model.spec.is_image else ("sliced_w2", "w2", "mmd2")
+
+    def report(row) -> None:
+        typer.echo(f"{row.sampler:15s} NFE {row.nfe:5d}  {key} {row.quality.get(key, float('nan')):.4g}  "
+                   f"{row.seconds_per_sample:.3f} s/sample", err=True)
+
+    rows = nfe_sweep(model, samplers, nfes, quality, n=n, seed=seed, batch_size=batch_size,
+                     ode_tolerances=tolerances, cache_dir=out_dir / "samples",
+                     progress=_progress(progress, "batches"), on_row=report)
+    floor = cache.get("floor", {})
+    curves: dict[str, list] = {}
+    for r in rows:
+        curves.setdefault(r.sampler, []).append((r.nfe, max(r.seconds_per_sample, 1e-9), r.quality[key]))
+    label = {"fd": "Fréchet distance" + (" (classifier features)" if image else " (Inception)"),
+             "sliced_w2": "sliced W2"}[key]
+    picture = save_quality_vs_cost(curves, out_dir / "sweep.png", floor=floor.get(f"{key}_floor"),
+                                   metric=f"{label}, {n} samples")
+    result = {"run": str(run), "data": run_config.data, "n": n, "seed": seed, "weights": "raw" if raw else "ema",
+              "floor": floor, "rows": [r.to_json() for r in rows], "picture": str(picture)}
+    table = sweep_table(rows, metrics=metrics, floor={k.removesuffix("_floor"): v for k, v in floor.items()})
+    atomic_write_text(out_dir / "sweep.md", table + "\n")
+    atomic_write_text(out_dir / "sweep.json", json.dumps(result, indent=2, default=float) + "\n")
+    return result
+
+
+def run_evaluate_ode(run: Path, split: str, limit: Optional[int], batch_size: int, seed: int, raw: bool,
+                     progress: bool, rtol: float, atol: float, hutchinson_samples: int) -> dict:
+    """Bits/dim through the probability-flow ODE (:func:`genmodels.metrics.likelihood.evaluate_ode_nll`)."""
+    from .data import load_dataset
+    from .metrics.likelihood import evaluate_ode_nll
+
+    model, run_config = _load(run, raw)
+    if run_config.model != "ddpm":
+        raise ValueError(f"--likelihood ode needs a diffusion model; this run is a {run_config.model!r} model")
+    dataset = load_dataset(run_config.data)
+    if split not in ("test", "train"):
+        raise ValueError(f"--split must be 'test' or 'train', got {split!r}")
+    x = dataset.test if split == "test" else dataset.train
+    if limit:
+        x = x[:limit]
+    report = evaluate_ode_nll(model, x, batch_size=batch_size, generator=_generator(seed), rtol=rtol, atol=atol,
+                              hutchinson_samples=hutchinson_samples, progress=_progress(progress, "ODE likelihood"))
+    return {"model": run_config.model, "data": run_config.data, "split": split, "likelihood": "ode",
+            "weights": "raw" if raw else "ema", **report.to_json()}
+
+
 def write_pictures(run: Path, seed: int = 0, n: int = 8) -> list[str]:
     """Forward-process strip, reverse trajectory (strip and GIF), schedule plot and loss curve of a run."""
     import torch
@@ -315,14 +387,47 @@ def evaluate(
     raw: bool = typer.Option(False, "--raw", help="Use the raw weights instead of the EMA weights."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     out: Optional[Path] = typer.Option(None, help="Also write the JSON here [default RUN/eval_SPLIT.json]."),
+    likelihood: str = typer.Option("bound", help="bound (the ELBO, DDPM Eq. 5) | ode (probability-flow ODE, "
+                                                 "Song et al. 2021, App. D; slow: use --limit)."),
+    rtol: float = typer.Option(1e-5, help="ODE likelihood: solver rtol."),
+    atol: float = typer.Option(1e-5, help="ODE likelihood: solver atol."),
+    hutchinson_samples: int = typer.Option(1, help="ODE likelihood: probe vectors per image (images only)."),
+    sampler: Optional[str] = typer.Option(None, help="Sample quality instead of likelihood: comma-separated "
+                                                      "samplers (ancestral,ddim,dpm++,heun,euler_maruyama,ode)."),
+    nfe: str = typer.Option("5,10,20,50", help="Sample quality: NFE budgets, e.g. 5,10,20,50,1000."),
+    n: int = typer.Option(500, help="Sample quality: samples per point (the floor uses as many real images)."),
+    tol: str = typer.Option("1e-2,1e-3", help="Sample quality: rtol=atol values of the adaptive 'ode' sampler."),
+    inception_weights: Optional[Path] = typer.Option(None, help="Sample quality: also FID with this Inception "
+                                                                "weights file (needs genmodels[inception])."),
 ) -> None:
-    """Print the split's NLL (an upper bound for DDPM) in bits/dim as JSON: bpd, bpd_stderr, terms_bpd
-    (prior = L_T, diffusion = Σ L_t, reconstruction = L_0), examples, seconds."""
+    """Evaluate a run, printing JSON.
+
+    Default: the split's NLL (an upper bound for DDPM) in bits/dim: bpd, bpd_stderr, terms_bpd (prior = L_T,
+    diffusion = Σ L_t, reconstruction = L_0), examples, seconds. ``--likelihood ode``: bits/dim through the
+    probability-flow ODE. ``--sampler``: the NFE sweep of sample quality (Fréchet distance on the dataset's own
+    classifier, KID, precision/recall, with the test-vs-train floor), written to RUN/nfe_sweep/.
+    """
     from .checkpoint import atomic_write_text
 
-    result = run_evaluate(run, split, limit, t_samples, exact, calibrate, batch_size, seed, raw, progress)
+    if sampler:
+        names = [v.strip() for v in sampler.split(",") if v.strip()]
+        try:
+            tols = [float(v) for v in tol.split(",") if v.strip()]
+        except ValueError:
+            raise ValueError(f"--tol expects comma-separated numbers like 1e-2,1e-3, got {tol!r}") from None
+        result = run_sweep(run, names, list(_ints(nfe)), n, seed, tols, batch_size, raw, progress, inception_weights)
+        typer.echo(json.dumps(result, indent=2, default=float))
+        return
+    if likelihood == "ode":
+        result = run_evaluate_ode(run, split, limit, batch_size, seed, raw, progress, rtol, atol, hutchinson_samples)
+        name = f"eval_{split}_ode.json"
+    elif likelihood == "bound":
+        result = run_evaluate(run, split, limit, t_samples, exact, calibrate, batch_size, seed, raw, progress)
+        name = f"eval_{split}.json"
+    else:
+        raise ValueError(f"--likelihood must be 'bound' or 'ode', got {likelihood!r}")
     text = json.dumps(result, indent=2)
-    atomic_write_text(out or run / f"eval_{split}.json", text + "\n")
+    atomic_write_text(out or run / name, text + "\n")
     typer.echo(text)
 
 
