@@ -1,0 +1,44 @@
+"""Evaluation: likelihood in bits/dim (:mod:`~genmodels.metrics.likelihood`) and sample quality.
+
+Sample quality (:mod:`~genmodels.metrics.sample_quality`): :func:`sample_quality` scores samples
+against held-out data beside the floor that real data scores; images in the feature space of a
+classifier trained on the dataset (:mod:`~genmodels.metrics.features`), vectors (2-D toys) directly.
+"""
+
+from genmodels.metrics.features import (
+    CACHE_ENV,
+    CLASSIFIER_VERSION,
+    FeatureExtractor,
+    cache_dir,
+    dataset_features,
+    feature_extractor,
+    supported_datasets,
+)
+from genmodels.metrics.sample_quality import (
+    MMD_BANDWIDTHS,
+    frechet_distance,
+    kernel_distance,
+    maximum_mean_discrepancy,
+    precision_recall,
+    sample_quality,
+    sliced_wasserstein,
+    wasserstein_distance,
+)
+
+__all__ = [
+    "CACHE_ENV",
+    "CLASSIFIER_VERSION",
+    "FeatureExtractor",
+    "cache_dir",
+    "dataset_features",
+    "feature_extractor",
+    "supported_datasets",
+    "MMD_BANDWIDTHS",
+    "frechet_distance",
+    "kernel_distance",
+    "maximum_mean_discrepancy",
+    "precision_recall",
+    "sample_quality",
+    "sliced_wasserstein",
+    "wasserstein_distance",
+]
