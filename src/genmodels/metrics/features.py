@@ -106,7 +106,9 @@ CLASSIFIER_CONFIGS: dict[str, ClassifierConfig] = {
     "mnist5k": ClassifierConfig(epochs=10, shift=2),
     "fashion-mnist": ClassifierConfig(epochs=3),
 }
-"""The datasets that have a feature classifier, and its recipe."""
+"""The datasets that have a feature classifier, and its recipe. Measured (version 1, one CPU thread
+on a shared 2-core machine): digits 99.3% test accuracy in 2.2 s, mnist5k 98.5% in 27 s,
+fashion-mnist 92.6% in 125–173 s. Training is deterministic (bitwise-equal weights on a rerun)."""
 
 
 def supported_datasets() -> list[str]:
