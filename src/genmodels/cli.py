@@ -195,7 +195,18 @@ def run_evaluate(run: Path, split: str, limit: Optional[int], t_samples: int, ex
     return result
 
 
-def run_sweep(run: Path, samplers: list[str], nfes: list[int], n: int, seed: int, tolerances: list[float],
+def _nfe_spec(text: str) -> dict[str, list[int]]:
+    """'5,10,20;ancestral=20,1000' -> {'*': [5, 10, 20], 'ancestral': [20, 1000]}."""
+    spec: dict[str, list[int]] = {}
+    for part in (p.strip() for p in text.split(";")):
+        if not part:
+            continue
+        name, _, values = part.rpartition("=")
+        spec[name.strip() or "*"] = list(_ints(values))
+    return spec
+
+
+def run_sweep(run: Path, samplers: list[str], nfes: dict[str, list[int]], n: int, seed: int, tolerances: list[float],
               batch_size: int, raw: bool, progress: bool, inception_weights: Optional[Path] = None) -> dict:
     """Sample quality against NFE and wall time for each sampler (:func:`genmodels.metrics.nfe_sweep.nfe_sweep`);
     writes RUN/nfe_sweep/{sweep.json, sweep.md, sweep.png} and returns the JSON."""
@@ -394,7 +405,8 @@ def evaluate(
     hutchinson_samples: int = typer.Option(1, help="ODE likelihood: probe vectors per image (images only)."),
     sampler: Optional[str] = typer.Option(None, help="Sample quality instead of likelihood: comma-separated "
                                                       "samplers (ancestral,ddim,dpm++,heun,euler_maruyama,ode)."),
-    nfe: str = typer.Option("5,10,20,50", help="Sample quality: NFE budgets, e.g. 5,10,20,50,1000."),
+    nfe: str = typer.Option("5,10,20,50", help="Sample quality: NFE budgets, e.g. 5,10,20,50,1000; per sampler "
+                                             "after ';', e.g. '5,10,20,50;ancestral=20,1000'."),
     n: int = typer.Option(500, help="Sample quality: samples per point (the floor uses as many real images)."),
     tol: str = typer.Option("1e-2,1e-3", help="Sample quality: rtol=atol values of the adaptive 'ode' sampler."),
     inception_weights: Optional[Path] = typer.Option(None, help="Sample quality: also FID with this Inception "
@@ -415,7 +427,7 @@ def evaluate(
             tols = [float(v) for v in tol.split(",") if v.strip()]
         except ValueError:
             raise ValueError(f"--tol expects comma-separated numbers like 1e-2,1e-3, got {tol!r}") from None
-        result = run_sweep(run, names, list(_ints(nfe)), n, seed, tols, batch_size, raw, progress, inception_weights)
+        result = run_sweep(run, names, _nfe_spec(nfe), n, seed, tols, batch_size, raw, progress, inception_weights)
         typer.echo(json.dumps(result, indent=2, default=float))
         return
     if likelihood == "ode":

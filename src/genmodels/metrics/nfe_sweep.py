@@ -14,7 +14,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -80,7 +80,8 @@ def _draw(model: "DDPM", sampler: str, steps: int | None, n: int, seed: int, bat
     return out.x0.cpu(), out.nfe, seconds
 
 
-def nfe_sweep(model: "DDPM", samplers: Sequence[str], nfes: Sequence[int], quality: Callable[[Tensor], dict],
+def nfe_sweep(model: "DDPM", samplers: Sequence[str], nfes: Sequence[int] | Mapping[str, Sequence[int]],
+              quality: Callable[[Tensor], dict],
               *, n: int = 500, seed: int = 0, batch_size: int = 100, ode_tolerances: Sequence[float] = (1e-2, 1e-3),
               cache_dir: str | Path | None = None, sampler_options: dict[str, dict] | None = None,
               progress: Callable[[Iterable], Iterable] | None = None,
@@ -91,8 +92,9 @@ def nfe_sweep(model: "DDPM", samplers: Sequence[str], nfes: Sequence[int], quali
         model: a trained :class:`~genmodels.diffusion.ddpm.DDPM`.
         samplers: names in :data:`~genmodels.diffusion.samplers.SAMPLERS`. ``ode`` is run once per tolerance
             in ``ode_tolerances`` (its NFE is measured, not chosen).
-        nfes: NFE budgets; each sampler gets the steps of :func:`~genmodels.diffusion.samplers.steps_for_nfe`.
-            Budgets a sampler cannot meet (more than T steps on DDPM's own grid) are skipped.
+        nfes: NFE budgets, or sampler name -> budgets (key ``"*"``: the default for the others); each sampler
+            gets the steps of :func:`~genmodels.diffusion.samplers.steps_for_nfe`. Budgets a sampler cannot
+            meet (more than T steps on DDPM's own grid) are skipped.
         quality: maps samples ``[n, *event_shape]`` to a dict of metrics.
         n, seed, batch_size: samples per point, the seed of every point (same x_T), samples drawn at once.
         cache_dir: where samples are cached (resume); ``None`` disables the cache.
@@ -105,7 +107,8 @@ def nfe_sweep(model: "DDPM", samplers: Sequence[str], nfes: Sequence[int], quali
     """
     from ..diffusion.samplers import SAMPLERS, steps_for_nfe
 
-    if not samplers or not nfes:
+    per = dict(nfes) if isinstance(nfes, Mapping) else {"*": list(nfes)}
+    if not samplers or not any(per.values()):
         raise ValueError("give at least one sampler and one NFE budget")
     if n < 2:
         raise ValueError(f"n must be ≥ 2 samples, got {n}")
@@ -120,7 +123,7 @@ def nfe_sweep(model: "DDPM", samplers: Sequence[str], nfes: Sequence[int], quali
             points = [(None, None, {**base, "rtol": tol, "atol": tol}, f"tol{tol:g}") for tol in ode_tolerances]
         else:
             points = []
-            for budget in nfes:
+            for budget in per.get(s, per.get("*", [])):
                 steps = steps_for_nfe(s, budget)
                 if s in grid_limited and steps > model.T:
                     continue
