@@ -189,7 +189,7 @@ def run_evaluate(run: Path, split: str, limit: Optional[int], t_samples: int, ex
     report = evaluate_nll(model, x, batch_size=batch_size, generator=g, progress=_progress(progress, "evaluate"),
                           **kwargs)
     result = {"model": run_config.model, "data": run_config.data, "split": split, "weights": "raw" if raw else "ema",
-              **report.to_json()}
+              **report.to_json(), **_true_nll(run_config.data, x)}
     if "proposal" in kwargs:
         result["estimator"]["proposal"] = "calibrated on 128 training examples, 32 steps"
     return result
@@ -255,6 +255,22 @@ def run_sweep(run: Path, samplers: list[str], nfes: dict[str, list[int]], n: int
     return result
 
 
+def _true_nll(data: str, x) -> dict:
+    """For a toy whose density is known: the true data NLL of the same points, bits/dim (else {})."""
+    import math
+
+    from .data import DataError
+    from .data.toys import toy_has_density, toy_log_density
+
+    try:
+        if not toy_has_density(data):
+            return {}
+    except DataError:
+        return {}
+    nll = -toy_log_density(data, x).double() / (x.shape[1] * math.log(2))
+    return {"true_data_bpd": nll.mean().item(), "true_data_bpd_stderr": (nll.std() / math.sqrt(len(nll))).item()}
+
+
 def run_evaluate_ode(run: Path, split: str, limit: Optional[int], batch_size: int, seed: int, raw: bool,
                      progress: bool, rtol: float, atol: float, hutchinson_samples: int) -> dict:
     """Bits/dim through the probability-flow ODE (:func:`genmodels.metrics.likelihood.evaluate_ode_nll`)."""
@@ -273,7 +289,7 @@ def run_evaluate_ode(run: Path, split: str, limit: Optional[int], batch_size: in
     report = evaluate_ode_nll(model, x, batch_size=batch_size, generator=_generator(seed), rtol=rtol, atol=atol,
                               hutchinson_samples=hutchinson_samples, progress=_progress(progress, "ODE likelihood"))
     return {"model": run_config.model, "data": run_config.data, "split": split, "likelihood": "ode",
-            "weights": "raw" if raw else "ema", **report.to_json()}
+            "weights": "raw" if raw else "ema", **report.to_json(), **_true_nll(run_config.data, x)}
 
 
 def write_pictures(run: Path, seed: int = 0, n: int = 8) -> list[str]:
