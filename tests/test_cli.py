@@ -137,3 +137,12 @@ def test_toy_evaluation_reports_the_true_data_nll_beside_bound_and_ode(tmp_path)
         assert 0.5 < info["true_data_bpd"] < 1.5 and info["true_data_bpd_stderr"] > 0
     assert bound["true_data_bpd"] == ode["true_data_bpd"]
     assert ode["nll_kind"] == "estimate" and ode["estimator"]["trace"] == "exact"
+
+
+def test_default_config_clips_x0_only_for_discrete_data():
+    from genmodels.cli import default_ddpm_config
+    from genmodels.data import load_dataset
+
+    assert default_ddpm_config(load_dataset("digits").spec).clip_x0
+    # the 8-Gaussian toy reaches radius 8/√33 ≈ 1.39: clipping x̂_0 to [−1, 1] would cut its modes
+    assert not default_ddpm_config(load_dataset("8gaussians").spec).clip_x0

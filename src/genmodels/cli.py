@@ -58,11 +58,13 @@ def _ints(text: str) -> tuple[int, ...]:
 
 def default_ddpm_config(spec, **overrides: Any):
     """The DDPM preset for a dataset: a UNet sized to the image (two levels up to 16 px, three above,
-    attention at the lowest level only), or the MLP for vectors. ``overrides`` replace top-level fields."""
+    attention at the lowest level only), or the MLP for vectors. x̂_0 is clipped to [−1, 1] when sampling only
+    for discrete data (which lives there); continuous data such as the 2-D toys is not bounded so.
+    ``overrides`` replace top-level fields."""
     from .diffusion.ddpm import DDPMConfig
     from .nets.unet import UNetConfig
 
-    cfg = DDPMConfig()
+    cfg = DDPMConfig(clip_x0=spec.is_discrete)
     if spec.is_image and max(spec.event_shape[1:]) <= 16:
         cfg = replace(cfg, unet=UNetConfig(channel_mult=(1, 2), attn_levels=(1,)))
     return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
