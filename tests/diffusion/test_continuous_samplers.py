@@ -163,6 +163,19 @@ def test_sampler_reproduces_gaussian_data(name, kw):
     _check_data_law(x, name)
 
 
+def test_edm_stochastic_heun_reproduces_gaussian_data():
+    """EDM Algorithm 2 (S_churn > 0) keeps the data law, adds noise (differs from Algorithm 1), same NFE."""
+    model = model_for(100)
+    out = samplers.heun(model, 4000, steps=25, s_churn=40.0, generator=gen(21))
+    _check_data_law(out.x0, "heun churn")
+    assert out.nfe == 49
+    det = samplers.heun(model, 64, steps=25, generator=gen(22)).x0
+    sto = samplers.heun(model, 64, steps=25, s_churn=40.0, generator=gen(22)).x0
+    assert (det - sto).abs().max() > 1e-2
+    with pytest.raises(ValueError, match="s_churn"):
+        samplers.heun(model, 4, steps=5, s_churn=-1.0)
+
+
 def test_euler_maruyama_is_stochastic_and_seeded():
     model = model_for(100)
     a = samplers.euler_maruyama(model, 16, steps=20, generator=gen(3)).x0

@@ -261,43 +261,58 @@ def dpm_solver_pp(model: "DDPM", n: int, *, steps: int, generator: torch.Generat
 @torch.no_grad()
 def heun(model: "DDPM", n: int, *, steps: int, generator: torch.Generator | None = None,
          progress: Callable[[Iterable], Iterable] | None = None, keep_trajectory: bool = False,
-         rho: float = 7.0, spacing: Spacing = "edm", clip_x0: bool | None = None) -> SamplerOutput:
-    """Heun's second-order method on the probability-flow ODE: EDM Algorithm 1 (Karras et al. 2022), S_churn = 0.
+         rho: float = 7.0, spacing: Spacing = "edm", clip_x0: bool | None = None, s_churn: float = 0.0,
+         s_tmin: float = 0.0, s_tmax: float = float("inf"), s_noise: float = 1.0) -> SamplerOutput:
+    """Heun's second-order method on the probability-flow ODE: EDM Algorithm 1 (Karras et al. 2022), or with
+    ``s_churn`` > 0 the stochastic sampler of EDM Algorithm 2.
 
     In EDM's variables x̃ = x/α and σ̃ = σ/α = e^{−λ/2} the PF-ODE is dx̃/dσ̃ = (x̃ − D(x̃; σ̃))/σ̃ with
     D(x̃; σ̃) = x̂_0(α x̃, λ) (EDM Eq. 3–4 with s = α). On the grid σ̃_0 > … > σ̃_{N−1} > σ̃_N = 0 (EDM Eq. 5,
     ρ = 7), each step is an Euler step plus a trapezoidal correction, except the last (to σ̃ = 0), which is
-    Euler and gives x̂_0. 2N − 1 network evaluations.
+    Euler and gives x̂_0. 2N − 1 network evaluations. Algorithm 2 first raises the noise of x̃ from σ̃_i to
+    σ̂ = σ̃_i(1 + γ_i), γ_i = min(S_churn/N, √2 − 1) for σ̃_i ∈ [S_tmin, S_tmax] (else 0), by adding
+    N(0, (σ̂² − σ̃_i²) S_noise² I), then takes the Heun step from σ̂ (same NFE).
 
     Args:
         steps: N ≥ 1 noise levels. rho: ρ of the EDM grid. clip_x0: as in :func:`dpm_solver_pp`.
+        s_churn, s_tmin, s_tmax, s_noise: EDM Algorithm 2's stochasticity (S_churn = 0: deterministic).
+    Raises:
+        ValueError: for negative ``s_churn``.
     """
+    if s_churn < 0:
+        raise ValueError(f"s_churn must be ≥ 0, got {s_churn}")
     clip = _clip(model, clip_x0)
     lam = logsnr_grid(model, steps, spacing, rho)
-    alpha, _ = G.alpha_sigma(lam)
-    t = torch.cat([(-lam / 2).exp(), lam.new_zeros(1)])  # σ̃_0 > … > σ̃_{N−1} > σ̃_N = 0
+    t = torch.cat([(-lam / 2).exp(), lam.new_zeros(1)]).tolist()  # σ̃_0 > … > σ̃_{N−1} > σ̃_N = 0
     x = _prior(model, n, generator)
     traj = [x] if keep_trajectory else None
-    x_tilde = x / alpha[0].item()
+    x_tilde = x * math.sqrt(1 + t[0] ** 2)  # x/α with α = 1/√(1 + σ̃²)
     nfe = 0
 
-    def slope(xt: Tensor, i: int) -> Tensor:
-        """dx̃/dσ̃ = (x̃ − D)/σ̃ at level i."""
-        d = _x0(model, alpha[i].item() * xt, lam[i], clip)
-        return (xt - d) / t[i].item()
+    def slope(xt: Tensor, sig: float) -> Tensor:
+        """dx̃/dσ̃ = (x̃ − D(x̃; σ̃))/σ̃ at σ̃ = ``sig``."""
+        lam_s = torch.tensor(-2 * math.log(sig), dtype=torch.float64, device=xt.device)
+        d = _x0(model, xt / math.sqrt(1 + sig**2), lam_s, clip)
+        return (xt - d) / sig
 
     order = range(steps)
     for i in progress(order) if progress else order:
-        d_i = slope(x_tilde, i)
+        t_cur = t[i]
+        if s_churn > 0 and s_tmin <= t_cur <= s_tmax:
+            t_hat = min(t_cur * (1 + min(s_churn / steps, math.sqrt(2) - 1)), t[0])
+            z = torch.randn(x_tilde.shape, generator=generator, device=x_tilde.device)
+            x_tilde = x_tilde + math.sqrt(max(t_hat**2 - t_cur**2, 0.0)) * s_noise * z
+            t_cur = t_hat
+        d_i = slope(x_tilde, t_cur)
         nfe += 1
-        x_next = x_tilde + (t[i + 1] - t[i]).item() * d_i
+        x_next = x_tilde + (t[i + 1] - t_cur) * d_i
         if i < steps - 1:
-            d_next = slope(x_next, i + 1)
+            d_next = slope(x_next, t[i + 1])
             nfe += 1
-            x_next = x_tilde + (t[i + 1] - t[i]).item() * (0.5 * d_i + 0.5 * d_next)
+            x_next = x_tilde + (t[i + 1] - t_cur) * (0.5 * d_i + 0.5 * d_next)
         x_tilde = x_next
         if traj is not None:
-            traj.append(x_tilde * (alpha[i + 1].item() if i < steps - 1 else 1.0))
+            traj.append(x_tilde / math.sqrt(1 + t[i + 1] ** 2))
     return SamplerOutput(x0=x_tilde, nfe=nfe, trajectory=torch.stack(traj) if traj else None)
 
 
