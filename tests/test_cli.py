@@ -103,11 +103,12 @@ def test_datasets_lists_embedded_and_patterns():
 
 def test_evaluate_nfe_sweep_writes_table_plot_and_json(trained_run, tmp_path, monkeypatch):
     monkeypatch.setenv("GENMODELS_CACHE", str(tmp_path / "cache"))  # the digits classifier trains in seconds
-    res = _ok(runner.invoke(app, ["evaluate", str(trained_run), "--sampler", "ddim,heun,ode", "--nfe", "3,5;heun=5",
+    res = _ok(runner.invoke(app, ["evaluate", str(trained_run), "--sampler", "ddim,heun[s_churn=5,s_noise=1],ode",
+                                  "--nfe", "3,5;heun[s_churn=5,s_noise=1]=5",
                                   "--n", "20", "--tol", "1e-1", "--no-progress"]))
     info = json.loads(res.stdout if hasattr(res, "stdout") else res.output)
     rows = [(r["sampler"], r["nfe"]) for r in info["rows"]]
-    assert rows[:3] == [("ddim", 3), ("ddim", 5), ("heun", 5)] and rows[3][0] == "ode"
+    assert rows[:3] == [("ddim", 3), ("ddim", 5), ("heun[s_churn=5,s_noise=1]", 5)] and rows[3][0] == "ode"
     assert all(r["quality"]["fd"] >= 0 and r["quality"]["n_samples"] == 20 for r in info["rows"])
     assert info["floor"]["fd_floor"] >= 0
     for name in ("sweep.json", "sweep.md", "sweep.png"):

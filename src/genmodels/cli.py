@@ -422,7 +422,8 @@ def evaluate(
     atol: float = typer.Option(1e-5, help="ODE likelihood: solver atol."),
     hutchinson_samples: int = typer.Option(1, help="ODE likelihood: probe vectors per image (images only)."),
     sampler: Optional[str] = typer.Option(None, help="Sample quality instead of likelihood: comma-separated "
-                                                      "samplers (ancestral,ddim,dpm++,heun,euler_maruyama,ode)."),
+                                                      "samplers (ancestral,ddim,dpm++,heun,euler_maruyama,ode), "
+                                                      "options in brackets: 'ddim[eta=0.5],heun[s_churn=40]'."),
     nfe: str = typer.Option("5,10,20,50", help="Sample quality: NFE budgets, e.g. 5,10,20,50,1000; per sampler "
                                              "after ';', e.g. '5,10,20,50;ancestral=20,1000'."),
     n: int = typer.Option(500, help="Sample quality: samples per point (the floor uses as many real images)."),
@@ -440,7 +441,14 @@ def evaluate(
     from .checkpoint import atomic_write_text
 
     if sampler:
-        names = [v.strip() for v in sampler.split(",") if v.strip()]
+        names, depth, cur = [], 0, ""
+        for ch in sampler + ",":  # split on commas outside brackets: "ddim,heun[s_churn=40,s_noise=1]"
+            depth += (ch == "[") - (ch == "]")
+            if ch == "," and depth == 0:
+                names += [cur.strip()] if cur.strip() else []
+                cur = ""
+            else:
+                cur += ch
         try:
             tols = [float(v) for v in tol.split(",") if v.strip()]
         except ValueError:

@@ -50,3 +50,20 @@ def test_sweep_rejects_bad_input():
         nfe_sweep(model, ["euler"], [10], quality)
     with pytest.raises(ValueError, match="NFE"):
         nfe_sweep(model, ["ddim"], [], quality)
+
+
+def test_sampler_options_in_brackets(tmp_path):
+    from genmodels.metrics.nfe_sweep import parse_sampler
+
+    assert parse_sampler("heun[s_churn=40, s_noise=1.003]") == ("heun", {"s_churn": 40.0, "s_noise": 1.003})
+    assert parse_sampler("dpm++") == ("dpm++", {})
+    import pytest
+
+    for bad in ("heun[s_churn]", "heun[s_churn=x]", "heun[s_churn=1"):
+        with pytest.raises(ValueError, match="heun"):
+            parse_sampler(bad)
+    model = model_for(100)
+    rows = nfe_sweep(model, ["ddim", "ddim[eta=1]"], {"*": [10], "ddim[eta=1]": [20]}, quality, n=32, seed=0,
+                     cache_dir=tmp_path)
+    assert [(r.sampler, r.nfe, r.options) for r in rows] == [("ddim", 10, {}), ("ddim[eta=1]", 20, {"eta": 1.0})]
+    assert len(list(tmp_path.glob("*.npz"))) == 2

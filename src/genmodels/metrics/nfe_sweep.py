@@ -23,7 +23,7 @@ from torch import Tensor
 if TYPE_CHECKING:
     from ..diffusion.ddpm import DDPM
 
-__all__ = ["SweepRow", "nfe_sweep", "sweep_table"]
+__all__ = ["SweepRow", "nfe_sweep", "parse_sampler", "sweep_table"]
 
 
 @dataclass
@@ -53,8 +53,32 @@ class SweepRow:
 
 
 def _cache_path(cache_dir: Path, sampler: str, tag: str, n: int, seed: int) -> Path:
-    safe = sampler.replace("+", "p")
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in sampler.replace("+", "p"))
     return cache_dir / f"{safe}_{tag}_n{n}_seed{seed}.npz"
+
+
+def parse_sampler(text: str) -> tuple[str, dict[str, float]]:
+    """``'heun[s_churn=40,s_noise=1.003]'`` -> ``('heun', {'s_churn': 40.0, 's_noise': 1.003})``.
+
+    Raises:
+        ValueError: for a malformed option list.
+    """
+    text = text.strip()
+    if "[" not in text:
+        return text, {}
+    name, _, rest = text.partition("[")
+    if not rest.endswith("]"):
+        raise ValueError(f"sampler options go in brackets, like 'heun[s_churn=40]'; got {text!r}")
+    options: dict[str, float] = {}
+    for item in filter(None, (p.strip() for p in rest[:-1].split(","))):
+        key, eq, value = item.partition("=")
+        try:
+            options[key.strip()] = float(value)
+        except ValueError:
+            eq = ""
+        if not eq:
+            raise ValueError(f"sampler option {item!r} in {text!r} must be KEY=NUMBER")
+    return name.strip(), options
 
 
 def _draw(model: "DDPM", sampler: str, steps: int | None, n: int, seed: int, batch_size: int, options: dict,
@@ -90,8 +114,9 @@ def nfe_sweep(model: "DDPM", samplers: Sequence[str], nfes: Sequence[int] | Mapp
 
     Args:
         model: a trained :class:`~genmodels.diffusion.ddpm.DDPM`.
-        samplers: names in :data:`~genmodels.diffusion.samplers.SAMPLERS`. ``ode`` is run once per tolerance
-            in ``ode_tolerances`` (its NFE is measured, not chosen).
+        samplers: names in :data:`~genmodels.diffusion.samplers.SAMPLERS`, optionally with numeric options in
+            brackets (``heun[s_churn=40]``, ``ddim[eta=0.5]``; :func:`parse_sampler`), which become part of the
+            row's name. ``ode`` is run once per tolerance in ``ode_tolerances`` (its NFE is measured).
         nfes: NFE budgets, or sampler name -> budgets (key ``"*"``: the default for the others); each sampler
             gets the steps of :func:`~genmodels.diffusion.samplers.steps_for_nfe`. Budgets a sampler cannot
             meet (more than T steps on DDPM's own grid) are skipped.
@@ -112,25 +137,26 @@ def nfe_sweep(model: "DDPM", samplers: Sequence[str], nfes: Sequence[int] | Mapp
         raise ValueError("give at least one sampler and one NFE budget")
     if n < 2:
         raise ValueError(f"n must be ≥ 2 samples, got {n}")
-    for s in samplers:
-        SAMPLERS.get(s)  # unknown names fail before any work
+    parsed = [(label, *parse_sampler(label)) for label in samplers]
+    for _, name, _ in parsed:
+        SAMPLERS.get(name)  # unknown names fail before any work
     cache = Path(cache_dir) if cache_dir is not None else None
     rows: list[SweepRow] = []
     grid_limited = {"ancestral", "ddim", "euler_maruyama"}
-    for s in samplers:
-        base = dict((sampler_options or {}).get(s, {}))
-        if s == "ode":
+    for s, name, opts in parsed:
+        base = {**(sampler_options or {}).get(name, {}), **opts}
+        if name == "ode":
             points = [(None, None, {**base, "rtol": tol, "atol": tol}, f"tol{tol:g}") for tol in ode_tolerances]
         else:
             points = []
-            for budget in per.get(s, per.get("*", [])):
-                steps = steps_for_nfe(s, budget)
-                if s in grid_limited and steps > model.T:
+            for budget in per.get(s, per.get(name, per.get("*", []))):
+                steps = steps_for_nfe(name, budget)
+                if name in grid_limited and steps > model.T:
                     continue
                 points.append((budget, steps, base, f"nfe{budget}"))
         for budget, steps, options, tag in points:
             path = _cache_path(cache, s, tag, n, seed) if cache is not None else None
-            x, nfe, seconds = _draw(model, s, steps, n, seed, batch_size, options, path, progress)
+            x, nfe, seconds = _draw(model, name, steps, n, seed, batch_size, options, path, progress)
             row = SweepRow(sampler=s, nfe_budget=budget, steps=steps, nfe=nfe, n=n, seconds=round(seconds, 2),
                            seconds_per_sample=seconds / n, options=options, quality=quality(x))
             rows.append(row)
