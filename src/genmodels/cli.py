@@ -226,6 +226,7 @@ def run_sweep(run: Path, samplers: list[str], nfes: dict[str, list[int]], n: int
     cache: dict[str, Any] = {}
 
     def quality(x):
+        """Scores of samples ``x``; keeps the first call's floors."""
         q = sample_quality(x, dataset, generator=_generator(seed), inception_weights=inception_weights)
         cache.setdefault("floor", {k: v for k, v in q.items() if k.endswith("_floor")})
         return q
@@ -235,6 +236,7 @@ def run_sweep(run: Path, samplers: list[str], nfes: dict[str, list[int]], n: int
     metrics = ("fd", "kid", "precision", "recall") if model.spec.is_image else ("sliced_w2", "w2", "mmd2")
 
     def report(row) -> None:
+        """One progress line per finished sweep row, on stderr."""
         typer.echo(f"{row.sampler:15s} NFE {row.nfe:5d}  {key} {row.quality.get(key, float('nan')):.4g}  "
                    f"{row.seconds_per_sample:.3f} s/sample", err=True)
 

@@ -259,6 +259,7 @@ def ode_log_likelihood(model: "DDPM", x: Tensor, *, trace: TraceMethod = "auto",
     nfe = 0
 
     def augmented(lam: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        """d[x, ℓ]/dλ = [f, ∇·f] at λ = ``lam``, counting evaluations."""
         nonlocal nfe
         nfe += 1
         with torch.enable_grad():

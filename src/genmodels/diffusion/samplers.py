@@ -379,6 +379,7 @@ def pf_ode(model: "DDPM", n: int, *, steps: int | None = None, generator: torch.
     nfe = 0
 
     def f(lam: Tensor, x: Tensor) -> Tensor:
+        """The PF-ODE drift dx/dλ at λ = ``lam`` (0-d), counting evaluations."""
         nonlocal nfe
         nfe += 1
         return probability_flow_drift(model, x, lam.double().expand(n), clip_x0=clip)

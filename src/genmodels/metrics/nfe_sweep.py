@@ -176,6 +176,7 @@ def sweep_table(rows: Sequence[SweepRow], metrics: Sequence[str] = ("fd", "kid",
     lines = [head, "|" + "---|" * (3 + len(metrics))]
 
     def fmt(v: Any) -> str:
+        """A table cell: 4 significant digits, ``mean ± std`` for pairs."""
         if isinstance(v, (list, tuple)):  # (mean, std)
             return f"{v[0]:.4g} ± {v[1]:.2g}"
         return f"{v:.4g}" if isinstance(v, float) else str(v)
