@@ -247,10 +247,9 @@ def run_sweep(run: Path, samplers: list[str], nfes: dict[str, list[int]], n: int
     curves: dict[str, list] = {}
     for r in rows:
         curves.setdefault(r.sampler, []).append((r.nfe, max(r.seconds_per_sample, 1e-9), r.quality[key]))
-    label = {"fd": "Fréchet distance" + (" (classifier features)" if image else " (Inception)"),
-             "sliced_w2": "sliced W2"}[key]
+    label = {"fd": "FD, classifier features" if image else "FID, Inception", "sliced_w2": "sliced W2"}[key]
     picture = save_quality_vs_cost(curves, out_dir / "sweep.png", floor=floor.get(f"{key}_floor"),
-                                   metric=f"{label}, {n} samples")
+                                   metric=f"{label} ({n} samples)")
     result = {"run": str(run), "data": run_config.data, "n": n, "seed": seed, "weights": "raw" if raw else "ema",
               "floor": floor, "rows": [r.to_json() for r in rows], "picture": str(picture)}
     table = sweep_table(rows, metrics=metrics, floor={k.removesuffix("_floor"): v for k, v in floor.items()})
