@@ -168,19 +168,24 @@ def run_sample(run: Path, n: int, sampler: str, steps: Optional[int], eta: float
             "steps": steps, "eta": eta, "nfe": res.nfe, "seconds": round(seconds, 2), "weights": "raw" if raw else "ema"}
 
 
+def _load_split(run: Path, raw: bool, split: str, limit: Optional[int]):
+    """(model, run_config, dataset, x): a run and the first ``limit`` examples of its ``split``."""
+    from .data import load_dataset
+
+    if split not in ("test", "train"):
+        raise ValueError(f"--split must be 'test' or 'train', got {split!r}")
+    model, run_config = _load(run, raw)
+    dataset = load_dataset(run_config.data)
+    x = dataset.test if split == "test" else dataset.train
+    return model, run_config, dataset, x[:limit] if limit else x
+
+
 def run_evaluate(run: Path, split: str, limit: Optional[int], t_samples: int, exact: bool, calibrate: bool,
                  batch_size: int, seed: int, raw: bool, progress: bool) -> dict:
     """The NLL (bound) of a split in bits/dim, as a JSON-ready dict (same keys for every family)."""
-    from .data import load_dataset
     from .metrics.likelihood import evaluate_nll
 
-    model, run_config = _load(run, raw)
-    dataset = load_dataset(run_config.data)
-    if split not in ("test", "train"):
-        raise ValueError(f"--split must be 'test' or 'train', got {split!r}")
-    x = dataset.test if split == "test" else dataset.train
-    if limit:
-        x = x[:limit]
+    model, run_config, dataset, x = _load_split(run, raw, split, limit)
     g = _generator(seed)
     kwargs: dict[str, Any] = {}
     if run_config.model == "ddpm":
@@ -223,13 +228,10 @@ def run_sweep(run: Path, samplers: list[str], nfes: dict[str, list[int]], n: int
         raise ValueError(f"--sampler/--nfe sweep diffusion samplers; this run is a {run_config.model!r} model")
     dataset = load_dataset(run_config.data)
     out_dir = run / "nfe_sweep"
-    cache: dict[str, Any] = {}
 
     def quality(x):
-        """Scores of samples ``x``; keeps the first call's floors."""
-        q = sample_quality(x, dataset, generator=_generator(seed), inception_weights=inception_weights)
-        cache.setdefault("floor", {k: v for k, v in q.items() if k.endswith("_floor")})
-        return q
+        """Scores of samples ``x`` against the test split, with their floors."""
+        return sample_quality(x, dataset, generator=_generator(seed), inception_weights=inception_weights)
 
     image = model.spec.is_image and inception_weights is None
     key = "fd" if model.spec.is_image else "sliced_w2"
@@ -243,7 +245,7 @@ def run_sweep(run: Path, samplers: list[str], nfes: dict[str, list[int]], n: int
     rows = nfe_sweep(model, samplers, nfes, quality, n=n, seed=seed, batch_size=batch_size,
                      ode_tolerances=tolerances, cache_dir=out_dir / "samples",
                      progress=_progress(progress, "batches"), on_row=report)
-    floor = cache.get("floor", {})
+    floor = {k: v for k, v in rows[0].quality.items() if k.endswith("_floor")}  # the same for every row
     curves: dict[str, list] = {}
     for r in rows:
         curves.setdefault(r.sampler, []).append((r.nfe, max(r.seconds_per_sample, 1e-9), r.quality[key]))
@@ -262,6 +264,7 @@ def _true_nll(data: str, x) -> dict:
     """For a toy whose density is known: the true data NLL of the same points, bits/dim (else {})."""
     import math
 
+    from .core import nats_to_bpd
     from .data import DataError
     from .data.toys import toy_has_density, toy_log_density
 
@@ -270,25 +273,18 @@ def _true_nll(data: str, x) -> dict:
             return {}
     except DataError:
         return {}
-    nll = -toy_log_density(data, x).double() / (x.shape[1] * math.log(2))
-    return {"true_data_bpd": nll.mean().item(), "true_data_bpd_stderr": (nll.std() / math.sqrt(len(nll))).item()}
+    bpd = nats_to_bpd(-toy_log_density(data, x).double(), x.shape[1])
+    return {"true_data_bpd": bpd.mean().item(), "true_data_bpd_stderr": (bpd.std() / math.sqrt(len(bpd))).item()}
 
 
 def run_evaluate_ode(run: Path, split: str, limit: Optional[int], batch_size: int, seed: int, raw: bool,
                      progress: bool, rtol: float, atol: float, hutchinson_samples: int) -> dict:
     """Bits/dim through the probability-flow ODE (:func:`genmodels.metrics.likelihood.evaluate_ode_nll`)."""
-    from .data import load_dataset
     from .metrics.likelihood import evaluate_ode_nll
 
-    model, run_config = _load(run, raw)
+    model, run_config, _, x = _load_split(run, raw, split, limit)
     if run_config.model != "ddpm":
         raise ValueError(f"--likelihood ode needs a diffusion model; this run is a {run_config.model!r} model")
-    dataset = load_dataset(run_config.data)
-    if split not in ("test", "train"):
-        raise ValueError(f"--split must be 'test' or 'train', got {split!r}")
-    x = dataset.test if split == "test" else dataset.train
-    if limit:
-        x = x[:limit]
     report = evaluate_ode_nll(model, x, batch_size=batch_size, generator=_generator(seed), rtol=rtol, atol=atol,
                               hutchinson_samples=hutchinson_samples, progress=_progress(progress, "ODE likelihood"))
     return {"model": run_config.model, "data": run_config.data, "split": split, "likelihood": "ode",

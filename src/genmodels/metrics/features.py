@@ -227,6 +227,7 @@ class FeatureExtractor(nn.Module):
         return torch.cat(out) if out else torch.empty(0, self.num_features)
 
     def extra_repr(self) -> str:
+        """Dataset, version, feature size and test accuracy, for ``print(module)``."""
         return (f"dataset={self.dataset!r}, version={self.version!r}, num_features={self.num_features}, "
                 f"test_accuracy={self.test_accuracy:.4f}")
 
@@ -305,7 +306,8 @@ def train_classifier(dataset: Dataset, config: ClassifierConfig, *, progress: Pr
     warmup = max(1, total // 20)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
-    def lr_factor(step: int) -> float:  # linear warm-up, then cosine to 0
+    def lr_factor(step: int) -> float:
+        """Learning-rate multiplier at ``step``: linear warm-up, then cosine to 0."""
         if step < warmup:
             return (step + 1) / warmup
         return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))

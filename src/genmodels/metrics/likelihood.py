@@ -80,17 +80,27 @@ def evaluate_nll(model: GenerativeModel, x: Tensor, *, batch_size: int = 100,
         nll.append(out.nll.double().cpu())
         for k, v in out.terms.items():
             terms.setdefault(k, []).append(v.double().cpu())
-    all_nll = torch.cat(nll)
-    if not torch.isfinite(all_nll).all():
-        raise ValueError(f"the model returned non-finite NLL for {int((~torch.isfinite(all_nll)).sum())} examples")
-    n = len(all_nll)
-    stderr = all_nll.std().item() / math.sqrt(n) if n > 1 else float("nan")
     estimator = {k: (v if isinstance(v, (int, float, bool, str)) else type(v).__name__) for k, v in nll_kwargs.items()}
+    return _report(model.nll_kind, torch.cat(nll), {k: torch.cat(v).mean().item() for k, v in terms.items()},
+                   model.spec, start, estimator, "the model")
+
+
+def _report(nll_kind: str, nll: Tensor, terms_nats: dict[str, float], spec, start: float,
+            estimator: dict[str, Any], source: str) -> NLLReport:
+    """An :class:`NLLReport` from per-example NLLs ``[N]`` (nats) and the mean of each part (nats).
+
+    Raises:
+        ValueError: if any per-example NLL is not finite (``source`` names who returned it).
+    """
+    if not torch.isfinite(nll).all():
+        raise ValueError(f"{source} returned non-finite NLL for {int((~torch.isfinite(nll)).sum())} examples")
+    n = len(nll)
+    stderr = nll.std().item() / math.sqrt(n) if n > 1 else float("nan")
     return NLLReport(
-        nll_kind=model.nll_kind,
-        bpd=float(nats_to_bpd(all_nll.mean().item(), model.spec)),
-        bpd_stderr=float(nats_to_bpd(stderr, model.spec)),
-        terms_bpd={k: float(nats_to_bpd(torch.cat(v).mean().item(), model.spec)) for k, v in terms.items()},
+        nll_kind=nll_kind,
+        bpd=float(nats_to_bpd(nll.mean().item(), spec)),
+        bpd_stderr=float(nats_to_bpd(stderr, spec)),
+        terms_bpd={k: float(nats_to_bpd(v, spec)) for k, v in terms_nats.items()},
         examples=n,
         seconds=time.perf_counter() - start,
         estimator=estimator,
@@ -168,11 +178,6 @@ def evaluate_ode_nll(model: GenerativeModel, x: Tensor, *, batch_size: int | Non
         prior.append(-out.log_p_prior.cpu())
         divergence.append(-out.divergence.cpu())
         nfe.append(torch.full((len(xb),), float(out.nfe), dtype=torch.float64))
-    all_nll = torch.cat(nll)
-    if not torch.isfinite(all_nll).all():
-        raise ValueError(f"the ODE returned non-finite NLL for {int((~torch.isfinite(all_nll)).sum())} examples")
-    n = len(all_nll)
-    stderr = all_nll.std().item() / math.sqrt(n) if n > 1 else float("nan")
     terms = {"prior": torch.cat(prior).mean().item(), "divergence": torch.cat(divergence).mean().item()}
     if spec.is_discrete:
         terms["dequantization"] = -spec.dim * log_bin_width(spec)
@@ -181,12 +186,5 @@ def evaluate_ode_nll(model: GenerativeModel, x: Tensor, *, batch_size: int | Non
                       for k, v in settings.items()})
     estimator.update({"trace": trace, "dequantization": "uniform" if spec.is_discrete else "none",
                       "batch_size": batch_size, "nfe_mean": torch.cat(nfe).mean().item()})
-    return NLLReport(
-        nll_kind="bound" if spec.is_discrete else "estimate",
-        bpd=float(nats_to_bpd(all_nll.mean().item(), spec)),
-        bpd_stderr=float(nats_to_bpd(stderr, spec)),
-        terms_bpd={k: float(nats_to_bpd(v, spec)) for k, v in terms.items()},
-        examples=n,
-        seconds=time.perf_counter() - start,
-        estimator=estimator,
-    )
+    return _report("bound" if spec.is_discrete else "estimate", torch.cat(nll), terms, spec, start, estimator,
+                   "the ODE")

@@ -109,6 +109,7 @@ class _Precomputed(nn.Module):
         self.num_features = num_features
 
     def forward(self, features: Tensor) -> Tensor:
+        """``[N, d]`` features, returned unchanged (torchmetrics calls the feature module on its inputs)."""
         return features
 
 
@@ -421,6 +422,7 @@ def _inception_features(weights: str | Path) -> Callable[[Tensor], Tensor]:
 
     @torch.no_grad()
     def extract(x: Tensor, batch_size: int = 100) -> Tensor:
+        """``[N, 2048]`` Inception pool features of images ``[N, C, H, W]`` on [−1, 1]."""
         out = []
         for xb in x.split(batch_size):
             u8 = ((xb.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)  # [B, C, H, W] in 0..255
