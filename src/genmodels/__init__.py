@@ -12,10 +12,12 @@ from .core import DataSpec, GenerativeModel, NLLOutput, discrete_nll_from_densit
 from .diffusion.ddpm import DDPM, DDPMConfig  # registers "ddpm"
 from .diffusion.schedules import DiscreteSchedule, ScheduleConfig
 from .registry import MODELS
+from .vae import HVAE, VAE, HVAEConfig, VAEConfig  # registers "vae", "hvae"
 
 __all__ = [
     "DataSpec", "GenerativeModel", "NLLOutput", "nats_to_bpd", "discrete_nll_from_density",
     "DDPM", "DDPMConfig", "DiscreteSchedule", "ScheduleConfig", "MODELS",
+    "VAE", "VAEConfig", "HVAE", "HVAEConfig",
     "load_dataset", "from_pretrained",
 ]
 __version__ = "0.1.0"

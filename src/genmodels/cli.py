@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import logging
 import os
 import sys
@@ -57,17 +58,57 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def default_ddpm_config(spec, **overrides: Any):
-    """The DDPM preset for a dataset: a UNet sized to the image (two levels up to 16 px, three above,
-    attention at the lowest level only), or the MLP for vectors. x̂_0 is clipped to [−1, 1] when sampling only
-    for discrete data (which lives there); continuous data such as the 2-D toys is not bounded so.
-    ``overrides`` replace top-level fields."""
-    from .diffusion.ddpm import DDPMConfig
-    from .nets.unet import UNetConfig
+    """The DDPM preset for a dataset (:func:`genmodels.diffusion.ddpm.default_config`) with ``overrides`` replacing
+    top-level fields."""
+    from .diffusion.ddpm import default_config
 
-    cfg = DDPMConfig(clip_x0=spec.is_discrete)
-    if spec.is_image and max(spec.event_shape[1:]) <= 16:
-        cfg = replace(cfg, unet=UNetConfig(channel_mult=(1, 2), attn_levels=(1,)))
-    return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    return replace(default_config(spec), **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _parse_value(text: str) -> Any:
+    """A ``--set`` value: JSON (numbers, true/false, null, [lists], "strings"), else the bare string; '32,16' is a
+    list of numbers."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    if "," in text:
+        return [_parse_value(v.strip()) for v in text.split(",") if v.strip()]
+    return text
+
+
+def apply_overrides(config: Any, assignments: list[str]) -> Any:
+    """A copy of the config dataclass ``config`` with ``key=value`` assignments applied; dotted keys reach nested
+    configs (``coder.backbone=conv``, ``unet.channels=64``). Types are checked as when a run's config.json is read.
+
+    Raises:
+        ValueError: for an assignment without '=', an unknown field (the message lists the known ones at that
+            level) or a value of the wrong type.
+    """
+    from .checkpoint import config_from_dict, config_to_dict
+
+    d = config_to_dict(config)
+    for a in assignments:
+        key, sep, value = a.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects key=value (e.g. latent_dim=16 or coder.backbone=conv), got {a!r}")
+        parts = key.strip().split(".")
+        node = d
+        for i, part in enumerate(parts):
+            if not isinstance(node, dict) or part not in node:
+                where = ".".join(parts[:i]) or type(config).__name__
+                known = ", ".join(sorted(node)) if isinstance(node, dict) else "(none: it is a value)"
+                raise ValueError(f"--set {key}: {where} has no field {part!r}; its fields: {known}")
+            if i < len(parts) - 1:
+                node = node[part]
+        parsed = _parse_value(value.strip())
+        if isinstance(node[parts[-1]], list) and not isinstance(parsed, list):
+            parsed = [parsed]  # latent_dims=32: a one-element tuple
+        node[parts[-1]] = parsed
+    try:
+        return config_from_dict(type(config), d)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"--set: {e}") from None
 
 
 def _load(run: Path, raw: bool):
@@ -95,8 +136,35 @@ def _progress(enabled: bool, desc: str):
 # ---------------------------------------------------------------------------------------------- the jobs
 
 
+def model_config(model_name: str, spec, settings: list[str] | None = None,
+                 model_overrides: dict[str, Any] | None = None, unet_overrides: dict[str, Any] | None = None):
+    """The config ``genmodels train MODEL`` builds for data ``spec``: the family's preset
+    (:meth:`~genmodels.registry.ModelEntry.preset`), DDPM's own flags, then the ``--set key=value`` assignments.
+
+    Raises:
+        KeyError: unknown model (lists the known ones). ValueError: DDPM flags given for another family, or a bad
+            assignment (:func:`apply_overrides`).
+    """
+    import genmodels  # noqa: F401  (registers the model families)
+
+    from .registry import MODELS
+
+    cfg = MODELS.get(model_name).preset(spec)
+    flags = {k: v for k, v in {**(model_overrides or {}), **(unet_overrides or {})}.items() if v is not None}
+    if model_name == "ddpm":
+        cfg = replace(cfg, **{k: v for k, v in (model_overrides or {}).items() if v is not None})
+        unet = {k: v for k, v in (unet_overrides or {}).items() if v is not None}
+        if unet:
+            cfg = replace(cfg, unet=replace(cfg.unet, **unet))
+    elif flags:
+        names = ", ".join("--" + k.replace("_", "-") for k in sorted(flags))
+        raise ValueError(f"{names}: DDPM options; a {model_name!r} model is configured with --set key=value "
+                         f"(its fields: `genmodels config {model_name} --data DATA`)")
+    return apply_overrides(cfg, settings or [])
+
+
 def run_train(model_name: str, data: str, out: Path, resume: bool, train_overrides: dict[str, Any],
-              model_overrides: dict[str, Any], unet_overrides: dict[str, Any]):
+              model_overrides: dict[str, Any], unet_overrides: dict[str, Any], settings: list[str] | None = None):
     """Build (or reload, with ``resume``) a run and train it. Returns the :class:`TrainResult`."""
     import genmodels  # noqa: F401  (registers the model families)
 
@@ -109,6 +177,9 @@ def run_train(model_name: str, data: str, out: Path, resume: bool, train_overrid
         saved = load_run_config(out)
         if data and data != saved.data:
             raise ValueError(f"--data {data!r} differs from the run's dataset {saved.data!r}; omit --data to resume")
+        if settings:
+            raise ValueError("--set changes the model, which a resumed run keeps; start a new run (another --out) "
+                             "to train a different configuration")
         run_config = saved
         train_cfg = replace(saved.train or TrainConfig(), **{k: v for k, v in train_overrides.items() if v is not None})
         dataset = load_dataset(saved.data)
@@ -116,12 +187,7 @@ def run_train(model_name: str, data: str, out: Path, resume: bool, train_overrid
         if not data:
             raise ValueError("--data is required (see `genmodels datasets`)")
         dataset = load_dataset(data)
-        if model_name != "ddpm":
-            raise ValueError(f"unknown model {model_name!r}; known models: {', '.join(MODELS.names())}")
-        cfg = default_ddpm_config(dataset.spec, **model_overrides)
-        unet = {k: v for k, v in unet_overrides.items() if v is not None}
-        if unet:
-            cfg = replace(cfg, unet=replace(cfg.unet, **unet))
+        cfg = model_config(model_name, dataset.spec, settings, model_overrides, unet_overrides)
         run_config = RunConfig(model=model_name, model_config=cfg, data=data, spec=dataset.spec)
         train_cfg = replace(TrainConfig(), **{k: v for k, v in train_overrides.items() if v is not None})
     entry = MODELS.get(run_config.model)
@@ -129,7 +195,11 @@ def run_train(model_name: str, data: str, out: Path, resume: bool, train_overrid
 
     torch.manual_seed(train_cfg.seed)  # the initial weights
     model = entry.build(run_config.model_config, run_config.spec)
-    sample_fn = model_sample_fn(train_cfg.n_sample, sampler="ddim", steps=50) if train_cfg.sample_every else None
+    from .vae.vae import LatentVariableModel
+
+    grid_kw = ({"mean": True} if isinstance(model, LatentVariableModel)  # the decoder's mean, as VAE papers show
+               else {"sampler": "ddim", "steps": 50})
+    sample_fn = model_sample_fn(train_cfg.n_sample, **grid_kw) if train_cfg.sample_every else None
     trainer = Trainer(model, dataset.train, dataset.spec, train_cfg, out, run_config, sample_fn)
     try:
         return trainer.fit(resume=resume)
@@ -145,18 +215,30 @@ def run_sample(run: Path, n: int, sampler: str, steps: Optional[int], eta: float
     import time
 
     import numpy as np
-
-    from .viz import save_grid
+    import torch
 
     from .diffusion.samplers import sample_in_batches
+    from .viz import save_grid
 
     model, _ = _load(run, raw)
-    steps = steps or model.T
     start = time.perf_counter()
-    kwargs = {"eta": eta} if sampler == "ddim" else {}
-    res = sample_in_batches(model, n, sampler, steps=steps, generator=_generator(seed), batch_size=batch_size,
-                            progress=_progress(progress, f"{sampler} {steps} steps, batches of {batch_size}"), **kwargs)
-    x = res.x0
+    from .vae.vae import LatentVariableModel
+
+    if isinstance(model, LatentVariableModel):
+        # ancestral: z ~ p(z), x ~ p(x | z); mean: the decoder's mean E[x | z] (one network pass either way)
+        if sampler not in ("ancestral", "mean"):
+            raise ValueError(f"a VAE samples with --sampler ancestral (x ~ p(x|z)) or mean (E[x|z]); got {sampler!r}")
+        g = _generator(seed)
+        x = torch.cat([model.sample(min(batch_size, n - i), g, mean=sampler == "mean")
+                       for i in range(0, n, batch_size)])
+        steps, nfe = 1, 1
+    else:
+        steps = steps or model.T
+        kwargs = {"eta": eta} if sampler == "ddim" else {}
+        res = sample_in_batches(model, n, sampler, steps=steps, generator=_generator(seed), batch_size=batch_size,
+                                progress=_progress(progress, f"{sampler} {steps} steps, batches of {batch_size}"),
+                                **kwargs)
+        x, nfe = res.x0, res.nfe
     seconds = time.perf_counter() - start
     out = out or run / "samples" / f"{sampler}_{steps}.png"
     if model.spec.is_image:
@@ -165,7 +247,7 @@ def run_sample(run: Path, n: int, sampler: str, steps: Optional[int], eta: float
         save_grid(x, out)
     np.savez_compressed(out.with_suffix(".npz"), x=x.numpy())
     return {"picture": str(out), "samples": str(out.with_suffix(".npz")), "n": n, "sampler": sampler,
-            "steps": steps, "eta": eta, "nfe": res.nfe, "seconds": round(seconds, 2), "weights": "raw" if raw else "ema"}
+            "steps": steps, "eta": eta, "nfe": nfe, "seconds": round(seconds, 2), "weights": "raw" if raw else "ema"}
 
 
 def _load_split(run: Path, raw: bool, split: str, limit: Optional[int]):
@@ -181,9 +263,12 @@ def _load_split(run: Path, raw: bool, split: str, limit: Optional[int]):
 
 
 def run_evaluate(run: Path, split: str, limit: Optional[int], t_samples: int, exact: bool, calibrate: bool,
-                 batch_size: int, seed: int, raw: bool, progress: bool) -> dict:
-    """The NLL (bound) of a split in bits/dim, as a JSON-ready dict (same keys for every family)."""
+                 batch_size: int, seed: int, raw: bool, progress: bool, k: int = 1) -> dict:
+    """The NLL (bound) of a split in bits/dim, as a JSON-ready dict (same keys for every family). For a VAE, ``k``
+    importance samples give the IWAE bound (k = 1: the ELBO), reported with the ELBO of the same samples
+    (``elbo_bpd``, ``elbo_nats``) and the active latent units of each layer."""
     from .metrics.likelihood import evaluate_nll
+    from .vae.vae import LatentVariableModel
 
     model, run_config, dataset, x = _load_split(run, raw, split, limit)
     g = _generator(seed)
@@ -193,12 +278,24 @@ def run_evaluate(run: Path, split: str, limit: Optional[int], t_samples: int, ex
         if calibrate and not exact:
             # pilot on training examples (never the evaluated ones), so the estimate stays unbiased
             kwargs["proposal"] = model.calibrate_proposal(dataset.train[:128], _generator(seed + 1), grid=32)
+    elif isinstance(model, LatentVariableModel):
+        kwargs = {"k": k}
+    elif k != 1:
+        raise ValueError(f"--k (importance samples) applies to VAEs; this run is a {run_config.model!r} model")
     report = evaluate_nll(model, x, batch_size=batch_size, generator=g, progress=_progress(progress, "evaluate"),
                           **kwargs)
     result = {"model": run_config.model, "data": run_config.data, "split": split, "weights": "raw" if raw else "ema",
               **report.to_json(), **_true_nll(run_config.data, x)}
     if "proposal" in kwargs:
         result["estimator"]["proposal"] = "calibrated on 128 training examples, 32 steps"
+    if isinstance(model, LatentVariableModel):
+        gap = report.terms_bpd.get("iwae_gap", 0.0)
+        result["bound"] = f"IWAE-{k}" if k > 1 else "ELBO"
+        result["elbo_bpd"] = report.bpd - gap
+        result["elbo_nats"] = report.nats - gap * model.spec.dim * math.log(2)
+        result["terms_nats"] = {n: v * model.spec.dim * math.log(2) for n, v in report.terms_bpd.items()}
+        result["active_units"] = model.active_units(x.to(model.device))
+        result["latent_dims"] = list(model.latent_dims)
     return result
 
 
@@ -291,9 +388,55 @@ def run_evaluate_ode(run: Path, split: str, limit: Optional[int], batch_size: in
             "weights": "raw" if raw else "ema", **report.to_json(), **_true_nll(run_config.data, x)}
 
 
-def write_pictures(run: Path, seed: int = 0, n: int = 8) -> list[str]:
-    """Forward-process strip, reverse trajectory (strip and GIF), schedule plot and loss curve of a run."""
+def write_vae_pictures(run: Path, model, run_config, seed: int = 0, n: int = 8) -> list[str]:
+    """A VAE's pictures in RUN/figures: samples (the decoder's mean), test images over their reconstructions,
+    latent interpolations between pairs of test images (linear in the posterior means of z_1, decoded), the latent
+    space coloured by label for every 2-D layer, and the loss curve."""
     import torch
+
+    from .data import load_dataset
+    from .viz import save_grid, save_latent_scatter, save_loss_curve
+
+    figs, written = run / "figures", []
+    data = load_dataset(run_config.data)
+    g = _generator(seed)
+    if model.spec.is_image:
+        scale = max(1, 32 // model.spec.event_shape[-1])
+        written.append(save_grid(model.sample(64, g, mean=True), figs / "samples_mean.png", scale=scale))
+        written.append(save_grid(model.sample(64, g), figs / "samples.png", scale=scale))
+        x = data.test[torch.randperm(len(data.test), generator=g)[:2 * n]]  # a fixed random pick of test images
+        written.append(save_grid(torch.cat([x, model.reconstruct(x)]), figs / "reconstructions.png", nrow=2 * n,
+                                 scale=scale))
+        with torch.no_grad():
+            za, zb = model.latent_means(x[:n])[0], model.latent_means(x[n:2 * n])[0]
+            w = torch.linspace(0, 1, 10)[:, None, None]  # [10, 1, 1]
+            zs = ((1 - w) * za + w * zb).transpose(0, 1).flatten(0, 1)  # [n·10, d_1], row by row
+            from .vae.likelihoods import decoder_mean
+
+            mid = decoder_mean(model.decode(zs), model.likelihood).view(n, 10, *model.spec.event_shape)
+        rows = torch.cat([x[:n, None], mid, x[n:2 * n, None]], 1).flatten(0, 1)
+        written.append(save_grid(rows, figs / "interpolation.png", nrow=12, scale=scale))
+    else:
+        written.append(save_grid(model.sample(2000, g), figs / "samples.png"))
+    with torch.no_grad():
+        means = [torch.cat(m) for m in zip(*(model.latent_means(xb) for xb in data.test[:5000].split(500)))]
+    for i, m in enumerate(means):
+        if m.shape[1] == 2:
+            name = "latent.png" if len(means) == 1 else f"latent_z{i + 1}.png"
+            labels = data.test_labels[:len(m)] if data.test_labels is not None else None
+            written.append(save_latent_scatter(m, figs / name, labels, title=f"E_q[z{'' if len(means) == 1 else i + 1}"
+                                                                             f" | x], {len(m)} test examples"))
+    if (run / "metrics.jsonl").is_file():
+        written.append(save_loss_curve(run / "metrics.jsonl", figs / "loss.png"))
+    return [str(p) for p in written]
+
+
+def write_pictures(run: Path, seed: int = 0, n: int = 8) -> list[str]:
+    """Pictures of a run in RUN/figures. Diffusion: forward-process strip, reverse trajectory (strip and GIF),
+    schedule plot and loss curve; VAEs: :func:`write_vae_pictures`."""
+    import torch
+
+    from .vae.vae import LatentVariableModel
 
     from .data import load_dataset
     from .diffusion import gaussian as G
@@ -302,6 +445,8 @@ def write_pictures(run: Path, seed: int = 0, n: int = 8) -> list[str]:
     from .viz import save_gif, save_loss_curve, save_schedule_plot, save_strip
 
     model, run_config = _load(run, raw=False)
+    if isinstance(model, LatentVariableModel):
+        return write_vae_pictures(run, model, run_config, seed, n)
     figs = run / "figures"
     written = []
     g = _generator(seed)
@@ -335,7 +480,7 @@ def write_pictures(run: Path, seed: int = 0, n: int = 8) -> list[str]:
 @app.command()
 @_friendly
 def train(
-    model: str = typer.Argument("ddpm", help="Model family (see `genmodels models`): ddpm."),
+    model: str = typer.Argument("ddpm", help="Model family (see `genmodels models`): ddpm, vae, hvae."),
     data: str = typer.Option("", "--data", "-d", help="Dataset name or idx:DIR / folder:DIR / npz:FILE."),
     out: Path = typer.Option(Path("runs/ddpm"), "--out", "-o", help="Run folder (config.json, weights, metrics)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
@@ -359,8 +504,13 @@ def train(
     channel_mult: Optional[str] = typer.Option(None, help="UNet widths per level, e.g. 1,2,2."),
     num_res_blocks: Optional[int] = typer.Option(None, help="UNet residual blocks per level [default 2]."),
     attn_levels: Optional[str] = typer.Option(None, help="UNet levels with self-attention, e.g. 2."),
+    settings: Optional[list[str]] = typer.Option(
+        None, "--set", help="Model config field=value, repeatable; dotted for nested fields: latent_dim=16, "
+                            "latent_dims=32,16, coder.backbone=conv, kl_warmup_steps=2000, free_bits=0.1, "
+                            "objective=iwae, train_samples=5. All fields: `genmodels config MODEL --data DATA`."),
 ) -> None:
-    """Train a model on a dataset; a run folder holds everything needed to resume, sample and evaluate."""
+    """Train a model (ddpm, vae, hvae) on a dataset; a run folder holds everything needed to resume, sample and
+    evaluate."""
     from .diffusion.schedules import ScheduleConfig
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -372,7 +522,7 @@ def train(
         model_overrides["schedule"] = ScheduleConfig(kind=schedule or "linear", T=T or 1000)
     unet_overrides = dict(channels=channels, channel_mult=_ints(channel_mult) if channel_mult else None,
                           num_res_blocks=num_res_blocks, attn_levels=_ints(attn_levels) if attn_levels else None)
-    result = run_train(model, data, out, resume, train_overrides, model_overrides, unet_overrides)
+    result = run_train(model, data, out, resume, train_overrides, model_overrides, unet_overrides, settings)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, one summary line (rank 0)
         return
     typer.echo(json.dumps({"run": str(result.run_dir), "steps": result.steps, "images_seen": result.images_seen,
@@ -385,7 +535,8 @@ def train(
 def sample(
     run: Path = typer.Argument(..., help="Run folder."),
     n: int = typer.Option(64, help="Number of samples."),
-    sampler: str = typer.Option("ancestral", help="ancestral | ddim | dpm++ | heun | euler_maruyama | ode."),
+    sampler: str = typer.Option("ancestral", help="Diffusion: ancestral | ddim | dpm++ | heun | euler_maruyama | "
+                                                  "ode. VAE: ancestral (x ~ p(x|z)) | mean (E[x|z])."),
     steps: Optional[int] = typer.Option(None, help="Steps / noise levels (Heun: 2N−1 NFE) [default: all T]."),
     eta: float = typer.Option(0.0, help="DDIM η (0: deterministic, 1: ancestral)."),
     seed: int = typer.Option(0, help="Seed of the sampler's noise."),
@@ -406,6 +557,7 @@ def evaluate(
     limit: Optional[int] = typer.Option(None, help="Evaluate only the first N examples."),
     t_samples: int = typer.Option(4, help="DDPM: stratified importance-sampled steps per example."),
     exact: bool = typer.Option(False, "--exact", help="DDPM: sum all T steps (T evaluations per example)."),
+    k: int = typer.Option(1, "--k", help="VAE: importance samples of the IWAE bound (1: the ELBO); e.g. 5000."),
     calibrate: bool = typer.Option(True, "--calibrate/--no-calibrate",
                                    help="DDPM: fit the step proposal on 128 training examples first."),
     batch_size: int = typer.Option(100, help="Examples per batch (≈100 is fastest on CPU)."),
@@ -457,7 +609,7 @@ def evaluate(
         result = run_evaluate_ode(run, split, limit, batch_size, seed, raw, progress, rtol, atol, hutchinson_samples)
         name = f"eval_{split}_ode.json"
     elif likelihood == "bound":
-        result = run_evaluate(run, split, limit, t_samples, exact, calibrate, batch_size, seed, raw, progress)
+        result = run_evaluate(run, split, limit, t_samples, exact, calibrate, batch_size, seed, raw, progress, k)
         name = f"eval_{split}.json"
     else:
         raise ValueError(f"--likelihood must be 'bound' or 'ode', got {likelihood!r}")
@@ -469,9 +621,25 @@ def evaluate(
 @app.command()
 @_friendly
 def pictures(run: Path = typer.Argument(..., help="Run folder."), seed: int = typer.Option(0)) -> None:
-    """Write the forward-process strip, the reverse trajectory (PNG and GIF), the schedule plot and the loss
-    curve to RUN/figures."""
+    """Write a run's pictures to RUN/figures: for diffusion the forward-process strip, the reverse trajectory (PNG and
+    GIF), the schedule plot and the loss curve; for VAEs samples, reconstructions, interpolations, the 2-D latent
+    space by label and the loss curve."""
     typer.echo(json.dumps(write_pictures(run, seed)))
+
+
+@app.command("config")
+@_friendly
+def show_config(
+    model: str = typer.Argument(..., help="Model family: ddpm, vae, hvae."),
+    data: str = typer.Option(..., "--data", "-d", help="Dataset name (the preset depends on the data)."),
+    settings: Optional[list[str]] = typer.Option(None, "--set", help="field=value assignments to apply first."),
+) -> None:
+    """Print the model config `genmodels train MODEL --data DATA` would use, as JSON: the fields --set can change."""
+    from .checkpoint import config_to_dict
+    from .data import load_dataset
+
+    cfg = model_config(model, load_dataset(data).spec, settings)
+    typer.echo(json.dumps(config_to_dict(cfg), indent=2))
 
 
 @app.command()

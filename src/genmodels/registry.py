@@ -67,10 +67,17 @@ class ModelEntry:
     Attributes:
         config_cls: the family's frozen config dataclass (saved as JSON in a run's ``config.json``).
         build: ``build(config, spec) -> GenerativeModel``.
+        default_config: ``default_config(spec) -> config``, the family's preset for a dataset (what
+            ``genmodels train NAME`` starts from); None means ``config_cls()``.
     """
 
     config_cls: type
     build: Callable[[Any, Any], Any]
+    default_config: Callable[[Any], Any] | None = None
+
+    def preset(self, spec: Any) -> Any:
+        """The config ``genmodels train`` starts from for data ``spec``."""
+        return self.default_config(spec) if self.default_config is not None else self.config_cls()
 
 
 MODELS: Registry[ModelEntry] = Registry("model")

@@ -43,6 +43,7 @@ __all__ = [
     "save_schedule_plot",
     "save_loss_curve",
     "save_quality_vs_cost",
+    "save_latent_scatter",
 ]
 
 PathLike = str | os.PathLike[str]
@@ -591,4 +592,38 @@ def save_quality_vs_cost(curves: Mapping[str, Sequence[tuple[float, float, float
         ax.grid(alpha=0.3, which="both")
     ax_n.set_ylabel(metric)
     ax_n.legend(fontsize=8)
+    return _save_figure(fig, path)
+
+
+def save_latent_scatter(z: Tensor, path: PathLike, labels: Tensor | None = None, *,
+                        title: str = "posterior means of the test set") -> Path:
+    """Scatter 2-D latent codes ``z`` ``[N, 2]``, coloured by class ``labels`` ``[N]`` (int) when given.
+
+    Args:
+        z: ``[N, 2]`` points (e.g. the posterior means E_q[z | x] of a VAE with a 2-D latent).
+        path: destination PNG (atomic write, parents created).
+        labels: ``[N]`` integer classes, or None for one colour.
+    Returns:
+        ``Path`` of the written file.
+    Raises:
+        ValueError: if ``z`` is not ``[N, 2]`` or ``labels`` does not have N entries.
+    """
+    pts = _points_numpy(z)
+    if pts.ndim != 2 or pts.shape[1] != 2:
+        raise ValueError(f"save_latent_scatter expects [N, 2] latent codes, got shape {tuple(pts.shape)}")
+    fig = _new_figure(5.0, 4.4)
+    ax = fig.add_subplot()
+    if labels is None:
+        ax.scatter(pts[:, 0], pts[:, 1], s=4, alpha=0.6, linewidths=0)
+    else:
+        lab = torch.as_tensor(labels).cpu().numpy()
+        if lab.shape != (len(pts),):
+            raise ValueError(f"labels must have shape [{len(pts)}], got {tuple(lab.shape)}")
+        sc = ax.scatter(pts[:, 0], pts[:, 1], c=lab, cmap="tab10", s=4, alpha=0.7, linewidths=0,
+                        vmin=-0.5, vmax=9.5 if lab.max() < 10 else lab.max() + 0.5)
+        fig.colorbar(sc, ax=ax, label="class", ticks=sorted(set(lab.tolist())) if len(set(lab.tolist())) <= 20 else None)
+    ax.set_xlabel("z[0]")
+    ax.set_ylabel("z[1]")
+    ax.set_title(title)
+    ax.set_aspect("equal", adjustable="datalim")
     return _save_figure(fig, path)

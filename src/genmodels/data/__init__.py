@@ -7,7 +7,8 @@
 
 Names (``list_datasets()``): embedded ``digits``, ``mnist5k``, ``fashion-mnist``
 (:mod:`~genmodels.data.embedded`); the user's files ``idx:DIR``, ``folder:DIR``, ``npz:FILE``
-(:mod:`~genmodels.data.files`); 2-D toys ``moons``, ``swissroll``, ``8gaussians``, ``checkerboard``
+(:mod:`~genmodels.data.files`); ``binary:NAME``, a fixed binarized copy of a discrete image dataset
+(:mod:`~genmodels.data.binarized`); 2-D toys ``moons``, ``swissroll``, ``8gaussians``, ``checkerboard``
 (:mod:`~genmodels.data.toys`). Every bad input raises :class:`DataError` naming the file and the fix.
 """
 
@@ -23,6 +24,7 @@ from genmodels.data.base import (
     scale_discrete,
     unscale_discrete,
 )
+from genmodels.data.binarized import load_binarized
 from genmodels.data.embedded import load_digits, load_fashion_mnist, load_mnist5k
 from genmodels.data.files import load_idx_dir, load_image_folder, load_npz, read_idx
 from genmodels.data.toys import TOYS, load_toy, sample_toy, toy_has_density, toy_log_density
@@ -38,6 +40,7 @@ __all__ = [
     "load_dataset",
     "scale_discrete",
     "unscale_discrete",
+    "load_binarized",
     "load_digits",
     "load_mnist5k",
     "load_fashion_mnist",

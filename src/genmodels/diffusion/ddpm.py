@@ -285,4 +285,16 @@ class DDPM(GenerativeModel):
         return fn(self, n, steps=steps or self.T, generator=generator, progress=progress, **sampler_kwargs).x0
 
 
-MODELS.register("ddpm", ModelEntry(config_cls=DDPMConfig, build=DDPM))
+def default_config(spec: DataSpec) -> DDPMConfig:
+    """The DDPM preset for a dataset: a UNet sized to the image (two levels up to 16 px, three above, attention at
+    the lowest level only), or the MLP for vectors. x̂_0 is clipped to [−1, 1] when sampling only for discrete data
+    (which lives there); continuous data such as the 2-D toys is not bounded so."""
+    from dataclasses import replace
+
+    cfg = DDPMConfig(clip_x0=spec.is_discrete)
+    if spec.is_image and max(spec.event_shape[1:]) <= 16:
+        cfg = replace(cfg, unet=UNetConfig(channel_mult=(1, 2), attn_levels=(1,)))
+    return cfg
+
+
+MODELS.register("ddpm", ModelEntry(config_cls=DDPMConfig, build=DDPM, default_config=default_config))

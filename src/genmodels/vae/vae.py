@@ -1,0 +1,282 @@
+"""The Gaussian variational autoencoder (Kingma & Welling 2014; seeds 000 and 002) and what every VAE shares.
+
+Model: p(z) = N(0, I), p_θ(x|z) a decoder distribution for the kind of data (:mod:`.likelihoods`), and the
+encoder q_φ(z|x) = N(μ_φ(x), diag σ²_φ(x)). The evidence lower bound (seed 000, Eq. 19; Kingma & Welling
+2014, Eq. 7) with the reparameterization z = μ + σ ⊙ ε (their Eq. 10) and the analytic KL (their App. B):
+
+    log p(x) ≥ ELBO = E_q[log p_θ(x|z)] − KL(q_φ(z|x) ‖ p(z)),
+
+reported as ``reconstruction`` = −E_q[log p_θ(x|z)] and ``kl_z`` = KL, in nats per example. The
+importance-weighted bound (Burda et al. 2016, Eq. 8) with k samples,
+
+    log p(x) ≥ IWAE_k = E[log (1/k) Σ_i p(x, z_i)/q(z_i|x)],  z_i ~ q(z|x),
+
+is tighter as k grows (their Theorem 1) and tends to log p(x); ``nll(x, k=K)`` returns −IWAE_K with the parts
+``reconstruction`` and ``kl_*`` (the ELBO, averaged over the same K samples) and ``iwae_gap`` = IWAE − ELBO
+part (≤ 0 in expectation), which sum to it.
+
+Against posterior collapse (Bowman et al. 2016): KL warm-up (β from 0 to 1 over ``kl_warmup_steps``;
+Sønderby et al. 2016, §2.3) and free bits (Kingma et al. 2016, "IAF", §C.8: each latent dimension's
+batch-averaged KL is replaced by max(λ, KL), so no dimension is pushed below λ nats); the number of active
+units (Burda et al. 2016, §5.2: Cov_x(E_q[z_u]) > 10⁻²) is reported by :meth:`LatentVariableModel.active_units`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from ..core import DataSpec, GenerativeModel, NLLOutput
+from ..nets.coders import CoderConfig, make_decoder, make_encoder
+from ..registry import MODELS, ModelEntry
+from . import likelihoods as L
+
+__all__ = ["VAEConfig", "VAE", "LatentVariableModel", "LatentPass", "logmeanexp", "check_common"]
+
+Objective = Literal["elbo", "iwae"]
+
+
+def logmeanexp(x: Tensor, dim: int = 0) -> Tensor:
+    """log((1/k) Σ_i e^{x_i}) along ``dim``, stably (the IWAE estimator, Burda et al. 2016, Eq. 8)."""
+    return torch.logsumexp(x, dim) - math.log(x.shape[dim])
+
+
+def check_common(config) -> None:
+    """Validate the fields every VAE config shares (objective, samples, warm-up, free bits, likelihood).
+
+    Raises:
+        ValueError: naming the bad field and the fix.
+    """
+    if config.objective not in ("elbo", "iwae"):
+        raise ValueError(f"objective must be 'elbo' or 'iwae', got {config.objective!r}")
+    if config.train_samples < 1:
+        raise ValueError(f"train_samples must be ≥ 1, got {config.train_samples}")
+    if config.kl_warmup_steps < 0 or config.free_bits < 0:
+        raise ValueError(f"kl_warmup_steps and free_bits must be ≥ 0, got {config.kl_warmup_steps}, "
+                         f"{config.free_bits}")
+    if config.objective == "iwae" and config.free_bits > 0:
+        raise ValueError("free bits act on the ELBO's KL terms; the IWAE objective has none. Use objective 'elbo' "
+                         "with free_bits, or free_bits=0")
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """A Gaussian VAE.
+
+    Attributes:
+        latent_dim: size of z.
+        coder: encoder/decoder backbone (:class:`~genmodels.nets.coders.CoderConfig`: ``mlp`` or ``conv``).
+        likelihood: decoder distribution; ``auto`` picks it from the data (:func:`.likelihoods.resolve_likelihood`).
+        objective: ``elbo`` (Kingma & Welling 2014) or ``iwae`` (Burda et al. 2016) with ``train_samples`` samples.
+        train_samples: z samples per example in training (k of the IWAE objective; ELBO: averaged).
+        kl_warmup_steps: the KL weight β rises linearly from 0 to 1 over this many training steps (0: β = 1).
+        free_bits: λ, nats per latent dimension (0 disables).
+    """
+
+    latent_dim: int = 32
+    coder: CoderConfig = field(default_factory=CoderConfig)
+    likelihood: L.Likelihood = "auto"
+    objective: Objective = "elbo"
+    train_samples: int = 1
+    kl_warmup_steps: int = 0
+    free_bits: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.latent_dim < 1:
+            raise ValueError(f"latent_dim must be ≥ 1, got {self.latent_dim}")
+        check_common(self)
+
+
+@dataclass
+class LatentPass:
+    """One pass through the model with S latent samples per example (the pieces of every bound).
+
+    Attributes:
+        log_px: ``[S, B]`` log p(x | z_1), nats.
+        kl: one ``[S, B, d_l]`` tensor per stochastic layer (bottom first): the per-dimension KL term of the ELBO
+            (analytic where the posterior and prior are both Gaussian given the layers above, else the
+            single-sample Monte Carlo log q − log p).
+        log_ratio: ``[S, B]`` Σ_l log p(z_l | z_{l+1}) − log q(z_l | ·) at the sampled z's (the importance
+            weight without log p(x|z)).
+        params: ``[S·B, …]`` decoder parameters (for reconstructions).
+    """
+
+    log_px: Tensor
+    kl: list[Tensor]
+    log_ratio: Tensor
+    params: Tensor
+
+
+class LatentVariableModel(GenerativeModel):
+    """What the Gaussian VAE and the hierarchical VAE share: the bounds, the objective, warm-up, free bits,
+    active units and sampling. Subclasses implement :meth:`latent_pass`, :meth:`latent_means`,
+    :meth:`prior_sample` and set ``decoder``, ``likelihood`` and ``latent_dims``.
+
+    The training step counter (for KL warm-up) is a buffer, so it is saved, resumed and copied to the EMA.
+    """
+
+    nll_kind = "bound"
+    latent_dims: tuple[int, ...]
+    likelihood: str
+
+    def _init_common(self, config, spec: DataSpec) -> None:
+        self.config, self.spec = config, spec
+        self.likelihood = L.resolve_likelihood(config.likelihood, spec)
+        self.register_buffer("train_steps", torch.zeros((), dtype=torch.int64))
+
+    # ------------------------------------------------------------------ what subclasses provide
+    def latent_pass(self, x: Tensor, samples: int = 1, generator: torch.Generator | None = None) -> LatentPass:
+        """Encode ``x`` (``[B, *event]``), draw ``samples`` latents per example, decode; see :class:`LatentPass`."""
+        raise NotImplementedError
+
+    def latent_means(self, x: Tensor) -> list[Tensor]:
+        """Posterior means of each layer (bottom first), ``[B, d_l]``, with the layers they condition on set to
+        their own means (no noise). Used for active units, interpolations and latent-space pictures."""
+        raise NotImplementedError
+
+    def prior_sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """z_1 from the generative model's prior (through the layers above it), ``[n, d_1]``."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ shared
+    def decode(self, z1: Tensor) -> Tensor:
+        """Decoder parameters of p(x | z_1) for ``z1`` ``[B, d_1]``."""
+        return self.decoder(z1)
+
+    def kl_weight(self) -> float:
+        """β of the KL terms now: min(1, (step + 1) / kl_warmup_steps) (Sønderby et al. 2016), 1 without warm-up."""
+        w = self.config.kl_warmup_steps
+        return 1.0 if w == 0 else min(1.0, (int(self.train_steps) + 1) / w)
+
+    def loss(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Negative training objective per example, ``[B]`` nats: −ELBO with β-weighted (warm-up) and free-bits
+        KL terms, or −IWAE_k (``objective='iwae'``, k = ``train_samples``). Each call in training mode counts one
+        step for the warm-up."""
+        cfg = self.config
+        beta = self.kl_weight()
+        if self.training and torch.is_grad_enabled():
+            self.train_steps += 1
+        p = self.latent_pass(x, cfg.train_samples, generator)
+        if cfg.objective == "iwae":
+            return -logmeanexp(p.log_px + beta * p.log_ratio, 0)
+        kl_total = 0.0
+        for kl in p.kl:  # [S, B, d]
+            if cfg.free_bits > 0:
+                active = kl.mean((0, 1)) >= cfg.free_bits  # [d]: the batch-averaged KL of each dimension
+                kl = torch.where(active, kl, torch.full_like(kl, cfg.free_bits))
+            kl_total = kl_total + kl.sum(-1)
+        return -(p.log_px - beta * kl_total).mean(0)
+
+    @torch.no_grad()
+    def nll_terms(self, x: Tensor, generator: torch.Generator | None = None, k: int = 1,
+                  chunk: int | None = None) -> NLLOutput:
+        """−ELBO (``k = 1``) or −IWAE_k per example, nats, with its parts.
+
+        Args:
+            x: ``[B, *event_shape]``.
+            k: importance samples; 1 gives the ELBO (analytic KLs, one z sample).
+            chunk: samples per forward pass (memory); default ``max(1, 4096 // B)``.
+        Returns:
+            :class:`NLLOutput` with terms ``reconstruction``, ``kl_z`` (VAE) or ``kl_z1 … kl_zL`` (HVAE), and for
+            k > 1 ``iwae_gap`` (−IWAE − (−ELBO), so the parts sum to the NLL).
+        Raises:
+            ValueError: if k < 1.
+        """
+        if k < 1:
+            raise ValueError(f"k (importance samples) must be ≥ 1, got {k}")
+        chunk = max(1, min(k, chunk or 4096 // max(1, len(x))))
+        names = self.kl_names()
+        log_w, recon, kls = [], torch.zeros(len(x), dtype=torch.float64, device=x.device), [0.0] * len(names)
+        done = 0
+        while done < k:
+            s = min(chunk, k - done)
+            p = self.latent_pass(x, s, generator)
+            log_w.append((p.log_px + p.log_ratio).double())
+            recon = recon - p.log_px.double().sum(0)
+            kls = [a + kl.double().sum((0, 2)) for a, kl in zip(kls, p.kl)]
+            done += s
+        terms = {"reconstruction": recon / k, **{n: kl / k for n, kl in zip(names, kls)}}
+        elbo_nll = sum(terms.values())
+        if k == 1:
+            return NLLOutput(elbo_nll, terms, "bound")
+        nll = -logmeanexp(torch.cat(log_w), 0)
+        terms["iwae_gap"] = nll - elbo_nll
+        return NLLOutput(nll, terms, "bound")
+
+    def kl_names(self) -> list[str]:
+        """Names of the KL terms: ``kl_z`` for one layer, else ``kl_z1 … kl_zL`` (bottom first)."""
+        n = len(self.latent_dims)
+        return ["kl_z"] if n == 1 else [f"kl_z{i + 1}" for i in range(n)]
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None, mean: bool = False) -> Tensor:
+        """``n`` draws from p(x) = ∫ p(x|z) p(z) dz, ``[n, *event_shape]``; with ``mean=True`` the decoder's mean
+        E[x | z] instead of a draw from p(x | z) (what VAE papers usually show)."""
+        params = self.decode(self.prior_sample(n, generator))
+        if mean:
+            return L.decoder_mean(params, self.likelihood)
+        return L.decoder_sample(params, self.likelihood, self.spec, generator)
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """The decoder's mean at the posterior mean of z_1, ``[B, *event_shape]``."""
+        return L.decoder_mean(self.decode(self.latent_means(x)[0]), self.likelihood)
+
+    @torch.no_grad()
+    def active_units(self, x: Tensor, threshold: float = 1e-2, batch_size: int = 500) -> list[int]:
+        """Active latent units per layer (bottom first): dimensions u with Cov_x(E_q[z_u | x]) > ``threshold``
+        over the examples ``x`` (Burda et al. 2016, §5.2; posterior means from :meth:`latent_means`)."""
+        means = [torch.cat(m) for m in zip(*(self.latent_means(xb) for xb in x.split(batch_size)))]
+        return [int((m.double().var(0) > threshold).sum()) for m in means]
+
+
+class VAE(LatentVariableModel):
+    """Gaussian VAE with an MLP or convolutional encoder/decoder (Kingma & Welling 2014).
+
+    Args:
+        config: :class:`VAEConfig`. spec: the data it models.
+    Raises:
+        ValueError: if the decoder distribution does not fit the data, or ``conv`` is asked for vectors.
+    """
+
+    def __init__(self, config: VAEConfig, spec: DataSpec):
+        super().__init__()
+        self._init_common(config, spec)
+        self.latent_dims = (config.latent_dim,)
+        self.encoder = make_encoder(spec.event_shape, config.coder)
+        self.to_posterior = nn.Linear(self.encoder.features, 2 * config.latent_dim)  # (μ, log σ²)
+        self.decoder = make_decoder(config.latent_dim, spec.event_shape, L.params_per_dim(self.likelihood),
+                                    config.coder)
+
+    def posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """q(z|x): (μ, log σ²), each ``[B, latent_dim]``."""
+        mu, logvar = self.to_posterior(self.encoder(x)).chunk(2, dim=1)
+        return mu, logvar
+
+    def latent_pass(self, x: Tensor, samples: int = 1, generator: torch.Generator | None = None) -> LatentPass:
+        """S = ``samples`` reparameterized z per example; the encoder runs once per example. See
+        :class:`LatentPass`."""
+        mu, logvar = self.posterior(x)  # [B, d]
+        z = L.reparameterize(mu.expand(samples, *mu.shape), logvar.expand(samples, *logvar.shape), generator)
+        params = self.decode(z.flatten(0, 1))  # [S·B, …]
+        xs = x.expand(samples, *x.shape).flatten(0, 1)
+        log_px = L.log_prob(params, xs, self.likelihood, self.spec).view(samples, len(x))
+        log_ratio = (L.gaussian_log_prob(z, torch.zeros_like(z), torch.zeros_like(z))
+                     - L.gaussian_log_prob(z, mu, logvar)).sum(-1)
+        kl = L.kl_standard_normal(mu, logvar).expand(samples, *mu.shape)
+        return LatentPass(log_px, [kl], log_ratio, params)
+
+    def latent_means(self, x: Tensor) -> list[Tensor]:
+        """``[μ_φ(x)]``, ``[B, latent_dim]``."""
+        return [self.posterior(x)[0]]
+
+    def prior_sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """z ~ N(0, I), ``[n, latent_dim]``."""
+        return torch.randn(n, self.config.latent_dim, generator=generator, device=self.device)
+
+
+MODELS.register("vae", ModelEntry(VAEConfig, VAE))
