@@ -34,10 +34,8 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -51,6 +49,8 @@ from torch.utils import flop_counter as fc
 from torch.utils.flop_counter import FlopCounterMode
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import _machine  # noqa: E402  (benchmarks/_machine.py)
 DEFAULT_OUT = HERE / "results" / "train_throughput.json"
 BATCH = 64
 SHAPE = (1, 28, 28)
@@ -254,25 +254,10 @@ def quality(args: argparse.Namespace) -> dict:
 
 # --------------------------------------------------------------------------- the main run
 def machine() -> dict:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=HERE).stdout.strip() or None
-    except OSError:
-        commit = None
+    """Where the benchmark ran (:func:`_machine.machine`), with diffusers' version."""
     import diffusers
 
-    return {"nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-            "cpu_count": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
-            "torch": torch.__version__, "diffusers": diffusers.__version__, "git_commit": commit,
-            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    return _machine.machine(diffusers=diffusers.__version__)
 
 
 def run_workers(args: argparse.Namespace) -> list[dict]:

@@ -45,11 +45,9 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import math
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -66,6 +64,8 @@ for _k, _v in {"WANDB_MODE": "disabled", "WANDB_DISABLED": "true", "HF_HUB_OFFLI
 import torch  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import _machine  # noqa: E402  (benchmarks/_machine.py)
 DATA = "binary:mnist5k"
 BATCH = 64
 SHAPE = (1, 28, 28)
@@ -383,25 +383,10 @@ def evaluate(args: argparse.Namespace, first: dict) -> dict:
 
 # --------------------------------------------------------------------------- report
 def machine() -> dict:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=HERE).stdout.strip() or None
-    except OSError:
-        commit = None
+    """Where the benchmark ran (:func:`_machine.machine`), with pythae's version."""
     import pythae
 
-    return {"nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-            "cpu_model": model, "python": platform.python_version(), "torch": torch.__version__,
-            "pythae": getattr(pythae, "__version__", "0.1.2"), "git_commit": commit,
-            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    return _machine.machine(pythae=getattr(pythae, "__version__", "0.1.2"))
 
 
 def markdown(res: dict) -> str:

@@ -263,10 +263,12 @@ def _load_split(run: Path, raw: bool, split: str, limit: Optional[int]):
 
 
 def run_evaluate(run: Path, split: str, limit: Optional[int], t_samples: int, exact: bool, calibrate: bool,
-                 batch_size: int, seed: int, raw: bool, progress: bool, k: int = 1) -> dict:
+                 batch_size: int, seed: int, raw: bool, progress: bool, k: int = 1,
+                 per_example: Optional[Path] = None) -> dict:
     """The NLL (bound) of a split in bits/dim, as a JSON-ready dict (same keys for every family). For a VAE, ``k``
     importance samples give the IWAE bound (k = 1: the ELBO), reported with the ELBO of the same samples
-    (``elbo_bpd``, ``elbo_nats``) and the active latent units of each layer."""
+    (``elbo_bpd``, ``elbo_nats``) and the active latent units of each layer. ``per_example``: also save each
+    example's NLL in nats there (``.npy``, float64), for paired comparisons of models on the same examples."""
     from .metrics.likelihood import evaluate_nll
     from .vae.vae import LatentVariableModel
 
@@ -286,6 +288,12 @@ def run_evaluate(run: Path, split: str, limit: Optional[int], t_samples: int, ex
                           **kwargs)
     result = {"model": run_config.model, "data": run_config.data, "split": split, "weights": "raw" if raw else "ema",
               **report.to_json(), **_true_nll(run_config.data, x)}
+    if per_example is not None:
+        import numpy as np
+
+        per_example.parent.mkdir(parents=True, exist_ok=True)
+        np.save(per_example, report.per_example_nats.numpy())
+        result["per_example_nats"] = str(per_example)
     if "proposal" in kwargs:
         result["estimator"]["proposal"] = "calibrated on 128 training examples, 32 steps"
     if isinstance(model, LatentVariableModel):
@@ -582,8 +590,10 @@ def evaluate(
 ) -> None:
     """Evaluate a run, printing JSON.
 
-    Default: the split's NLL (an upper bound for DDPM) in bits/dim: bpd, bpd_stderr, terms_bpd (prior = L_T,
-    diffusion = Σ L_t, reconstruction = L_0), examples, seconds. ``--likelihood ode``: bits/dim through the
+    Default: the split's NLL (an upper bound for DDPM and VAEs) in bits/dim and nats per example: bpd, bpd_stderr,
+    nats, nats_stderr, terms_bpd (DDPM: prior = L_T, diffusion = Σ L_t, reconstruction = L_0; VAE: reconstruction,
+    the KL of each layer, and with --k the IWAE gap), examples, seconds; each example's NLL is saved beside the JSON
+    (.npy). VAEs also report elbo_bpd, elbo_nats and the active units of each layer. ``--likelihood ode``: bits/dim through the
     probability-flow ODE. ``--sampler``: the NFE sweep of sample quality (Fréchet distance on the dataset's own
     classifier, KID, precision/recall, with the test-vs-train floor), written to RUN/nfe_sweep/.
     """
@@ -609,8 +619,9 @@ def evaluate(
         result = run_evaluate_ode(run, split, limit, batch_size, seed, raw, progress, rtol, atol, hutchinson_samples)
         name = f"eval_{split}_ode.json"
     elif likelihood == "bound":
-        result = run_evaluate(run, split, limit, t_samples, exact, calibrate, batch_size, seed, raw, progress, k)
-        name = f"eval_{split}.json"
+        name = f"eval_{split}.json" if k == 1 else f"eval_{split}_iwae{k}.json"
+        result = run_evaluate(run, split, limit, t_samples, exact, calibrate, batch_size, seed, raw, progress, k,
+                              (out or run / name).with_suffix(".npy"))
     else:
         raise ValueError(f"--likelihood must be 'bound' or 'ode', got {likelihood!r}")
     text = json.dumps(result, indent=2)

@@ -40,6 +40,8 @@ class NLLReport:
         examples: N, the number of examples evaluated.
         seconds: wall time of the evaluation.
         estimator: how the per-example values were computed (keyword arguments of ``nll_terms``).
+        per_example_nats: ``[N]`` float64, each example's NLL in nats (for paired comparisons of two models on
+            the same examples); not part of :meth:`to_json`.
     """
 
     nll_kind: str
@@ -51,10 +53,13 @@ class NLLReport:
     examples: int
     seconds: float
     estimator: dict[str, Any] = field(default_factory=dict)
+    per_example_nats: Tensor | None = field(default=None, repr=False)
 
     def to_json(self) -> dict:
-        """A JSON-serializable dict with the attributes as keys."""
-        return asdict(self)
+        """A JSON-serializable dict with the attributes as keys (without ``per_example_nats``)."""
+        d = asdict(self)
+        d.pop("per_example_nats")
+        return d
 
 
 @torch.no_grad()
@@ -110,6 +115,7 @@ def _report(nll_kind: str, nll: Tensor, terms_nats: dict[str, float], spec, star
         examples=n,
         seconds=time.perf_counter() - start,
         estimator=estimator,
+        per_example_nats=nll,
     )
 
 

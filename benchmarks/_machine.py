@@ -1,0 +1,35 @@
+"""What every benchmark result records about where it ran: CPUs, versions, commit and date."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+
+
+def machine(**versions: str) -> dict:
+    """CPU count and model, Python and torch versions, the git commit and the UTC date, plus ``versions`` (the
+    peers' versions, e.g. ``diffusers="0.42.1"``)."""
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=HERE).stdout.strip() or None
+    except OSError:
+        commit = None
+    return {"nproc": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "cpu_count": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
+            "torch": torch.__version__, **versions, "git_commit": commit,
+            "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
