@@ -157,7 +157,7 @@ def model_config(model_name: str, spec, settings: list[str] | None = None,
         if unet:
             cfg = replace(cfg, unet=replace(cfg.unet, **unet))
     elif flags:
-        names = ", ".join("--" + k.replace("_", "-") for k in sorted(flags))
+        names = ", ".join("--schedule/--T" if k == "schedule" else "--" + k.replace("_", "-") for k in sorted(flags))
         raise ValueError(f"{names}: DDPM options; a {model_name!r} model is configured with --set key=value "
                          f"(its fields: `genmodels config {model_name} --data DATA`)")
     return apply_overrides(cfg, settings or [])

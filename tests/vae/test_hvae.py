@@ -232,7 +232,5 @@ def test_iwae_objective_and_free_bits_and_warmup_for_hvae():
     assert betas == pytest.approx([1 / 3, 2 / 3, 1.0, 1.0]) and int(wu.train_steps) == 4
 
 
-@pytest.mark.xfail(reason="HVAE.prior_sample draws z_L in the default dtype (float32), not the model's: a float64 "
-                          "model's sample() fails with a dtype mismatch", strict=True)
 def test_sample_from_a_float64_hvae():
     assert _hvae((3, 2), "top_down").sample(3, _g(0)).dtype == DT

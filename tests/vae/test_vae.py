@@ -350,8 +350,6 @@ def test_shapes_of_every_output(spec, backbone):
     assert torch.equal(model.sample(4, _g(3)), model.sample(4, _g(3)))
 
 
-@pytest.mark.xfail(reason="prior_sample draws z in the default dtype (float32), not the model's: a float64 model's "
-                          "sample() fails with a dtype mismatch in the decoder", strict=True)
 def test_sample_from_a_float64_model():
     spec = DataSpec("vec", (4,), None)
     model = _small_vae(spec)

@@ -201,7 +201,7 @@ class HVAE(LatentVariableModel):
 
     def prior_sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """Ancestral sampling z_L ~ N(0, I), z_l ~ p(z_l | z_{l+1}); returns z_1, ``[n, d_1]``."""
-        z = torch.randn(n, self.latent_dims[-1], generator=generator, device=self.device)
+        z = torch.randn(n, self.latent_dims[-1], generator=generator, device=self.device, dtype=self.dtype)
         for l in range(len(self.latent_dims) - 2, -1, -1):
             mu, logvar, _ = self.prior(z, l)
             z = L.reparameterize(mu, logvar, generator)

@@ -207,6 +207,11 @@ class LatentVariableModel(GenerativeModel):
         terms["iwae_gap"] = nll - elbo_nll
         return NLLOutput(nll, terms, "bound")
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """Floating dtype of the parameters (what latents are drawn in)."""
+        return next(self.parameters()).dtype
+
     def kl_names(self) -> list[str]:
         """Names of the KL terms: ``kl_z`` for one layer, else ``kl_z1 … kl_zL`` (bottom first)."""
         n = len(self.latent_dims)
@@ -276,7 +281,7 @@ class VAE(LatentVariableModel):
 
     def prior_sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """z ~ N(0, I), ``[n, latent_dim]``."""
-        return torch.randn(n, self.config.latent_dim, generator=generator, device=self.device)
+        return torch.randn(n, self.config.latent_dim, generator=generator, device=self.device, dtype=self.dtype)
 
 
 MODELS.register("vae", ModelEntry(VAEConfig, VAE))
