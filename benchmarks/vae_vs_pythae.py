@@ -390,6 +390,7 @@ def machine() -> dict:
 
 
 def markdown(res: dict) -> str:
+    """The results JSON as the markdown report (tables of NLL, throughput and the checks)."""
     cfg, m, ev, procs = res["config"], res["machine"], res["evaluation"], res["processes"]
     k = cfg["k"]
     macs = ev["macs"]
@@ -452,6 +453,7 @@ def markdown(res: dict) -> str:
 
 
 def main() -> None:
+    """Parse the flags, run the worker processes, evaluate, write the report."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=50, help="training epochs of pythae (ours: the same steps)")
