@@ -24,17 +24,17 @@ the joint log-ratio Σ_l log p(z_l|z_{l+1}) − log q(z_l|·) (:class:`~genmodel
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
 from ..core import DataSpec
-from ..nets.coders import CoderConfig, make_decoder, make_encoder
+from ..nets.coders import make_decoder, make_encoder
 from ..registry import MODELS, ModelEntry
 from . import likelihoods as L
-from .vae import LatentPass, LatentVariableModel, Objective, check_common
+from .vae import LatentPass, LatentVariableConfig, LatentVariableModel
 
 __all__ = ["HVAEConfig", "HVAE"]
 
@@ -44,7 +44,7 @@ overflow e^{log σ²} early in training (NVAE, §3.2, bounds its scales for the 
 
 
 @dataclass(frozen=True)
-class HVAEConfig:
+class HVAEConfig(LatentVariableConfig):
     """A hierarchical VAE.
 
     Attributes:
@@ -52,19 +52,13 @@ class HVAEConfig:
         inference: ``top_down`` (ladder, shares the generative path; trains better) or ``bottom_up`` (the seed's
             Markovian q(z_1|x) q(z_2|z_1) …).
         latent_hidden: width of the MLPs between stochastic layers (prior nets, bottom-up nets).
-        coder, likelihood, objective, train_samples, kl_warmup_steps, free_bits: as in
-            :class:`~genmodels.vae.vae.VAEConfig`.
+        and the fields of :class:`~genmodels.vae.vae.LatentVariableConfig` (coder, likelihood, objective,
+        train_samples, kl_warmup_steps, free_bits).
     """
 
     latent_dims: tuple[int, ...] = (32, 16)
     inference: Literal["top_down", "bottom_up"] = "top_down"
     latent_hidden: int = 256
-    coder: CoderConfig = field(default_factory=CoderConfig)
-    likelihood: L.Likelihood = "auto"
-    objective: Objective = "elbo"
-    train_samples: int = 1
-    kl_warmup_steps: int = 0
-    free_bits: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.latent_dims or min(self.latent_dims) < 1:
@@ -73,7 +67,7 @@ class HVAEConfig:
             raise ValueError(f"inference must be 'top_down' or 'bottom_up', got {self.inference!r}")
         if self.latent_hidden < 1:
             raise ValueError(f"latent_hidden must be ≥ 1, got {self.latent_hidden}")
-        check_common(self)
+        super().__post_init__()
 
 
 def _soft_clamp(v: Tensor) -> Tensor:

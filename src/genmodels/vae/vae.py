@@ -35,7 +35,7 @@ from ..nets.coders import CoderConfig, make_decoder, make_encoder
 from ..registry import MODELS, ModelEntry
 from . import likelihoods as L
 
-__all__ = ["VAEConfig", "VAE", "LatentVariableModel", "LatentPass", "logmeanexp", "check_common"]
+__all__ = ["LatentVariableConfig", "VAEConfig", "VAE", "LatentVariableModel", "LatentPass", "logmeanexp"]
 
 Objective = Literal["elbo", "iwae"]
 
@@ -45,39 +45,21 @@ def logmeanexp(x: Tensor, dim: int = 0) -> Tensor:
     return torch.logsumexp(x, dim) - math.log(x.shape[dim])
 
 
-def check_common(config) -> None:
-    """Validate the fields every VAE config shares (objective, samples, warm-up, free bits, likelihood).
-
-    Raises:
-        ValueError: naming the bad field and the fix.
-    """
-    if config.objective not in ("elbo", "iwae"):
-        raise ValueError(f"objective must be 'elbo' or 'iwae', got {config.objective!r}")
-    if config.train_samples < 1:
-        raise ValueError(f"train_samples must be ≥ 1, got {config.train_samples}")
-    if config.kl_warmup_steps < 0 or config.free_bits < 0:
-        raise ValueError(f"kl_warmup_steps and free_bits must be ≥ 0, got {config.kl_warmup_steps}, "
-                         f"{config.free_bits}")
-    if config.objective == "iwae" and config.free_bits > 0:
-        raise ValueError("free bits act on the ELBO's KL terms; the IWAE objective has none. Use objective 'elbo' "
-                         "with free_bits, or free_bits=0")
-
-
 @dataclass(frozen=True)
-class VAEConfig:
-    """A Gaussian VAE.
+class LatentVariableConfig:
+    """What every VAE config shares (the base of :class:`VAEConfig` and :class:`~genmodels.vae.hvae.HVAEConfig`).
 
     Attributes:
-        latent_dim: size of z.
         coder: encoder/decoder backbone (:class:`~genmodels.nets.coders.CoderConfig`: ``mlp`` or ``conv``).
         likelihood: decoder distribution; ``auto`` picks it from the data (:func:`.likelihoods.resolve_likelihood`).
         objective: ``elbo`` (Kingma & Welling 2014) or ``iwae`` (Burda et al. 2016) with ``train_samples`` samples.
         train_samples: z samples per example in training (k of the IWAE objective; ELBO: averaged).
         kl_warmup_steps: the KL weight β rises linearly from 0 to 1 over this many training steps (0: β = 1).
         free_bits: λ, nats per latent dimension (0 disables).
+    Raises:
+        ValueError: naming the bad field and the fix.
     """
 
-    latent_dim: int = 32
     coder: CoderConfig = field(default_factory=CoderConfig)
     likelihood: L.Likelihood = "auto"
     objective: Objective = "elbo"
@@ -86,9 +68,28 @@ class VAEConfig:
     free_bits: float = 0.0
 
     def __post_init__(self) -> None:
+        if self.objective not in ("elbo", "iwae"):
+            raise ValueError(f"objective must be 'elbo' or 'iwae', got {self.objective!r}")
+        if self.train_samples < 1:
+            raise ValueError(f"train_samples must be ≥ 1, got {self.train_samples}")
+        if self.kl_warmup_steps < 0 or self.free_bits < 0:
+            raise ValueError(f"kl_warmup_steps and free_bits must be ≥ 0, got {self.kl_warmup_steps}, "
+                             f"{self.free_bits}")
+        if self.objective == "iwae" and self.free_bits > 0:
+            raise ValueError("free bits act on the ELBO's KL terms; the IWAE objective has none. Use objective 'elbo' "
+                             "with free_bits, or free_bits=0")
+
+
+@dataclass(frozen=True)
+class VAEConfig(LatentVariableConfig):
+    """A Gaussian VAE: ``latent_dim``, the size of z, and the fields of :class:`LatentVariableConfig`."""
+
+    latent_dim: int = 32
+
+    def __post_init__(self) -> None:
         if self.latent_dim < 1:
             raise ValueError(f"latent_dim must be ≥ 1, got {self.latent_dim}")
-        check_common(self)
+        super().__post_init__()
 
 
 @dataclass
