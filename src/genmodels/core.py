@@ -133,6 +133,11 @@ class GenerativeModel(nn.Module):
         """Draw ``n`` samples, ``[n, *event_shape]``, on the data scale (``[−1, 1]`` for images)."""
         raise NotImplementedError
 
+    def train_metrics(self) -> dict[str, float]:
+        """Named scalars of the last training call of :meth:`loss` (e.g. a VAE's reconstruction and KL per layer),
+        which the trainer adds to each ``metrics.jsonl`` line; empty by default."""
+        return {}
+
     @property
     def device(self) -> torch.device:
         """Device of the model's parameters (CPU for a model without parameters)."""

@@ -554,6 +554,7 @@ class Trainer:
             "ema_halflife_kimg": halflife_images / 1000.0,  # effective (ramped-up) half-life
             "images_seen": cur.images_seen,
             "epoch": cur.epoch,
+            **self.model.train_metrics(),  # the model's own parts, at the window's last step (this process)
         }
         with open(self.run_dir / METRICS_NAME, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")

@@ -381,3 +381,24 @@ def test_sample_from_a_float64_model():
 def test_config_errors_are_value_errors_naming_the_problem(make, needle):
     with pytest.raises(ValueError, match=needle):
         make()
+
+
+def test_train_metrics_report_the_last_training_batch_parts_and_reach_metrics_jsonl(tmp_path):
+    """The trainer writes a VAE's reconstruction, KL per layer and β into metrics.jsonl (to watch for collapse)."""
+    import json
+
+    from genmodels.cli import run_train
+
+    run_train("hvae", "digits", tmp_path / "run", False,
+              dict(steps=4, log_every=2, batch_size=16, progress=False, checkpoint_every=0), {}, {},
+              ["latent_dims=4,2", "coder.hidden=16", "coder.depth=1", "latent_hidden=8", "kl_warmup_steps=8"])
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    last = lines[-1]
+    assert {"reconstruction", "kl_z1", "kl_z2", "kl_weight"} <= set(last)
+    assert last["kl_weight"] == pytest.approx(4 / 8)  # β of the 4th step of an 8-step warm-up
+    assert last["reconstruction"] > 0 and last["kl_z1"] >= -1e-6 and last["kl_z2"] >= 0
+    model = VAE(VAEConfig(latent_dim=2, coder=CoderConfig(hidden=8, depth=1)), DataSpec("v", (3,), None))
+    assert model.train_metrics() == {}  # nothing before a training call
+    model.eval()
+    model.loss(torch.randn(5, 3))
+    assert model.train_metrics() == {}  # evaluation calls do not count

@@ -162,6 +162,10 @@ class LatentVariableModel(GenerativeModel):
         if self.training and torch.is_grad_enabled():
             self.train_steps += 1
         p = self.latent_pass(x, cfg.train_samples, generator)
+        if self.training:
+            # detached tensors: no device sync per step; train_metrics() reads them when the trainer logs
+            self._last_metrics = {"kl_weight": torch.tensor(beta), "reconstruction": -p.log_px.detach().mean(),
+                                  **{n: kl.detach().sum(-1).mean() for n, kl in zip(self.kl_names(), p.kl)}}
         if cfg.objective == "iwae":
             return -logmeanexp(p.log_px + beta * p.log_ratio, 0)
         kl_total = 0.0
@@ -212,6 +216,11 @@ class LatentVariableModel(GenerativeModel):
     def dtype(self) -> torch.dtype:
         """Floating dtype of the parameters (what latents are drawn in)."""
         return next(self.parameters()).dtype
+
+    def train_metrics(self) -> dict[str, float]:
+        """The last training batch's β (``kl_weight``), mean ``reconstruction`` (−log p(x|z)) and KL of each layer
+        (before warm-up and free bits), nats per example; written to ``metrics.jsonl`` to watch for collapse."""
+        return {k: float(v) for k, v in getattr(self, "_last_metrics", {}).items()}
 
     def kl_names(self) -> list[str]:
         """Names of the KL terms: ``kl_z`` for one layer, else ``kl_z1 … kl_zL`` (bottom first)."""
