@@ -143,7 +143,7 @@ def test_latent_means_condition_each_layer_on_the_means_above():
     """top_down with the residual q at its zero initialisation: q(z_l | z_{l+1}, x) = p(z_l | z_{l+1}), so each
     lower mean is the prior mean at the layer above's mean; bottom_up: each upper mean is q's at the mean below."""
     torch.manual_seed(0)
-    td = HVAE(HVAEConfig(latent_dims=(4, 3, 2), latent_hidden=16, coder=SMALL), VEC).double()
+    td = HVAE(HVAEConfig(latent_dims=(4, 3, 2), inference="top_down", latent_hidden=16, coder=SMALL), VEC).double()
     x = _x(6)
     m = td.latent_means(x)
     torch.testing.assert_close(m[-1], H._gauss(td.q_top(td._features(x)[-1]))[0])
