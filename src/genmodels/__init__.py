@@ -10,13 +10,15 @@ see ``DESIGN.md``.
 
 from .core import DataSpec, GenerativeModel, NLLOutput, discrete_nll_from_density, nats_to_bpd
 from .diffusion.ddpm import DDPM, DDPMConfig  # registers "ddpm"
-from .diffusion.schedules import DiscreteSchedule, ScheduleConfig
+from .diffusion.schedules import DiscreteSchedule, GammaConfig, ScheduleConfig
+from .diffusion.vdm import VDM, VDMConfig  # registers "vdm"
 from .registry import MODELS
 from .vae import HVAE, VAE, HVAEConfig, VAEConfig  # registers "vae", "hvae"
 
 __all__ = [
     "DataSpec", "GenerativeModel", "NLLOutput", "nats_to_bpd", "discrete_nll_from_density",
     "DDPM", "DDPMConfig", "DiscreteSchedule", "ScheduleConfig", "MODELS",
+    "VDM", "VDMConfig", "GammaConfig",
     "VAE", "VAEConfig", "HVAE", "HVAEConfig",
     "load_dataset", "from_pretrained",
 ]

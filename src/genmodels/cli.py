@@ -30,6 +30,10 @@ app = typer.Typer(help="Train, sample and evaluate likelihood-based generative m
 _ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError, KeyError)
 
 
+DIFFUSION_FAMILIES = ("ddpm", "vdm")
+"""Model families the diffusion samplers, the NFE sweep and the ODE likelihood apply to."""
+
+
 def _friendly(fn: Callable) -> Callable:
     """Turn the library's clear errors into one line on stderr and exit status 2 (no traceback)."""
 
@@ -280,6 +284,8 @@ def run_evaluate(run: Path, split: str, limit: Optional[int], t_samples: int, ex
         if calibrate and not exact:
             # pilot on training examples (never the evaluated ones), so the estimate stays unbiased
             kwargs["proposal"] = model.calibrate_proposal(dataset.train[:128], _generator(seed + 1), grid=32)
+    elif run_config.model == "vdm":
+        kwargs = {"exact": True} if exact else {"t_samples": t_samples}
     elif isinstance(model, LatentVariableModel):
         kwargs = {"k": k}
     elif k != 1:
@@ -329,7 +335,7 @@ def run_sweep(run: Path, samplers: list[str], nfes: dict[str, list[int]], n: int
     from .viz import save_quality_vs_cost
 
     model, run_config = _load(run, raw)
-    if run_config.model != "ddpm":
+    if run_config.model not in DIFFUSION_FAMILIES:
         raise ValueError(f"--sampler/--nfe sweep diffusion samplers; this run is a {run_config.model!r} model")
     dataset = load_dataset(run_config.data)
     out_dir = run / "nfe_sweep"
@@ -388,7 +394,7 @@ def run_evaluate_ode(run: Path, split: str, limit: Optional[int], batch_size: in
     from .metrics.likelihood import evaluate_ode_nll
 
     model, run_config, _, x = _load_split(run, raw, split, limit)
-    if run_config.model != "ddpm":
+    if run_config.model not in DIFFUSION_FAMILIES:
         raise ValueError(f"--likelihood ode needs a diffusion model; this run is a {run_config.model!r} model")
     report = evaluate_ode_nll(model, x, batch_size=batch_size, generator=_generator(seed), rtol=rtol, atol=atol,
                               hutchinson_samples=hutchinson_samples, progress=_progress(progress, "ODE likelihood"))
@@ -474,7 +480,13 @@ def write_pictures(run: Path, seed: int = 0, n: int = 8) -> list[str]:
         if model.spec.is_image:
             gif_idx = list(range(0, T + 1, max(1, T // 50))) + [T]
             written.append(save_gif(out.trajectory[gif_idx], figs / "reverse.gif"))
-    sched = {k: DiscreteSchedule.from_config(ScheduleConfig(kind=k, T=T)) for k in ("linear", "cosine")}
+    sched = {f"DDPM {k}": DiscreteSchedule.from_config(ScheduleConfig(kind=k, T=T)) for k in ("linear", "cosine")}
+    if run_config.model == "vdm":  # the learned γ beside VDM's fixed linear one with the initial end points
+        from .diffusion.schedules import FixedLinearGamma
+
+        init = model.config.schedule
+        sched = {f"this run ({init.kind})": model.schedule,
+                 "VDM fixed linear": FixedLinearGamma(init.gamma_0, init.gamma_1).discrete(T), **sched}
     written.append(save_schedule_plot({k: (s.alphas_cumprod, s.logsnr) for k, s in sched.items()},
                                       figs / "schedule.png"))
     if (run / "metrics.jsonl").is_file():
@@ -488,7 +500,7 @@ def write_pictures(run: Path, seed: int = 0, n: int = 8) -> list[str]:
 @app.command()
 @_friendly
 def train(
-    model: str = typer.Argument("ddpm", help="Model family (see `genmodels models`): ddpm, vae, hvae."),
+    model: str = typer.Argument("ddpm", help="Model family (see `genmodels models`): ddpm, vdm, vae, hvae."),
     data: str = typer.Option("", "--data", "-d", help="Dataset name or idx:DIR / folder:DIR / npz:FILE."),
     out: Path = typer.Option(Path("runs/ddpm"), "--out", "-o", help="Run folder (config.json, weights, metrics)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
@@ -563,8 +575,10 @@ def evaluate(
     run: Path = typer.Argument(..., help="Run folder."),
     split: str = typer.Option("test", help="test | train."),
     limit: Optional[int] = typer.Option(None, help="Evaluate only the first N examples."),
-    t_samples: int = typer.Option(4, help="DDPM: stratified importance-sampled steps per example."),
-    exact: bool = typer.Option(False, "--exact", help="DDPM: sum all T steps (T evaluations per example)."),
+    t_samples: int = typer.Option(4, help="DDPM: stratified importance-sampled steps per example; VDM: "
+                                          "stratified times per example."),
+    exact: bool = typer.Option(False, "--exact", help="DDPM, discrete-time VDM: sum all T steps (T evaluations "
+                                                     "per example)."),
     k: int = typer.Option(1, "--k", help="VAE: importance samples of the IWAE bound (1: the ELBO); e.g. 5000."),
     calibrate: bool = typer.Option(True, "--calibrate/--no-calibrate",
                                    help="DDPM: fit the step proposal on 128 training examples first."),
@@ -591,7 +605,8 @@ def evaluate(
     """Evaluate a run, printing JSON.
 
     Default: the split's NLL (an upper bound for DDPM and VAEs) in bits/dim and nats per example: bpd, bpd_stderr,
-    nats, nats_stderr, terms_bpd (DDPM: prior = L_T, diffusion = Σ L_t, reconstruction = L_0; VAE: reconstruction,
+    nats, nats_stderr, terms_bpd (DDPM: prior = L_T, diffusion = Σ L_t, reconstruction = L_0; VDM: prior, diffusion
+    (L_∞ or L_T) and reconstruction (its discretized decoder); VAE: reconstruction,
     the KL of each layer, and with --k the IWAE gap), examples, seconds; each example's NLL is saved beside the JSON
     (.npy). VAEs also report elbo_bpd, elbo_nats and the active units of each layer. ``--likelihood ode``: bits/dim through the
     probability-flow ODE. ``--sampler``: the NFE sweep of sample quality (Fréchet distance on the dataset's own
@@ -641,7 +656,7 @@ def pictures(run: Path = typer.Argument(..., help="Run folder."), seed: int = ty
 @app.command("config")
 @_friendly
 def show_config(
-    model: str = typer.Argument(..., help="Model family: ddpm, vae, hvae."),
+    model: str = typer.Argument(..., help="Model family: ddpm, vdm, vae, hvae."),
     data: str = typer.Option(..., "--data", "-d", help="Dataset name (the preset depends on the data)."),
     settings: Optional[list[str]] = typer.Option(None, "--set", help="field=value assignments to apply first."),
 ) -> None:

@@ -14,6 +14,23 @@ Notation (Ho et al. 2020; Kingma et al. 2021; code index ``i = t − 1``):
 
 A fewer-step process is *derived* from ``alphas_cumprod`` (Nichol & Dhariwal 2021, §4 and
 ``respace.py``): keep ᾱ at the chosen timesteps and set β_i = 1 − ᾱ_{t_i} / ᾱ_{t_{i−1}}.
+
+Continuous time (Kingma et al. 2021, "VDM", §3–4 and Appendix D): a schedule is γ(t) = −logSNR(t) on t ∈ [0, 1],
+monotone increasing, with α_t² = sigmoid(−γ(t)) and σ_t² = sigmoid(γ(t)) (VDM Eq. 3–4). Here every γ is written as
+
+    γ(t) = γ_0 + (γ_1 − γ_0) · ĝ(t),    ĝ(0) = 0, ĝ(1) = 1, ĝ increasing,
+
+so the end points (γ_0 = −logSNR_max, γ_1 = −logSNR_min), which the continuous-time loss depends on (VDM Eq. 18),
+are apart from the *shape* ĝ, which it does not depend on and which VDM therefore trains to reduce the variance of
+the loss estimate (VDM §5.2, Appendix I.2). :class:`GammaSchedule` gives γ and dγ/dt in closed form.
+
+=============================  ===================================================================================
+``fixed``                      ĝ(t) = t, fixed end points (VDM ``NoiseSchedule_FixedLinear``)
+``learned_linear``             ĝ(t) = t, learned end points (VDM ``NoiseSchedule_Scalar``)
+``learned_net``                ĝ from VDM's monotone network γ̃(t) = l₁(t) + l₃(φ(l₂(2t − 1)))/n with non-negative
+                               weights and φ(h) = 2 sigmoid(h) − 1 (VDM Appendix H, ``NoiseSchedule_NNet``),
+                               normalized to ĝ(t) = (γ̃(t) − γ̃(0)) / (γ̃(1) − γ̃(0)); learned end points
+=============================  ===================================================================================
 """
 
 from __future__ import annotations
@@ -26,6 +43,12 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
+    "GammaConfig",
+    "GammaSchedule",
+    "FixedLinearGamma",
+    "LearnedLinearGamma",
+    "MonotoneNetGamma",
+    "build_gamma_schedule",
     "ScheduleConfig",
     "DiscreteSchedule",
     "linear_betas",
@@ -35,6 +58,7 @@ __all__ = [
 ]
 
 ScheduleKind = Literal["linear", "cosine"]
+GammaKind = Literal["fixed", "learned_linear", "learned_net"]
 
 
 def linear_betas(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> Tensor:
@@ -137,6 +161,21 @@ class DiscreteSchedule(nn.Module):
         self.register_buffer("timesteps", torch.as_tensor(timesteps, dtype=torch.int64), persistent=False)
 
     @classmethod
+    def from_gamma(cls, gamma: Tensor) -> DiscreteSchedule:
+        """The T-step process whose ᾱ_i = sigmoid(−γ_i) for an increasing ``gamma`` ``[T]`` = γ(t_1) < … < γ(t_T):
+        β_i = 1 − ᾱ_i/ᾱ_{i−1} = sigmoid(γ_i)·(−expm1(γ_{i−1} − γ_i)), ᾱ_0 = 1 (VDM Appendix A, written so that it
+        keeps precision where SNR is large).
+
+        Raises:
+            ValueError: if ``gamma`` is not 1-D and strictly increasing.
+        """
+        gamma = torch.as_tensor(gamma, dtype=torch.float64)
+        if gamma.ndim != 1 or not (gamma[1:] > gamma[:-1]).all():
+            raise ValueError("gamma must be a strictly increasing 1-D tensor (−logSNR grows with t)")
+        gamma_prev = torch.cat([gamma.new_full((1,), -math.inf), gamma[:-1]])
+        return cls(torch.sigmoid(gamma) * -torch.expm1(gamma_prev - gamma))
+
+    @classmethod
     def from_config(cls, config: ScheduleConfig) -> DiscreteSchedule:
         """The schedule ``config`` names."""
         if config.kind == "linear":
@@ -186,3 +225,170 @@ class DiscreteSchedule(nn.Module):
         lo, hi = table[k - 1], table[k]
         frac = (lam - lo) / (hi - lo)
         return (self.num_steps - 1) - (k - 1 + frac)
+
+
+# ============================================================================ continuous time: γ(t) = −logSNR(t)
+
+
+@dataclass(frozen=True)
+class GammaConfig:
+    """A continuous-time noise schedule γ(t) = −logSNR(t), t ∈ [0, 1] (VDM §3–4).
+
+    Attributes:
+        kind: ``fixed`` (linear, fixed end points), ``learned_linear`` (linear, learned end points) or
+            ``learned_net`` (VDM's monotone network, learned end points); see the module docstring.
+        gamma_0: γ(0) = −logSNR_max, the fixed value or the initial one. VDM: −13.3.
+        gamma_1: γ(1) = −logSNR_min, the fixed value or the initial one. VDM: 5.0.
+        gamma_0_bounds, gamma_1_bounds: optional (low, high) a learned end point is kept inside (clamped).
+        n_features: hidden width of the ``learned_net`` shape network (VDM: 1024).
+
+    Raises:
+        ValueError: unknown kind, γ_0 ≥ γ_1, bounds that are reversed or exclude the initial value, n_features < 1.
+    """
+
+    kind: GammaKind = "learned_net"
+    gamma_0: float = -13.3
+    gamma_1: float = 5.0
+    gamma_0_bounds: tuple[float, float] | None = None
+    gamma_1_bounds: tuple[float, float] | None = None
+    n_features: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.kind not in get_args(GammaKind):
+            raise ValueError(f"gamma schedule kind must be one of {', '.join(get_args(GammaKind))}; got {self.kind!r}")
+        if not self.gamma_0 < self.gamma_1:
+            raise ValueError(f"need gamma_0 < gamma_1 (logSNR falls with t), got {self.gamma_0} and {self.gamma_1}")
+        for name, value, bounds in (("gamma_0", self.gamma_0, self.gamma_0_bounds),
+                                    ("gamma_1", self.gamma_1, self.gamma_1_bounds)):
+            if bounds is not None and not (len(bounds) == 2 and bounds[0] <= value <= bounds[1]):
+                raise ValueError(f"{name}_bounds must be (low, high) with low ≤ {name}={value} ≤ high, got {bounds}")
+        if self.n_features < 1:
+            raise ValueError(f"n_features must be ≥ 1, got {self.n_features}")
+
+
+class GammaSchedule(nn.Module):
+    """γ(t) = γ_0 + (γ_1 − γ_0)·ĝ(t) (module docstring). Subclasses define :meth:`endpoints` and :meth:`shape`.
+
+    Everything is computed in float64; ``t`` may be any shape with values in [0, 1].
+    """
+
+    def endpoints(self) -> tuple[Tensor, Tensor]:
+        """(γ_0, γ_1), 0-d float64 tensors (differentiable where learned)."""
+        raise NotImplementedError
+
+    def shape(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """(ĝ(t), dĝ/dt), each the shape of ``t``, float64; ĝ(0) = 0, ĝ(1) = 1, dĝ/dt > 0."""
+        t = t.double()
+        return t, torch.ones_like(t)
+
+    @staticmethod
+    def combine(endpoints: tuple[Tensor, Tensor], g_hat: Tensor, dg_hat: Tensor) -> tuple[Tensor, Tensor]:
+        """(γ, dγ/dt) from the end points and the shape: γ_0 + (γ_1 − γ_0) ĝ and (γ_1 − γ_0) dĝ/dt."""
+        gamma_0, gamma_1 = endpoints
+        return gamma_0 + (gamma_1 - gamma_0) * g_hat, (gamma_1 - gamma_0) * dg_hat
+
+    def gamma_and_derivative(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """(γ(t), dγ/dt(t)), each the shape of ``t``, float64."""
+        return self.combine(self.endpoints(), *self.shape(t))
+
+    def forward(self, t: Tensor) -> Tensor:
+        """γ(t), the shape of ``t``, float64."""
+        return self.gamma_and_derivative(t)[0]
+
+    def logsnr(self, t: Tensor) -> Tensor:
+        """λ(t) = −γ(t)."""
+        return -self(t)
+
+    def discrete(self, T: int) -> DiscreteSchedule:
+        """The T-step process on t_i = i/T, i = 1..T (VDM §3.1's discretization), without gradients.
+
+        Raises:
+            ValueError: for T < 1.
+        """
+        if T < 1:
+            raise ValueError(f"T must be ≥ 1, got {T}")
+        with torch.no_grad():
+            t = torch.arange(1, T + 1, dtype=torch.float64, device=self._device()) / T
+            return DiscreteSchedule.from_gamma(self(t).cpu()).to(self._device())
+
+    def _device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        for b in self.buffers():
+            return b.device
+        return torch.device("cpu")
+
+
+class FixedLinearGamma(GammaSchedule):
+    """γ(t) = γ_0 + (γ_1 − γ_0) t with fixed end points (VDM's fixed linear schedule: uniform in logSNR)."""
+
+    def __init__(self, gamma_0: float, gamma_1: float):
+        super().__init__()
+        self.register_buffer("gamma_0", torch.tensor(float(gamma_0), dtype=torch.float64), persistent=False)
+        self.register_buffer("gamma_1", torch.tensor(float(gamma_1), dtype=torch.float64), persistent=False)
+
+    def endpoints(self) -> tuple[Tensor, Tensor]:
+        return self.gamma_0, self.gamma_1
+
+
+class _LearnedEndpoints(GammaSchedule):
+    """Learned γ_0 and γ_1, optionally clamped to bounds (a clamped end point stops receiving gradient)."""
+
+    def __init__(self, config: GammaConfig):
+        super().__init__()
+        self.gamma_0 = nn.Parameter(torch.tensor(float(config.gamma_0)))
+        self.gamma_1 = nn.Parameter(torch.tensor(float(config.gamma_1)))
+        self.bounds = (config.gamma_0_bounds, config.gamma_1_bounds)
+
+    def endpoints(self) -> tuple[Tensor, Tensor]:
+        out = []
+        for value, bounds in zip((self.gamma_0, self.gamma_1), self.bounds):
+            value = value.double()
+            out.append(value.clamp(*bounds) if bounds is not None else value)
+        return out[0], out[1]
+
+
+class LearnedLinearGamma(_LearnedEndpoints):
+    """γ(t) = γ_0 + (γ_1 − γ_0) t with γ_0, γ_1 learned (VDM's ``learnable_scalar``)."""
+
+
+class MonotoneNetGamma(_LearnedEndpoints):
+    """VDM's monotone network for the shape (Appendix H), normalized to ĝ(0) = 0, ĝ(1) = 1, and learned end points.
+
+    γ̃(t) = w₁ t + Σ_j w₃ⱼ φ(w₂ⱼ (2t − 1) + b₂ⱼ) / n with w ← |w| (non-negative, so γ̃ is increasing) and
+    φ(h) = 2 sigmoid(h) − 1. Initialized as VDM does (w₁ = γ_1 − γ_0, w₂, w₃ ~ N(0, 1)), i.e. close to linear.
+    The bias of l₁ is left out: the normalization removes it.
+    """
+
+    def __init__(self, config: GammaConfig):
+        super().__init__(config)
+        n = config.n_features
+        self.w1 = nn.Parameter(torch.tensor(config.gamma_1 - config.gamma_0))
+        self.w2 = nn.Parameter(torch.randn(n))
+        self.b2 = nn.Parameter(torch.zeros(n))
+        self.w3 = nn.Parameter(torch.randn(n))
+
+    def _unnormalized(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """(γ̃(t), dγ̃/dt) for t of any shape."""
+        w1, w2, w3 = self.w1.double().abs(), self.w2.double().abs(), self.w3.double().abs()
+        b2, n = self.b2.double(), self.w2.numel()
+        h = (2 * t.double()[..., None] - 1) * w2 + b2  # [..., n]
+        s = torch.sigmoid(h)
+        value = w1 * t.double() + ((2 * s - 1) * w3).sum(-1) / n
+        deriv = w1 + (2 * s * (1 - s) * 2 * w2 * w3).sum(-1) / n  # φ'(h) = 2 s (1 − s), dh/dt = 2 w₂
+        return value, deriv
+
+    def shape(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        ends, _ = self._unnormalized(torch.tensor([0.0, 1.0], dtype=torch.float64, device=t.device))
+        value, deriv = self._unnormalized(t)
+        span = ends[1] - ends[0]
+        return (value - ends[0]) / span, deriv / span
+
+
+def build_gamma_schedule(config: GammaConfig) -> GammaSchedule:
+    """The :class:`GammaSchedule` that ``config`` names."""
+    if config.kind == "fixed":
+        return FixedLinearGamma(config.gamma_0, config.gamma_1)
+    if config.kind == "learned_linear":
+        return LearnedLinearGamma(config)
+    return MonotoneNetGamma(config)

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["sinusoidal_embedding", "NoiseEmbedding"]
+__all__ = ["sinusoidal_embedding", "NoiseEmbedding", "base2_fourier_features"]
 
 
 def sinusoidal_embedding(c_noise: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
@@ -39,4 +39,20 @@ class NoiseEmbedding(nn.Module):
 
     def forward(self, c_noise: Tensor) -> Tensor:
         """``[B]`` -> ``[B, out_dim]``."""
-        return self.mlp(sinusoidal_embedding(c_noise, self.base_dim))
+        # features in float32 (c_noise up to ~1000), then the MLP's own dtype (float64 models work too)
+        return self.mlp(sinusoidal_embedding(c_noise, self.base_dim).to(self.mlp[0].weight.dtype))
+
+
+def base2_fourier_features(x: Tensor, exponents: tuple[int, ...]) -> Tensor:
+    """sin and cos of 2ⁿ·2π·x for each exponent n, stacked on the channel axis (VDM Appendix C,
+    ``Base2FourierFeatures``): they let a network see the fine, bin-level detail of z that decides the likelihood.
+
+    Args:
+        x: ``[B, C, ...]``. exponents: the n's (VDM: 6, 7 for 8-bit data on [−1, 1]).
+    Returns:
+        ``[B, 2·len(exponents)·C, ...]``: all the sines, then all the cosines.
+    """
+    freqs = torch.tensor([2.0**n * 2 * math.pi for n in exponents], dtype=x.dtype, device=x.device)
+    h = x.unsqueeze(2) * freqs.reshape(1, 1, -1, *([1] * (x.ndim - 2)))  # [B, C, F, ...]
+    h = h.flatten(1, 2)
+    return torch.cat([torch.sin(h), torch.cos(h)], 1)

@@ -96,15 +96,17 @@ class Attention(nn.Module):
 
 
 class UNet(nn.Module):
-    """``forward(x [B, C, H, W], c_noise [B]) -> [B, C, H, W]``.
+    """``forward(x [B, C, H, W], c_noise [B]) -> [B, C_out, H, W]``.
 
     Args:
         in_channels: C of the images. config: :class:`UNetConfig`.
+        out_channels: C_out (default C; more input channels than output ones when the input carries extra
+            features, e.g. VDM's Fourier features).
     Raises:
         ValueError: if ``config.groups`` does not divide a level's width or an attention level does not exist.
     """
 
-    def __init__(self, in_channels: int, config: UNetConfig = UNetConfig()):
+    def __init__(self, in_channels: int, config: UNetConfig = UNetConfig(), out_channels: int | None = None):
         super().__init__()
         cfg = self.config = config
         widths = [cfg.channels * m for m in cfg.channel_mult]
@@ -143,10 +145,10 @@ class UNet(nn.Module):
                 c = w
             if level > 0:
                 self.up.append(nn.Conv2d(c, c, 3, padding=1))  # after nearest upsampling to the skip's size
-        self.out = nn.Sequential(nn.GroupNorm(cfg.groups, c), nn.SiLU(), _zero(nn.Conv2d(c, in_channels, 3, padding=1)))
+        self.out = nn.Sequential(nn.GroupNorm(cfg.groups, c), nn.SiLU(), _zero(nn.Conv2d(c, out_channels or in_channels, 3, padding=1)))
 
     def forward(self, x: Tensor, c_noise: Tensor) -> Tensor:
-        """x ``[B, C, H, W]``, c_noise ``[B]`` -> ``[B, C, H, W]``."""
+        """x ``[B, C, H, W]``, c_noise ``[B]`` -> ``[B, C_out, H, W]``."""
         emb = self.embed(c_noise)  # (B, 4·channels)
         h = self.conv_in(x)
         skips = [h]
