@@ -38,7 +38,6 @@ from dataclasses import dataclass, field
 from typing import Callable, Literal, get_args
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..core import DataSpec, GenerativeModel, NLLOutput
@@ -249,8 +248,8 @@ class VDM(GenerativeModel):
         continuous integrand ½ γ'(t)‖ε − ε̂‖², or for T > 0 the discrete T·L_i at t = i/T (t is rounded up to the grid).
 
         Args:
-            variance_grad: route the gradient of ½·mean(L²) — not of mean(L) — into the schedule's shape (training
-                with ``schedule_objective="variance"``; VDM Appendix I.2).
+            variance_grad: route the gradient of mean(ℓ²) — not of mean(ℓ), with ℓ this term in the loss's bits/dim —
+                into the schedule's shape (training with ``schedule_objective="variance"``; VDM Appendix I.2).
         """
         T = self.config.T
         if T:
