@@ -331,3 +331,14 @@ def test_nll_terms_are_an_unbiased_bound_estimate_with_t_samples():
     se = math.sqrt((one.var() + eight.var()).item() / len(x))
     assert abs(one.mean().item() - eight.mean().item()) < Z * se
     assert eight.var().item() < one.var().item()
+
+
+def test_fourier_features_are_constant_on_the_data_levels():
+    """With VDM's scale (n_bins − 1)/256, exponent 7 has a period of one level: the features read the offset of z
+    from the nearest level, the same at every level (no phase drift across [−1, 1])."""
+    for n_bins in (256, 17):
+        levels = torch.linspace(-1, 1, n_bins, dtype=F64).reshape(1, 1, 1, n_bins)
+        f = base2_fourier_features(levels, (7,), (n_bins - 1) / 256)
+        torch.testing.assert_close(f, f[..., :1].expand_as(f), atol=1e-9, rtol=0)
+        shifted = base2_fourier_features(levels + 0.25 * 2 / (n_bins - 1), (7,), (n_bins - 1) / 256)
+        assert (shifted - f).abs().min() > 0.5  # a quarter level away reads differently

@@ -120,8 +120,9 @@ class VDMConfig:
             γ_1 = 5 by default). Its initial end points also fix the network's λ conditioning scale.
         T: 0 for continuous time (L_∞), else the number of steps of the discrete bound L_T.
         sample_steps: steps of the discrete process samplers use when T = 0 (``sample(steps=...)`` overrides).
-        fourier_features: exponents n of the Fourier features sin/cos(2ⁿ·2π z) concatenated to the network's input
-            for images (VDM: 6, 7); () for none. Ignored for vector data.
+        fourier_features: exponents n of the Fourier features sin/cos(2ⁿ·2π·s·z) concatenated to the network's
+            input for images (VDM: 6, 7); () for none. s = (n_bins − 1)/256 makes n = 7 a period of one data level,
+            as VDM's (see :func:`~genmodels.nets.embeddings.base2_fourier_features`). Ignored for vector data.
         antithetic: antithetic time sampling in training (else i.i.d. uniform).
         schedule_objective: ``variance`` trains the schedule's shape on the variance of the loss (VDM), ``elbo``
             on the bound itself (its expectation does not depend on the shape).
@@ -168,6 +169,8 @@ class VDM(GenerativeModel):
         self.config, self.spec = config, spec
         self.gamma: GammaSchedule = build_gamma_schedule(config.schedule)
         self.fourier = tuple(config.fourier_features) if spec.is_image else ()
+        # exponent 7 has a period of one data level (2/(n_bins − 1)), as in VDM's 256 levels 2/256 apart
+        self.fourier_scale = (spec.n_bins - 1) / 256 if spec.n_bins else 1.0
         if spec.is_image:
             c = spec.event_shape[0]
             self.net: nn.Module = UNet(c * (1 + 2 * len(self.fourier)), config.unet, out_channels=c)
@@ -208,7 +211,7 @@ class VDM(GenerativeModel):
 
     def eps_hat(self, z_t: Tensor, logsnr: Tensor) -> Tensor:
         """ε̂_θ(z_t; λ), ``[B, ...]``; Fourier features of z_t are concatenated for images."""
-        h = torch.cat([z_t, base2_fourier_features(z_t, self.fourier)], 1) if self.fourier else z_t
+        h = torch.cat([z_t, base2_fourier_features(z_t, self.fourier, self.fourier_scale)], 1) if self.fourier else z_t
         return self.net(h, self.c_noise(logsnr).to(z_t.dtype))
 
     def denoise(self, x_t: Tensor, logsnr: Tensor, clip_x0: bool = False) -> ModelOutput:

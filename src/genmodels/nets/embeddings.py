@@ -43,16 +43,19 @@ class NoiseEmbedding(nn.Module):
         return self.mlp(sinusoidal_embedding(c_noise, self.base_dim).to(self.mlp[0].weight.dtype))
 
 
-def base2_fourier_features(x: Tensor, exponents: tuple[int, ...]) -> Tensor:
-    """sin and cos of 2ⁿ·2π·x for each exponent n, stacked on the channel axis (VDM Appendix C,
+def base2_fourier_features(x: Tensor, exponents: tuple[int, ...], scale: float = 1.0) -> Tensor:
+    """sin and cos of 2ⁿ·2π·scale·x for each exponent n, stacked on the channel axis (VDM Appendix C,
     ``Base2FourierFeatures``): they let a network see the fine, bin-level detail of z that decides the likelihood.
 
     Args:
         x: ``[B, C, ...]``. exponents: the n's (VDM: 6, 7 for 8-bit data on [−1, 1]).
+        scale: multiplies every frequency. VDM's 256 levels sit 2/256 apart, so n = 7 has a period of exactly one
+            level; for levels 2/(n_bins − 1) apart, ``scale = (n_bins − 1)/256`` keeps that (a 0.4% mismatch for
+            n_bins = 256 would otherwise drift the phase by a whole period across [−1, 1]).
     Returns:
         ``[B, 2·len(exponents)·C, ...]``: all the sines, then all the cosines.
     """
-    freqs = torch.tensor([2.0**n * 2 * math.pi for n in exponents], dtype=x.dtype, device=x.device)
+    freqs = torch.tensor([2.0**n * 2 * math.pi * scale for n in exponents], dtype=x.dtype, device=x.device)
     h = x.unsqueeze(2) * freqs.reshape(1, 1, -1, *([1] * (x.ndim - 2)))  # [B, C, F, ...]
     h = h.flatten(1, 2)
     return torch.cat([torch.sin(h), torch.cos(h)], 1)
