@@ -480,7 +480,8 @@ def write_pictures(run: Path, seed: int = 0, n: int = 8) -> list[str]:
         if model.spec.is_image:
             gif_idx = list(range(0, T + 1, max(1, T // 50))) + [T]
             written.append(save_gif(out.trajectory[gif_idx], figs / "reverse.gif"))
-    sched = {f"DDPM {k}": DiscreteSchedule.from_config(ScheduleConfig(kind=k, T=T)) for k in ("linear", "cosine")}
+    T_ref = T if run_config.model == "ddpm" else 1000  # the plot puts schedules of different T on t/T
+    sched = {f"DDPM {k}": DiscreteSchedule.from_config(ScheduleConfig(kind=k, T=T_ref)) for k in ("linear", "cosine")}
     if run_config.model == "vdm":  # the learned γ beside VDM's fixed linear one with the initial end points
         from .diffusion.schedules import FixedLinearGamma
 

@@ -256,7 +256,8 @@ class VDM(GenerativeModel):
         """
         T = self.config.T
         if T:
-            t = torch.ceil(t.double() * T).clamp(min=1) / T
+            # step i covers t ∈ ((i−1)/T, i/T]; the 1e-9 keeps t = i/T (whose t·T may round up by an ulp) on step i
+            t = torch.ceil(t.double() * T - 1e-9).clamp(1, T) / T
             times = torch.cat([t, t - 1.0 / T])
         else:
             times = t.double()
