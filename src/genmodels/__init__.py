@@ -8,18 +8,21 @@ Every model is a :class:`GenerativeModel` with ``loss(x)``, ``nll(x)`` (nats) an
 see ``DESIGN.md``.
 """
 
-from .core import DataSpec, GenerativeModel, NLLOutput, discrete_nll_from_density, nats_to_bpd
+from .core import DataSpec, GenerativeModel, NLLOutput, NoLikelihoodError, discrete_nll_from_density, nats_to_bpd
 from .diffusion.ddpm import DDPM, DDPMConfig  # registers "ddpm"
 from .diffusion.schedules import DiscreteSchedule, GammaConfig, ScheduleConfig
 from .diffusion.vdm import VDM, VDMConfig  # registers "vdm"
 from .registry import MODELS
+from .score.ebm import EBM, EBMConfig  # registers "ebm"
+from .score.ncsn import NCSN, NCSNConfig  # registers "ncsn"
 from .vae import HVAE, VAE, HVAEConfig, VAEConfig  # registers "vae", "hvae"
 
 __all__ = [
-    "DataSpec", "GenerativeModel", "NLLOutput", "nats_to_bpd", "discrete_nll_from_density",
+    "DataSpec", "GenerativeModel", "NLLOutput", "NoLikelihoodError", "nats_to_bpd", "discrete_nll_from_density",
     "DDPM", "DDPMConfig", "DiscreteSchedule", "ScheduleConfig", "MODELS",
     "VDM", "VDMConfig", "GammaConfig",
     "VAE", "VAEConfig", "HVAE", "HVAEConfig",
+    "EBM", "EBMConfig", "NCSN", "NCSNConfig",
     "load_dataset", "from_pretrained",
 ]
 __version__ = "0.1.0"

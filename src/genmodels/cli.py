@@ -7,6 +7,8 @@
     genmodels evaluate runs/fmnist --likelihood ode --limit 200     # bits/dim through the probability-flow ODE
     genmodels evaluate runs/fmnist --sampler dpm++,heun --nfe 5,10,20,50   # sample quality against NFE
     genmodels pictures runs/fmnist                   # forward strip, reverse trajectory, schedule, loss curve
+    genmodels train ncsn --data moons --out runs/ncsn && genmodels sample runs/ncsn --sampler annealed
+    genmodels evaluate runs/ncsn --sampler annealed --nfe 101,1001   # score models: sample quality, no likelihood
     genmodels datasets
 """
 
@@ -199,10 +201,15 @@ def run_train(model_name: str, data: str, out: Path, resume: bool, train_overrid
 
     torch.manual_seed(train_cfg.seed)  # the initial weights
     model = entry.build(run_config.model_config, run_config.spec)
+    from .score.base import ScoreModel
     from .vae.vae import LatentVariableModel
 
-    grid_kw = ({"mean": True} if isinstance(model, LatentVariableModel)  # the decoder's mean, as VAE papers show
-               else {"sampler": "ddim", "steps": 50})
+    if isinstance(model, LatentVariableModel):
+        grid_kw: dict[str, Any] = {"mean": True}  # the decoder's mean, as VAE papers show
+    elif isinstance(model, ScoreModel):
+        grid_kw = model.preview_kwargs()  # its own sampler, shortened (EBM: 200 steps; NCSN: ≈ 50 evaluations)
+    else:
+        grid_kw = {"sampler": "ddim", "steps": 50}
     sample_fn = model_sample_fn(train_cfg.n_sample, **grid_kw) if train_cfg.sample_every else None
     trainer = Trainer(model, dataset.train, dataset.spec, train_cfg, out, run_config, sample_fn)
     try:
@@ -213,9 +220,12 @@ def run_train(model_name: str, data: str, out: Path, resume: bool, train_overrid
         trainer.accelerator.end_training()
 
 
-def run_sample(run: Path, n: int, sampler: str, steps: Optional[int], eta: float, seed: int, out: Optional[Path],
-               raw: bool, progress: bool, batch_size: int = 100) -> dict:
-    """Sample ``n`` images from a run into a PNG grid (and ``.npz``). Returns what was written."""
+def run_sample(run: Path, n: int, sampler: Optional[str], steps: Optional[int], eta: float, seed: int,
+               out: Optional[Path], raw: bool, progress: bool, batch_size: int = 100) -> dict:
+    """Sample ``n`` images from a run into a PNG grid (and ``.npz``). Returns what was written.
+
+    ``sampler`` None is the family's default: ``ancestral`` for diffusion models and VAEs, ``langevin`` for an EBM,
+    ``annealed`` for an NCSN. ``steps`` None: all T steps (diffusion), the config's chain (score models)."""
     import time
 
     import numpy as np
@@ -226,9 +236,17 @@ def run_sample(run: Path, n: int, sampler: str, steps: Optional[int], eta: float
 
     model, _ = _load(run, raw)
     start = time.perf_counter()
+    from .score.base import ScoreModel
     from .vae.vae import LatentVariableModel
 
-    if isinstance(model, LatentVariableModel):
+    if isinstance(model, ScoreModel):
+        sampler = model.check_sampler(sampler)
+        steps = model.default_steps(sampler) if steps is None else steps
+        res = sample_in_batches(model, n, sampler, steps=steps, generator=_generator(seed), batch_size=batch_size,
+                                progress=_progress(progress, f"{sampler} {steps} steps, batches of {batch_size}"))
+        x, nfe = res.x0, res.nfe
+    elif isinstance(model, LatentVariableModel):
+        sampler = sampler or "ancestral"
         # ancestral: z ~ p(z), x ~ p(x | z); mean: the decoder's mean E[x | z] (one network pass either way)
         if sampler not in ("ancestral", "mean"):
             raise ValueError(f"a VAE samples with --sampler ancestral (x ~ p(x|z)) or mean (E[x|z]); got {sampler!r}")
@@ -237,6 +255,7 @@ def run_sample(run: Path, n: int, sampler: str, steps: Optional[int], eta: float
                        for i in range(0, n, batch_size)])
         steps, nfe = 1, 1
     else:
+        sampler = sampler or "ancestral"
         steps = steps or model.T
         kwargs = {"eta": eta} if sampler == "ddim" else {}
         res = sample_in_batches(model, n, sampler, steps=steps, generator=_generator(seed), batch_size=batch_size,
@@ -252,6 +271,25 @@ def run_sample(run: Path, n: int, sampler: str, steps: Optional[int], eta: float
     np.savez_compressed(out.with_suffix(".npz"), x=x.numpy())
     return {"picture": str(out), "samples": str(out.with_suffix(".npz")), "n": n, "sampler": sampler,
             "steps": steps, "eta": eta, "nfe": nfe, "seconds": round(seconds, 2), "weights": "raw" if raw else "ema"}
+
+
+def _require_likelihood(run: Path) -> None:
+    """Raise :class:`~genmodels.core.NoLikelihoodError` (a ValueError: one line, exit status 2) for a run of a
+    score-based family, before any weights or data are loaded: it has no likelihood to evaluate, and the error says
+    what to run instead."""
+    import genmodels  # noqa: F401  (registers the model families)
+
+    from .checkpoint import load_run_config
+    from .core import NoLikelihoodError
+    from .registry import MODELS
+    from .score.base import ScoreModel
+
+    family = load_run_config(run).model
+    cls = MODELS.get(family).build
+    if isinstance(cls, type) and issubclass(cls, ScoreModel):
+        raise NoLikelihoodError(f"a {family!r} run has no likelihood: {cls.no_likelihood_reason}; so no bits/dim are "
+                                f"reported. Measure sample quality instead: genmodels evaluate {run} --sampler "
+                                f"{cls.samplers[0]} --nfe 1000")
 
 
 def _load_split(run: Path, raw: bool, split: str, limit: Optional[int]):
@@ -276,6 +314,7 @@ def run_evaluate(run: Path, split: str, limit: Optional[int], t_samples: int, ex
     from .metrics.likelihood import evaluate_nll
     from .vae.vae import LatentVariableModel
 
+    _require_likelihood(run)
     model, run_config, dataset, x = _load_split(run, raw, split, limit)
     g = _generator(seed)
     kwargs: dict[str, Any] = {}
@@ -332,11 +371,13 @@ def run_sweep(run: Path, samplers: list[str], nfes: dict[str, list[int]], n: int
     from .data import load_dataset
     from .metrics.nfe_sweep import nfe_sweep, sweep_table
     from .metrics.sample_quality import sample_quality
+    from .score.base import ScoreModel
     from .viz import save_quality_vs_cost
 
     model, run_config = _load(run, raw)
-    if run_config.model not in DIFFUSION_FAMILIES:
-        raise ValueError(f"--sampler/--nfe sweep diffusion samplers; this run is a {run_config.model!r} model")
+    if run_config.model not in DIFFUSION_FAMILIES and not isinstance(model, ScoreModel):
+        raise ValueError(f"--sampler/--nfe sweep the samplers of diffusion and score-based models; this run is a "
+                         f"{run_config.model!r} model")
     dataset = load_dataset(run_config.data)
     out_dir = run / "nfe_sweep"
 
@@ -356,6 +397,9 @@ def run_sweep(run: Path, samplers: list[str], nfes: dict[str, list[int]], n: int
     rows = nfe_sweep(model, samplers, nfes, quality, n=n, seed=seed, batch_size=batch_size,
                      ode_tolerances=tolerances, cache_dir=out_dir / "samples",
                      progress=_progress(progress, "batches"), on_row=report)
+    if not rows:
+        raise ValueError(f"no NFE budget in {nfes} fits these samplers (each needs enough evaluations for one step: "
+                         "an NCSN's annealed sampler at least L + 1, one per noise level and the final denoising)")
     floor = {k: v for k, v in rows[0].quality.items() if k.endswith("_floor")}  # the same for every row
     curves: dict[str, list] = {}
     for r in rows:
@@ -393,6 +437,7 @@ def run_evaluate_ode(run: Path, split: str, limit: Optional[int], batch_size: in
     """Bits/dim through the probability-flow ODE (:func:`genmodels.metrics.likelihood.evaluate_ode_nll`)."""
     from .metrics.likelihood import evaluate_ode_nll
 
+    _require_likelihood(run)
     model, run_config, _, x = _load_split(run, raw, split, limit)
     if run_config.model not in DIFFUSION_FAMILIES:
         raise ValueError(f"--likelihood ode needs a diffusion model; this run is a {run_config.model!r} model")
@@ -445,9 +490,159 @@ def write_vae_pictures(run: Path, model, run_config, seed: int = 0, n: int = 8) 
     return [str(p) for p in written]
 
 
+def _kde(points, at, sigma: float, score: bool = False):
+    """log q (or ∇log q with ``score``) at ``at`` ``[M, 2]`` of q = (points) ∗ N(0, σ²I), the empirical distribution
+    of ``points`` ``[N, 2]`` blurred by Gaussian noise of std σ: exact for the points, so the score of the σ-noised
+    training data that denoising score matching targets. ∇log q(x) = (Σ_i w_i x_i − x)/σ²,
+    w = softmax(−‖x − x_i‖²/(2σ²)). Returns ``[M]`` or ``[M, 2]``, float64."""
+    import torch
+
+    pts, out = points.double(), []
+    for chunk in at.double().split(1024):
+        logits = -torch.cdist(chunk, pts).pow(2) / (2 * sigma**2)  # [m, N]
+        if score:
+            out.append((torch.softmax(logits, 1) @ pts - chunk) / sigma**2)
+        else:
+            out.append(torch.logsumexp(logits, 1) - math.log(len(pts)) - math.log(2 * math.pi * sigma**2))
+    return torch.cat(out)
+
+
+def _true_score(data: str, at):
+    """∇ log p of a toy with a closed-form density, by central differences (h = 1e-4) of its log-density (non-finite
+    where the density is 0 nearby, e.g. off a checkerboard's squares)."""
+    import torch
+
+    from .data.toys import toy_log_density
+
+    h, at = 1e-4, at.double()
+    cols = []
+    for d in range(2):
+        e = torch.zeros(2, dtype=torch.float64)
+        e[d] = h
+        cols.append((toy_log_density(data, at + e) - toy_log_density(data, at - e)) / (2 * h))
+    return torch.stack(cols, 1)
+
+
+def write_score_pictures(run: Path, model, run_config, seed: int = 0) -> list[str]:
+    """A score-based model's pictures in RUN/figures.
+
+    2-D data: ``score_field.png``, the learned score as arrows over a log-density beside the data's own (an EBM: the
+    data at its noise level, σ for DSM or σ = 0 for the other losses, beside −∇f_θ over e^{−f_θ} normalized on the
+    window; an NCSN: three levels of its ladder, the σ-noised data above s_θ(x, σ)); the data side is the toy's
+    closed-form density and score where it has one and σ = 0, else the σ-noised empirical training distribution
+    (:func:`_kde` of 3000 training points, with Scott's bandwidth at σ = 0). ``trajectories.png``, Langevin chains
+    from noise to the data; ``langevin.png``, the chains at six times; ``samples.png``, 1000 samples. Images:
+    ``samples.png`` (36 samples), ``langevin.png`` (8 chains over time). Both: the loss curve."""
+    from .data import load_dataset
+    from .score.ncsn import NCSN
+    from .viz import save_grid, save_loss_curve, save_strip, save_trajectories
+
+    figs, written = run / "figures", []
+    if (run / "metrics.jsonl").is_file():
+        written.append(save_loss_curve(run / "metrics.jsonl", figs / "loss.png"))
+    if not (model.spec.is_image or model.spec.event_shape == (2,)):
+        return [str(p) for p in written]
+    data = load_dataset(run_config.data)
+    levels = model.config.n_sigmas if isinstance(model, NCSN) else 1
+    updates = model.default_steps() * levels  # Langevin updates of one default chain
+    stride = max(1, updates // 50)
+    out = model.draw(36 if model.spec.is_image else 1000, _generator(seed), keep_trajectory=True,
+                     trajectory_stride=stride)
+    traj = out.trajectory  # [K, n, ...]: the start, every stride-th update, the end
+    keep = sorted({round(k * (len(traj) - 1) / 5) for k in range(6)})
+    labels = [f"update {min(k * stride, updates)}" if k < len(traj) - 1 else f"end ({out.nfe} NFE)" for k in keep]
+    if model.spec.is_image:
+        scale = max(1, 32 // model.spec.event_shape[-1])
+        written.append(save_grid(out.x0, figs / "samples.png", scale=scale))
+        written.append(save_strip(traj[keep][:, :8].clamp(-1, 1), figs / "langevin.png", labels, scale=scale))
+    elif model.spec.event_shape == (2,):
+        written.append(save_grid(out.x0, figs / "samples.png"))
+        written.append(save_strip(traj[keep], figs / "langevin.png", labels))
+        written.append(save_trajectories(traj, figs / "trajectories.png", background=data.test[:2000],
+                                         title=f"{run_config.model}: {model.check_sampler(None)} chains from noise "
+                                               f"({out.nfe} score evaluations)"))
+        written.append(_write_score_field(model, run_config, data, figs / "score_field.png"))
+    return [str(p) for p in written]
+
+
+def _write_score_field(model, run_config, data, path: Path) -> Path:
+    """``score_field.png`` of :func:`write_score_pictures` (2-D data)."""
+    import torch
+
+    from .data import DataError
+    from .data.toys import toy_has_density, toy_log_density
+    from .score.ncsn import NCSN
+    from .viz import FieldPanel, save_score_fields
+
+    test = data.test[:5000].double()
+    lo, hi = test.min(0).values, test.max(0).values
+    mid, half = (lo + hi) / 2, float((hi - lo).max()) * 0.6  # a square window, 20% margin
+    extent = (mid[0].item() - half, mid[0].item() + half, mid[1].item() - half, mid[1].item() + half)
+    H, A = 80, 21  # heatmap and arrow grid sizes
+
+    def grid(k: int):
+        """[k·k, 2] points of a k×k grid over the window, row-major from the bottom-left."""
+        xs = torch.linspace(extent[0], extent[1], k, dtype=torch.float64)
+        ys = torch.linspace(extent[2], extent[3], k, dtype=torch.float64)
+        yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+        return torch.stack([xx, yy], -1).reshape(-1, 2)
+
+    heat, arrows = grid(H), grid(A)
+    try:
+        has_density = toy_has_density(run_config.data)
+    except DataError:
+        has_density = False
+    train = data.train[:3000]  # enough for the picture; every KDE costs H²·3000
+
+    def data_panel(sigma: float) -> FieldPanel:
+        """The data at noise level σ: closed form at σ = 0 where the toy has it, else the blurred training points."""
+        if sigma == 0 and has_density:
+            return FieldPanel("data: true log p and ∇log p", toy_log_density(run_config.data, heat).reshape(H, H),
+                              _true_score(run_config.data, arrows).reshape(A, A, 2))
+        h = sigma or float(train.double().std(0).mean()) * len(train) ** (-1 / 6)  # Scott's bandwidth in 2-D
+        name = f"data ∗ N(0, {sigma:.3g}²)" if sigma else f"data (KDE, Scott h={h:.2g})"
+        return FieldPanel(f"{name}: log q, ∇log q", _kde(train, heat, h).reshape(H, H),
+                          _kde(train, arrows, h, score=True).reshape(A, A, 2))
+
+    dtype = next(model.parameters()).dtype
+
+    def learned(points, sigma: float | None = None):
+        """The model's score at ``points`` ``[M, 2]`` (float64 → the model's dtype and back)."""
+        x = points.to(model.device, dtype)
+        with torch.no_grad():
+            s = model.score(x) if sigma is None else model.score(x, sigma)
+        return s.double().cpu()
+
+    if isinstance(model, NCSN):
+        sig = model.sigmas.cpu()
+        idx = sorted({int(torch.argmin((sig.log() - math.log(t)).abs())) for t in (2.0, 0.5, 0.1)})
+        top, bottom = [], []
+        for i in idx:
+            s_i = float(sig[i])
+            panel = data_panel(s_i)
+            top.append(panel)
+            bottom.append(FieldPanel(f"NCSN s_θ(x, σ={s_i:.3g})", panel.log_density,
+                                     learned(arrows, s_i).reshape(A, A, 2)))
+        rows = [top, bottom]
+        title = f"the σ-noised data (top) and the learned noise-conditional score (bottom), at {len(idx)} levels"
+    else:
+        sigma = model.config.sigma if model.config.loss_type == "dsm" else 0.0
+        with torch.no_grad():
+            f = model.energy(heat.to(model.device, dtype)).double().cpu()
+        cell = ((extent[1] - extent[0]) / (H - 1)) * ((extent[3] - extent[2]) / (H - 1))
+        log_p = -f - torch.logsumexp(-f, 0) - math.log(cell)  # e^{−f}/Z with Z summed over the window
+        what = f"the σ={sigma:g}-noised data (DSM)" if sigma else f"the data ({model.config.loss_type.upper()})"
+        rows = [[data_panel(sigma), FieldPanel("EBM: log e^{−f}/Z (window) and −∇f", log_p.reshape(H, H),
+                                               learned(arrows).reshape(A, A, 2))]]
+        if sigma and has_density:
+            rows[0].insert(0, FieldPanel("true log p", toy_log_density(run_config.data, heat).reshape(H, H)))
+        title = f"score of {what}: data (left) and learned (right)"
+    return save_score_fields(rows, extent, path, title=title)
+
+
 def write_pictures(run: Path, seed: int = 0, n: int = 8) -> list[str]:
     """Pictures of a run in RUN/figures. Diffusion: forward-process strip, reverse trajectory (strip and GIF),
-    schedule plot and loss curve; VAEs: :func:`write_vae_pictures`."""
+    schedule plot and loss curve; VAEs: :func:`write_vae_pictures`; score-based models: :func:`write_score_pictures`."""
     import torch
 
     from .vae.vae import LatentVariableModel
@@ -456,11 +651,14 @@ def write_pictures(run: Path, seed: int = 0, n: int = 8) -> list[str]:
     from .diffusion import gaussian as G
     from .diffusion.samplers import ancestral
     from .diffusion.schedules import DiscreteSchedule, ScheduleConfig
+    from .score.base import ScoreModel
     from .viz import save_gif, save_loss_curve, save_schedule_plot, save_strip
 
     model, run_config = _load(run, raw=False)
     if isinstance(model, LatentVariableModel):
         return write_vae_pictures(run, model, run_config, seed, n)
+    if isinstance(model, ScoreModel):
+        return write_score_pictures(run, model, run_config, seed)
     figs = run / "figures"
     written = []
     g = _generator(seed)
@@ -501,7 +699,8 @@ def write_pictures(run: Path, seed: int = 0, n: int = 8) -> list[str]:
 @app.command()
 @_friendly
 def train(
-    model: str = typer.Argument("ddpm", help="Model family (see `genmodels models`): ddpm, vdm, vae, hvae."),
+    model: str = typer.Argument("ddpm", help="Model family (see `genmodels models`): ddpm, vdm, vae, hvae, ebm, "
+                                             "ncsn."),
     data: str = typer.Option("", "--data", "-d", help="Dataset name or idx:DIR / folder:DIR / npz:FILE."),
     out: Path = typer.Option(Path("runs/ddpm"), "--out", "-o", help="Run folder (config.json, weights, metrics)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
@@ -530,8 +729,8 @@ def train(
                             "latent_dims=32,16, coder.backbone=conv, kl_warmup_steps=2000, free_bits=0.1, "
                             "objective=iwae, train_samples=5. All fields: `genmodels config MODEL --data DATA`."),
 ) -> None:
-    """Train a model (ddpm, vae, hvae) on a dataset; a run folder holds everything needed to resume, sample and
-    evaluate."""
+    """Train a model (ddpm, vdm, vae, hvae, ebm, ncsn) on a dataset; a run folder holds everything needed to resume,
+    sample and evaluate."""
     from .diffusion.schedules import ScheduleConfig
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -556,9 +755,12 @@ def train(
 def sample(
     run: Path = typer.Argument(..., help="Run folder."),
     n: int = typer.Option(64, help="Number of samples."),
-    sampler: str = typer.Option("ancestral", help="Diffusion: ancestral | ddim | dpm++ | heun | euler_maruyama | "
-                                                  "ode. VAE: ancestral (x ~ p(x|z)) | mean (E[x|z])."),
-    steps: Optional[int] = typer.Option(None, help="Steps / noise levels (Heun: 2N−1 NFE) [default: all T]."),
+    sampler: Optional[str] = typer.Option(None, help="Diffusion: ancestral | ddim | dpm++ | heun | euler_maruyama | "
+                                                     "ode | pc. VAE: ancestral (x ~ p(x|z)) | mean (E[x|z]). EBM: "
+                                                     "langevin. NCSN: annealed. [default: the first named]"),
+    steps: Optional[int] = typer.Option(None, help="Diffusion: steps / noise levels (Heun: 2N−1 NFE, pc: 2N) "
+                                                   "[default: all T]. EBM: Langevin steps. NCSN: Langevin steps per "
+                                                   "noise level (NFE = levels × steps + 1) [default: the config's]."),
     eta: float = typer.Option(0.0, help="DDIM η (0: deterministic, 1: ancestral)."),
     seed: int = typer.Option(0, help="Seed of the sampler's noise."),
     out: Optional[Path] = typer.Option(None, help="PNG path [default RUN/samples/SAMPLER_STEPS.png]."),
@@ -594,8 +796,9 @@ def evaluate(
     atol: float = typer.Option(1e-5, help="ODE likelihood: solver atol."),
     hutchinson_samples: int = typer.Option(1, help="ODE likelihood: probe vectors per image (images only)."),
     sampler: Optional[str] = typer.Option(None, help="Sample quality instead of likelihood: comma-separated "
-                                                      "samplers (ancestral,ddim,dpm++,heun,euler_maruyama,ode), "
-                                                      "options in brackets: 'ddim[eta=0.5],heun[s_churn=40]'."),
+                                                      "samplers (ancestral,ddim,dpm++,heun,euler_maruyama,ode,pc; "
+                                                      "EBM: langevin; NCSN: annealed), options in brackets: "
+                                                      "'ddim[eta=0.5],heun[s_churn=40],annealed[eps=2e-5]'."),
     nfe: str = typer.Option("5,10,20,50", help="Sample quality: NFE budgets, e.g. 5,10,20,50,1000; per sampler "
                                              "after ';', e.g. '5,10,20,50;ancestral=20,1000'."),
     n: int = typer.Option(500, help="Sample quality: samples per point (the floor uses as many real images)."),
@@ -611,7 +814,8 @@ def evaluate(
     the KL of each layer, and with --k the IWAE gap), examples, seconds; each example's NLL is saved beside the JSON
     (.npy). VAEs also report elbo_bpd, elbo_nats and the active units of each layer. ``--likelihood ode``: bits/dim through the
     probability-flow ODE. ``--sampler``: the NFE sweep of sample quality (Fréchet distance on the dataset's own
-    classifier, KID, precision/recall, with the test-vs-train floor), written to RUN/nfe_sweep/.
+    classifier, KID, precision/recall, with the test-vs-train floor), written to RUN/nfe_sweep/. Score-based models
+    (ebm, ncsn) have no likelihood: for them only ``--sampler`` applies.
     """
     from .checkpoint import atomic_write_text
 
@@ -650,14 +854,15 @@ def evaluate(
 def pictures(run: Path = typer.Argument(..., help="Run folder."), seed: int = typer.Option(0)) -> None:
     """Write a run's pictures to RUN/figures: for diffusion the forward-process strip, the reverse trajectory (PNG and
     GIF), the schedule plot and the loss curve; for VAEs samples, reconstructions, interpolations, the 2-D latent
-    space by label and the loss curve."""
+    space by label and the loss curve; for EBM and NCSN samples, Langevin chains over time, and on 2-D data the learned
+    score field beside the data's and the chains' paths from noise to the data."""
     typer.echo(json.dumps(write_pictures(run, seed)))
 
 
 @app.command("config")
 @_friendly
 def show_config(
-    model: str = typer.Argument(..., help="Model family: ddpm, vdm, vae, hvae."),
+    model: str = typer.Argument(..., help="Model family: ddpm, vdm, vae, hvae, ebm, ncsn."),
     data: str = typer.Option(..., "--data", "-d", help="Dataset name (the preset depends on the data)."),
     settings: Optional[list[str]] = typer.Option(None, "--set", help="field=value assignments to apply first."),
 ) -> None:

@@ -29,6 +29,7 @@ __all__ = [
     "DataSpec",
     "NLLKind",
     "NLLOutput",
+    "NoLikelihoodError",
     "GenerativeModel",
     "nats_to_bpd",
     "log_bin_width",
@@ -98,6 +99,13 @@ class NLLOutput:
     nll: Tensor
     terms: dict[str, Tensor] = field(default_factory=dict)
     kind: NLLKind = "bound"
+
+
+class NoLikelihoodError(NotImplementedError, ValueError):
+    """Raised by ``nll``/``nll_terms`` of a model that has no tractable likelihood (an energy-based model, whose
+    normalizing constant Z_θ is intractable; a score network, which models only ∇_x log p): no made-up number is
+    returned. It is a :class:`NotImplementedError` (the method does not exist for this model) and a
+    :class:`ValueError` (so the command line reports it as a one-line error)."""
 
 
 class GenerativeModel(nn.Module):

@@ -1,4 +1,5 @@
-"""Pictures of tensors: sample grids, trajectory strips and GIFs, schedule plots, loss curves.
+"""Pictures of tensors: sample grids, trajectory strips and GIFs, schedule plots, loss curves, 2-D score fields
+and sampling chains.
 
 Every function here is a pure function of its tensor arguments: it knows nothing of diffusion, models or
 training. Two kinds of input are understood:
@@ -23,6 +24,7 @@ import math
 import os
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -44,6 +46,9 @@ __all__ = [
     "save_loss_curve",
     "save_quality_vs_cost",
     "save_latent_scatter",
+    "FieldPanel",
+    "save_score_fields",
+    "save_trajectories",
 ]
 
 PathLike = str | os.PathLike[str]
@@ -627,3 +632,159 @@ def save_latent_scatter(z: Tensor, path: PathLike, labels: Tensor | None = None,
     ax.set_title(title)
     ax.set_aspect("equal", adjustable="datalim")
     return _save_figure(fig, path)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Score fields and Langevin trajectories (2-D)
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FieldPanel:
+    """One panel of :func:`save_score_fields`.
+
+    Attributes:
+        title: drawn above the panel.
+        log_density: ``[H, W]`` log-density (nats, any additive constant) on a regular grid over the figure's
+            ``extent``, row 0 at the bottom (``y = y0``), column 0 at the left; drawn as a heatmap of the top
+            ``depth`` nats (−inf, e.g. outside a checkerboard's squares, is drawn as the floor). None: no heatmap.
+        score: ``[h, w, 2]`` vectors (∇_x log p) on a regular grid over the same ``extent`` (corners included),
+            same orientation; drawn as arrows. Non-finite vectors are left out. None: no arrows.
+    """
+
+    title: str
+    log_density: Tensor | None = None
+    score: Tensor | None = None
+
+
+def _check_extent(extent: Sequence[float]) -> tuple[float, float, float, float]:
+    if len(extent) != 4:
+        raise ValueError(f"extent must be (x0, x1, y0, y1), got {extent!r}")
+    x0, x1, y0, y1 = (float(v) for v in extent)
+    if not all(math.isfinite(v) for v in (x0, x1, y0, y1)) or not (x0 < x1 and y0 < y1):
+        raise ValueError(f"extent must be finite with x0 < x1 and y0 < y1, got {extent!r}")
+    return x0, x1, y0, y1
+
+
+def save_score_fields(panels: Sequence[Sequence[FieldPanel]], extent: Sequence[float], path: PathLike, *,
+                      depth: float = 8.0, title: str | None = None) -> Path:
+    """Score vector fields over log-densities, as a grid of panels (rows × columns) on one 2-D window.
+
+    Arrows show the direction of the score everywhere: each panel's vectors are drawn with length
+    ``min(|s|/q, 1)`` grid cells, ``q`` the 90th percentile of ``|s|`` in that panel, so that the large scores far
+    from the data (``|s| ~ distance/σ²``) do not hide the field near it.
+
+    Args:
+        panels: rows of :class:`FieldPanel` (rows may differ in length).
+        extent: ``(x0, x1, y0, y1)``, the window every panel covers.
+        path: destination PNG (atomic write, parents created).
+        depth: nats of log-density shown below each panel's maximum (lower values are drawn as the floor).
+        title: figure title.
+    Returns:
+        ``Path`` of the written file.
+    Raises:
+        ValueError: for no panels, a bad extent, or a field of the wrong shape.
+    """
+    rows = [list(r) for r in panels if len(r)]
+    if not rows:
+        raise ValueError("save_score_fields needs at least one panel")
+    x0, x1, y0, y1 = _check_extent(extent)
+    ncol = max(len(r) for r in rows)
+    fig = _new_figure(3.4 * ncol, 3.4 * len(rows) + (0.3 if title else 0.0))
+    axes = fig.subplots(len(rows), ncol, squeeze=False)
+    for i, row in enumerate(rows):
+        for j in range(ncol):
+            ax = axes[i][j]
+            if j >= len(row):
+                ax.set_axis_off()
+                continue
+            panel = row[j]
+            if panel.log_density is not None:
+                ld = _points_numpy(panel.log_density)
+                if ld.ndim != 2:
+                    raise ValueError(f"panel {panel.title!r}: log_density must be [H, W], got {ld.shape}")
+                top = np.nanmax(np.where(np.isfinite(ld), ld, -np.inf))
+                top = top if np.isfinite(top) else 0.0
+                img = np.clip(np.nan_to_num(ld, nan=-np.inf, neginf=-np.inf), top - depth, top)
+                ax.imshow(img, origin="lower", extent=(x0, x1, y0, y1), cmap="viridis", aspect="auto",
+                          interpolation="bilinear")
+            if panel.score is not None:
+                sc = _points_numpy(panel.score)
+                if sc.ndim != 3 or sc.shape[2] != 2:
+                    raise ValueError(f"panel {panel.title!r}: score must be [h, w, 2], got {sc.shape}")
+                h, w = sc.shape[:2]
+                gx, gy = np.meshgrid(np.linspace(x0, x1, w), np.linspace(y0, y1, h))
+                norm = np.linalg.norm(sc, axis=-1)
+                finite = np.isfinite(norm)
+                q = np.quantile(norm[finite], 0.9) if finite.any() else 1.0
+                q = q if q > 0 else 1.0
+                length = np.minimum(norm / q, 1.0)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    u = np.where(norm > 0, sc[..., 0] / norm, 0.0) * length
+                    v = np.where(norm > 0, sc[..., 1] / norm, 0.0) * length
+                cell = min((x1 - x0) / max(w - 1, 1), (y1 - y0) / max(h - 1, 1))
+                u, v = np.where(finite, u * cell, np.nan), np.where(finite, v * cell, np.nan)
+                ax.quiver(gx, gy, u, v, angles="xy", scale_units="xy", scale=1.0, color="white",
+                          edgecolor="black", linewidth=0.3, width=0.006)
+            ax.set_xlim(x0, x1)
+            ax.set_ylim(y0, y1)
+            ax.set_aspect("equal")
+            ax.set_title(panel.title, fontsize=8)
+            ax.tick_params(labelsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save_figure(fig, path)
+
+
+def save_trajectories(trajectory: Tensor, path: PathLike, *, background: Tensor | None = None, n_paths: int = 10,
+                      title: str | None = None) -> Path:
+    """Sampling chains in 2-D: the paths of ``n_paths`` chains from their start (cross) to their end (dot), faint for
+    the first 60% of the time points and strong after, over the final states of all chains and, in grey, reference
+    points (e.g. held-out data). The window covers the final states and the reference points; excursions beyond it
+    (an annealed chain at large σ) are cut at its edge.
+
+    Args:
+        trajectory: ``[K, n, 2]`` states of ``n`` chains at ``K`` time points (the first is the start).
+        path: destination PNG (atomic write, parents created).
+        background: ``[M, 2]`` points drawn in grey beneath, or None.
+        n_paths: how many chains (the first ones) to draw as paths; ``>= 0``.
+        title: figure title.
+    Returns:
+        ``Path`` of the written file.
+    Raises:
+        ValueError: if ``trajectory`` is not ``[K, n, 2]`` with K, n ≥ 1, or ``background`` is not ``[M, 2]``.
+    """
+    traj = _points_numpy(trajectory)
+    if traj.ndim != 3 or traj.shape[2] != 2 or traj.shape[0] == 0 or traj.shape[1] == 0:
+        raise ValueError(f"save_trajectories expects a trajectory [K, n, 2] with K, n >= 1, got {traj.shape}")
+    n_paths = _check_int("n_paths", n_paths, 0)
+    fig = _new_figure(5.0, 5.0)
+    ax = fig.add_subplot()
+    if background is not None:
+        bg = _points_numpy(background)
+        if bg.ndim != 2 or bg.shape[1] != 2:
+            raise ValueError(f"background must be [M, 2] points, got {bg.shape}")
+        ax.scatter(bg[:, 0], bg[:, 1], s=3, color="0.75", linewidths=0, label="data")
+    end = traj[-1]
+    ax.scatter(end[:, 0], end[:, 1], s=3, color="C0", alpha=0.6, linewidths=0, label="chain ends")
+    for i in range(min(n_paths, traj.shape[1])):
+        color = f"C{1 + i % 9}"
+        late = int(0.6 * (traj.shape[0] - 1))  # the early part faint, the approach to the data strong
+        ax.plot(traj[:late + 1, i, 0], traj[:late + 1, i, 1], color=color, linewidth=0.6, alpha=0.25)
+        ax.plot(traj[late:, i, 0], traj[late:, i, 1], color=color, linewidth=0.9, alpha=0.9)
+        ax.scatter(traj[0, i, 0], traj[0, i, 1], marker="x", s=18, color=color)
+        ax.scatter(traj[-1, i, 0], traj[-1, i, 1], marker="o", s=14, color=color, edgecolors="black",
+                   linewidths=0.4)
+    shown = np.concatenate([end] + ([bg] if background is not None else []))  # the window: where chains end
+    finite = shown[np.isfinite(shown).all(axis=-1)]
+    if finite.size:
+        lo, hi = float(finite.min()), float(finite.max())
+        margin = 0.15 * (hi - lo) or 1.0
+        ax.set_xlim(lo - margin, hi + margin)
+        ax.set_ylim(lo - margin, hi + margin)
+    ax.set_aspect("equal")
+    ax.legend(fontsize=7, loc="upper right")
+    if title:
+        ax.set_title(title, fontsize=9)
+    return _save_figure(fig, path)
+

@@ -96,7 +96,7 @@ def test_every_sampler_runs_on_vdm_and_is_reproducible(models, kind, name):
     x = out.x0
     assert x.shape == (3, *model.spec.event_shape)
     assert torch.isfinite(x).all()
-    expected_nfe = {"heun": 2 * steps - 1, "ode": None}.get(name, steps)
+    expected_nfe = {"heun": 2 * steps - 1, "pc": 2 * steps, "ode": None}.get(name, steps)  # pc: 1 corrector step
     if expected_nfe is None:
         assert out.nfe >= 2
     else:

@@ -20,6 +20,8 @@ dpm++           DPM-Solver++(2M), data prediction (Lu et al. 2022b, Alg. 2)  N N
 heun            Heun on the PF-ODE, EDM Algorithm 1 (Karras et al. 2022)     2N − 1 NFE  EDM ρ = 7 grid
 euler_maruyama  Euler–Maruyama on the reverse SDE (Song et al. 2021, Eq. 6)  N NFE       DDPM's steps
 ode             the PF-ODE with an adaptive solver (torchdiffeq dopri5)      adaptive    —
+pc              predictor–corrector (score SDE §4.2, App. G; M corrector     N(M + 1)    DDPM's steps
+                steps per level, :func:`genmodels.score.langevin.predictor_corrector`)
 ==============  ===========================================================  ==========  ================
 
 ``steps`` is N, the number of noise levels; :func:`steps_for_nfe` gives the N that spends a budget of NFE.
@@ -42,7 +44,7 @@ if TYPE_CHECKING:
     from .ddpm import DDPM
 
 __all__ = ["SamplerOutput", "ancestral", "ddim", "dpm_solver_pp", "heun", "euler_maruyama", "pf_ode",
-           "logsnr_grid", "steps_for_nfe", "sample_in_batches", "SAMPLERS"]
+           "predictor_corrector", "logsnr_grid", "steps_for_nfe", "sample_in_batches", "SAMPLERS"]
 
 
 @dataclass
@@ -189,7 +191,8 @@ def logsnr_grid(model: "DDPM", steps: int, spacing: Spacing, rho: float = 7.0) -
 
 
 def steps_for_nfe(sampler: str, nfe: int) -> int:
-    """The ``steps`` that make ``sampler`` spend at most ``nfe`` network evaluations (Heun: 2N − 1).
+    """The ``steps`` that make ``sampler`` spend at most ``nfe`` network evaluations (Heun: 2N − 1; pc with its
+    default one corrector step: 2N, so 0 for a budget of 1, which no run meets).
 
     Raises:
         ValueError: for ``nfe`` < 1 or the adaptive ``ode`` sampler (its NFE follows from its tolerance).
@@ -198,6 +201,8 @@ def steps_for_nfe(sampler: str, nfe: int) -> int:
         raise ValueError(f"nfe must be ≥ 1, got {nfe}")
     if sampler == "heun":
         return (nfe + 1) // 2
+    if sampler == "pc":
+        return nfe // 2
     if sampler == "ode":
         raise ValueError("the adaptive 'ode' sampler sets its NFE through rtol/atol, not a step count")
     return nfe
@@ -399,6 +404,10 @@ def sample_in_batches(model: "DDPM", n: int, sampler: str, *, steps: int | None 
                       progress: Callable[[Iterable], Iterable] | None = None, **kwargs) -> SamplerOutput:
     """``n`` samples from the sampler named ``sampler``, drawn ``batch_size`` at a time from one generator.
 
+    ``model`` is a diffusion model (``sampler`` a name in :data:`SAMPLERS`) or a score-based model
+    (:class:`~genmodels.score.base.ScoreModel`: ``sampler`` one of its own, e.g. ``langevin`` or ``annealed``,
+    ``steps`` its own meaning, None its default).
+
     About 100 per batch is fastest on CPU (measured for the 28×28 UNet, 2 threads: 161 images·evaluations/s
     at 100, 140 at 250, 82 at 500). ``nfe`` is the evaluations per sample (the mean over batches for ``ode``).
 
@@ -410,16 +419,45 @@ def sample_in_batches(model: "DDPM", n: int, sampler: str, *, steps: int | None 
     Raises:
         KeyError: for an unknown sampler (the message lists the known ones). ValueError: for ``n`` < 1.
     """
+    from ..score.base import ScoreModel  # here, not at the top: genmodels.score imports this module
+
     if n < 1 or batch_size < 1:
         raise ValueError(f"n and batch_size must be ≥ 1, got n={n}, batch_size={batch_size}")
-    fn = SAMPLERS.get(sampler)
+    if isinstance(model, ScoreModel):  # score-based models run their own samplers (Langevin, annealed Langevin)
+        name = model.check_sampler(sampler)
+
+        def fn(b: int) -> SamplerOutput:
+            """``b`` samples from the model's own sampler."""
+            return model.draw(b, generator, sampler=name, steps=steps, **kwargs)
+    else:
+        sampler_fn = SAMPLERS.get(sampler)
+
+        def fn(b: int) -> SamplerOutput:
+            """``b`` samples from the diffusion sampler."""
+            return sampler_fn(model, b, steps=steps if steps is not None else model.T, generator=generator, **kwargs)
     sizes = [min(batch_size, n - k) for k in range(0, n, batch_size)]
     xs, nfes = [], []
     for b in progress(sizes) if progress else sizes:
-        out = fn(model, b, steps=steps if steps is not None else model.T, generator=generator, **kwargs)
+        out = fn(b)
         xs.append(out.x0)
         nfes.append(out.nfe * b)
     return SamplerOutput(x0=torch.cat(xs), nfe=round(sum(nfes) / n))
+
+
+def predictor_corrector(model: "DDPM", n: int, *, steps: int, generator: torch.Generator | None = None,
+                        progress: Callable[[Iterable], Iterable] | None = None, keep_trajectory: bool = False,
+                        **kwargs) -> SamplerOutput:
+    """Predictor–corrector sampling: :func:`genmodels.score.langevin.predictor_corrector` (its options pass through:
+    ``corrector_steps``, ``snr``, ``predictor``, ``norm``, ``spacing``, ``clip_x0``; a whole-number float
+    ``corrector_steps``, as the NFE sweep's option parser gives, is taken as that integer). Imported on the first
+    call, because :mod:`genmodels.score.langevin` imports this module."""
+    from ..score.langevin import predictor_corrector as pc
+
+    m = kwargs.get("corrector_steps")
+    if isinstance(m, float) and m.is_integer():
+        kwargs["corrector_steps"] = int(m)
+    return pc(model, n, steps=steps, generator=generator, progress=progress, keep_trajectory=keep_trajectory,
+              **kwargs)
 
 
 SAMPLERS: Registry[Sampler] = Registry("sampler")
@@ -429,3 +467,4 @@ SAMPLERS.register("dpm++", dpm_solver_pp)
 SAMPLERS.register("heun", heun)
 SAMPLERS.register("euler_maruyama", euler_maruyama)
 SAMPLERS.register("ode", pf_ode)
+SAMPLERS.register("pc", predictor_corrector)

@@ -113,13 +113,14 @@ def nfe_sweep(model: "DDPM", samplers: Sequence[str], nfes: Sequence[int] | Mapp
     """Quality and wall time of ``n`` samples for every sampler at every NFE budget.
 
     Args:
-        model: a trained :class:`~genmodels.diffusion.ddpm.DDPM`.
+        model: a trained :class:`~genmodels.diffusion.ddpm.DDPM` or VDM, or a score-based model
+            (:class:`~genmodels.score.base.ScoreModel`, whose own samplers and ``steps_for_nfe`` are used).
         samplers: names in :data:`~genmodels.diffusion.samplers.SAMPLERS`, optionally with numeric options in
             brackets (``heun[s_churn=40]``, ``ddim[eta=0.5]``; :func:`parse_sampler`), which become part of the
             row's name. ``ode`` is run once per tolerance in ``ode_tolerances`` (its NFE is measured).
         nfes: NFE budgets, or sampler name -> budgets (key ``"*"``: the default for the others); each sampler
             gets the steps of :func:`~genmodels.diffusion.samplers.steps_for_nfe`. Budgets a sampler cannot
-            meet (more than T steps on DDPM's own grid) are skipped.
+            meet (more than T steps on DDPM's own grid, or too few evaluations for one step) are skipped.
         quality: maps samples ``[n, *event_shape]`` to a dict of metrics.
         n, seed, batch_size: samples per point, the seed of every point (same x_T), samples drawn at once.
         cache_dir: where samples are cached (resume); ``None`` disables the cache.
@@ -131,6 +132,7 @@ def nfe_sweep(model: "DDPM", samplers: Sequence[str], nfes: Sequence[int] | Mapp
         ValueError: for empty ``samplers``/``nfes`` or ``n`` < 2.
     """
     from ..diffusion.samplers import SAMPLERS, steps_for_nfe
+    from ..score.base import ScoreModel
 
     per = dict(nfes) if isinstance(nfes, Mapping) else {"*": list(nfes)}
     if not samplers or not any(per.values()):
@@ -138,11 +140,12 @@ def nfe_sweep(model: "DDPM", samplers: Sequence[str], nfes: Sequence[int] | Mapp
     if n < 2:
         raise ValueError(f"n must be ≥ 2 samples, got {n}")
     parsed = [(label, *parse_sampler(label)) for label in samplers]
+    score_model = isinstance(model, ScoreModel)  # its own samplers and its own steps for a budget
     for _, name, _ in parsed:
-        SAMPLERS.get(name)  # unknown names fail before any work
+        model.check_sampler(name) if score_model else SAMPLERS.get(name)  # unknown names fail before any work
     cache = Path(cache_dir) if cache_dir is not None else None
     rows: list[SweepRow] = []
-    grid_limited = {"ancestral", "ddim", "euler_maruyama"}
+    grid_limited = {"ancestral", "ddim", "euler_maruyama", "pc"}
     for s, name, opts in parsed:
         base = {**(sampler_options or {}).get(name, {}), **opts}
         if name == "ode":
@@ -150,8 +153,8 @@ def nfe_sweep(model: "DDPM", samplers: Sequence[str], nfes: Sequence[int] | Mapp
         else:
             points = []
             for budget in per.get(s, per.get(name, per.get("*", []))):
-                steps = steps_for_nfe(name, budget)
-                if name in grid_limited and steps > model.T:
+                steps = model.steps_for_nfe(name, budget) if score_model else steps_for_nfe(name, budget)
+                if steps < 1 or (not score_model and name in grid_limited and steps > model.T):
                     continue
                 points.append((budget, steps, base, f"nfe{budget}"))
         for budget, steps, options, tag in points:
