@@ -342,3 +342,24 @@ def test_fourier_features_are_constant_on_the_data_levels():
         torch.testing.assert_close(f, f[..., :1].expand_as(f), atol=1e-9, rtol=0)
         shifted = base2_fourier_features(levels + 0.25 * 2 / (n_bins - 1), (7,), (n_bins - 1) / 256)
         assert (shifted - f).abs().min() > 0.5  # a quarter level away reads differently
+
+
+@pytest.mark.parametrize("gamma_0", [-13.3, -10.0, -6.0, -2.0, 1.0])
+def test_windowed_decoder_equals_the_full_softmax(gamma_0):
+    """The decoder's normalizer over a window of levels equals the sum over all 256 levels, values and gradients."""
+    n_bins, g = 256, gen(3)
+    x = torch.randint(0, n_bins, (4, 1, 6, 6), generator=g).to(F64) / (n_bins - 1) * 2 - 1
+    noise = torch.randn(x.shape, generator=g, dtype=F64)
+    noise[0, 0, 0, :3] = torch.tensor([8.0, -9.0, 40.0])  # far from its own level, and beyond the edges
+    gamma = torch.tensor(gamma_0, dtype=F64, requires_grad=True)
+    z = (x + torch.exp(0.5 * gamma.detach()) * noise).requires_grad_(True)
+    fast = discretized_decoder_log_prob(x, z, gamma, n_bins)
+    levels = torch.linspace(-1, 1, n_bins, dtype=F64)
+    logits = -0.5 * (z.unsqueeze(-1) - levels).pow(2) * torch.exp(-gamma)
+    k = torch.round((x + 1) / 2 * (n_bins - 1)).long()
+    ref = (logits.gather(-1, k.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)).flatten(1).sum(1)
+    torch.testing.assert_close(fast, ref, rtol=1e-10, atol=1e-9)
+    grads = torch.autograd.grad(fast.sum(), (z, gamma))
+    ref_grads = torch.autograd.grad(ref.sum(), (z, gamma))
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-8)
