@@ -149,11 +149,16 @@ class GenerativeModel(nn.Module):
     @property
     def device(self) -> torch.device:
         """Device of the model's parameters (CPU for a model without parameters)."""
-        for p in self.parameters():
-            return p.device
-        for b in self.buffers():
-            return b.device
-        return torch.device("cpu")
+        return module_device(self)
+
+
+def module_device(module: torch.nn.Module) -> torch.device:
+    """Device of a module's first parameter, else of its first buffer, else CPU."""
+    for p in module.parameters():
+        return p.device
+    for b in module.buffers():
+        return b.device
+    return torch.device("cpu")
 
 
 def log_bin_width(spec: DataSpec) -> float:

@@ -17,6 +17,7 @@ import torch
 from typer.testing import CliRunner
 
 from genmodels.cli import app
+from _cli import cli_error
 from genmodels.core import DataSpec, NoLikelihoodError
 from genmodels.diffusion import samplers
 from genmodels.diffusion.ddpm import DDPM, DDPMConfig
@@ -316,13 +317,7 @@ def _ok(result):
     return result
 
 
-def _error(args: list[str], *needles: str) -> str:
-    res = runner.invoke(app, args)
-    assert res.exit_code == 2, res.output
-    assert "Traceback" not in res.output and "error:" in res.output
-    for n in needles:
-        assert n in res.output, (n, res.output)
-    return res.output
+_error = cli_error
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 from genmodels.cli import app, apply_overrides, model_config
+from _cli import cli_error
 from genmodels.data import DataError, load_dataset
 from genmodels.nets.coders import CoderConfig
 from genmodels.vae import HVAEConfig, VAEConfig
@@ -30,13 +31,7 @@ def _last_json(result) -> dict:
     return json.loads(result.output.strip().splitlines()[-1])
 
 
-def _error(args: list[str], *needles: str) -> str:
-    res = runner.invoke(app, args)
-    assert res.exit_code == 2, res.output
-    assert "Traceback" not in res.output and "error:" in res.output
-    for n in needles:
-        assert n in res.output, (n, res.output)
-    return res.output
+_error = cli_error
 
 
 @pytest.fixture(scope="module")

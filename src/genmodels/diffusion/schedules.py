@@ -312,11 +312,9 @@ class GammaSchedule(nn.Module):
             return DiscreteSchedule.from_gamma(self(t).cpu()).to(self._device())
 
     def _device(self) -> torch.device:
-        for p in self.parameters():
-            return p.device
-        for b in self.buffers():
-            return b.device
-        return torch.device("cpu")
+        from ..core import module_device
+
+        return module_device(self)
 
 
 class FixedLinearGamma(GammaSchedule):
