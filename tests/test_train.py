@@ -145,14 +145,20 @@ class _InterruptAt:
 
 
 def test_ctrl_c_checkpoints_then_resumes_exactly(tmp_path):
-    straight, split = tmp_path / "straight", tmp_path / "split"
-    make_trainer(straight).fit()
-    with pytest.raises(KeyboardInterrupt):
-        make_trainer(split, progress=_InterruptAt(6)).fit()
-    assert torch.load(split / STATE_NAME, weights_only=True)["step"] == 6
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
-    make_trainer(split).fit(resume=True)
-    _assert_same_run(straight, split)
+    # a process started in the background (nohup, `&` in a script) inherits SIGINT ignored: give the test the
+    # interactive default, and put back what there was afterwards
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        straight, split = tmp_path / "straight", tmp_path / "split"
+        make_trainer(straight).fit()
+        with pytest.raises(KeyboardInterrupt):
+            make_trainer(split, progress=_InterruptAt(6)).fit()
+        assert torch.load(split / STATE_NAME, weights_only=True)["step"] == 6
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+        make_trainer(split).fit(resume=True)
+        _assert_same_run(straight, split)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_refuses_to_overwrite_and_needs_checkpoint_to_resume(tmp_path):
