@@ -117,12 +117,13 @@ def draw_probes(x: Tensor, samples: int, noise: ProbeNoise = "rademacher",
     return (2 * bits - 1).to(x.dtype)
 
 
-def exact_divergence(fx: Tensor, x: Tensor, retain_graph: bool = False) -> Tensor:
+def exact_divergence(fx: Tensor, x: Tensor, retain_graph: bool = False, create_graph: bool = False) -> Tensor:
     """∇·f = Σ_d ∂f_d/∂x_d per example, by D backward passes (examples must not interact in f).
 
     Args:
         fx: ``[B, ...]`` f(x), computed from ``x`` with autograd recording. x: ``[B, ...]``, requires grad.
         retain_graph: keep the graph after the last pass.
+        create_graph: record the passes so the divergence can itself be differentiated (score matching's loss).
     Returns:
         ``[B]`` in fx's dtype.
     """
@@ -130,26 +131,29 @@ def exact_divergence(fx: Tensor, x: Tensor, retain_graph: bool = False) -> Tenso
     D = f_flat.shape[1]
     div = torch.zeros(f_flat.shape[0], dtype=fx.dtype, device=fx.device)
     for d in range(D):
-        (g,) = torch.autograd.grad(f_flat[:, d].sum(), x, retain_graph=retain_graph or d < D - 1)
-        div = div + g.flatten(1)[:, d].to(fx.dtype)
+        (g,) = torch.autograd.grad(f_flat[:, d].sum(), x, retain_graph=retain_graph or create_graph or d < D - 1,
+                                   create_graph=create_graph)
+        div = div + g.flatten(1)[:, d].to(fx.dtype)  # ∂f_d/∂x_d
     return div
 
 
-def hutchinson_divergence(fx: Tensor, x: Tensor, probes: Tensor, retain_graph: bool = False) -> Tensor:
+def hutchinson_divergence(fx: Tensor, x: Tensor, probes: Tensor, retain_graph: bool = False,
+                          create_graph: bool = False) -> Tensor:
     """Hutchinson–Skilling estimate of ∇·f: (1/K) Σ_k v_kᵀ (∂f/∂x) v_k, one vector–Jacobian product per probe.
 
     Unbiased for the trace when E[v vᵀ] = I (FFJORD, Grathwohl et al. 2019, Eq. 7).
 
     Args:
         fx: ``[B, ...]`` f(x), computed from ``x`` with autograd recording. x: ``[B, ...]``, requires grad.
-        probes: ``[K, B, ...]`` (:func:`draw_probes`).
+        probes: ``[K, B, ...]`` (:func:`draw_probes`). retain_graph, create_graph: as in :func:`exact_divergence`.
     Returns:
         ``[B]`` in fx's dtype.
     """
     K = probes.shape[0]
     div = torch.zeros(fx.shape[0], dtype=fx.dtype, device=fx.device)
     for k in range(K):
-        (vjp,) = torch.autograd.grad(fx, x, probes[k], retain_graph=retain_graph or k < K - 1)  # vᵀ ∂f/∂x
+        (vjp,) = torch.autograd.grad(fx, x, probes[k], retain_graph=retain_graph or create_graph or k < K - 1,
+                                     create_graph=create_graph)  # vᵀ ∂f/∂x
         div = div + (vjp * probes[k]).flatten(1).sum(1).to(fx.dtype)
     return div / K
 

@@ -326,6 +326,7 @@ class FixedLinearGamma(GammaSchedule):
         self.register_buffer("gamma_1", torch.tensor(float(gamma_1), dtype=torch.float64), persistent=False)
 
     def endpoints(self) -> tuple[Tensor, Tensor]:
+        """(γ_0, γ_1), the fixed 0-d float64 buffers."""
         return self.gamma_0, self.gamma_1
 
 
@@ -339,6 +340,7 @@ class _LearnedEndpoints(GammaSchedule):
         self.bounds = (config.gamma_0_bounds, config.gamma_1_bounds)
 
     def endpoints(self) -> tuple[Tensor, Tensor]:
+        """(γ_0, γ_1) as 0-d float64, each clamped to its bounds when it has them."""
         out = []
         for value, bounds in zip((self.gamma_0, self.gamma_1), self.bounds):
             value = value.double()
@@ -377,6 +379,7 @@ class MonotoneNetGamma(_LearnedEndpoints):
         return value, deriv
 
     def shape(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """(ĝ(t), dĝ/dt) = ((γ̃(t) − γ̃(0)) / (γ̃(1) − γ̃(0)), γ̃'(t) / (γ̃(1) − γ̃(0))), each the shape of ``t``."""
         ends, _ = self._unnormalized(torch.tensor([0.0, 1.0], dtype=torch.float64, device=t.device))
         value, deriv = self._unnormalized(t)
         span = ends[1] - ends[0]

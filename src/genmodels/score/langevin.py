@@ -94,11 +94,13 @@ class _Trajectory:
         self.states, self.keep, self.stride, self.k = ([x] if keep else []), keep, stride, 0
 
     def add(self, x: Tensor) -> None:
+        """Record ``x`` (``[n, ...]``, the state after one more update) if it falls on the stride."""
         self.k += 1
         if self.keep and self.k % self.stride == 0:
             self.states.append(x)
 
     def stack(self, x: Tensor) -> Tensor | None:
+        """``[S, n, ...]`` the recorded states ending with the final ``x``, or None when not keeping them."""
         if not self.keep:
             return None
         if self.states[-1] is not x:

@@ -42,7 +42,7 @@ from typing import Callable, Literal, get_args
 import torch
 from torch import Tensor
 
-from ..diffusion.ode import ProbeNoise, draw_probes
+from ..diffusion.ode import ProbeNoise, draw_probes, exact_divergence, hutchinson_divergence
 
 __all__ = [
     "ScoreFn",
@@ -96,12 +96,7 @@ def jacobian_trace(fx: Tensor, x: Tensor, create_graph: bool = True) -> Tensor:
         ValueError: if ``fx`` and ``x`` differ in shape.
     """
     _check_score(fx, x)
-    f_flat = fx.flatten(1)  # [B, D]
-    tr = torch.zeros(f_flat.shape[0], dtype=fx.dtype, device=fx.device)
-    for d in range(f_flat.shape[1]):
-        (g,) = torch.autograd.grad(f_flat[:, d].sum(), x, retain_graph=True, create_graph=create_graph)
-        tr = tr + g.flatten(1)[:, d].to(fx.dtype)  # ∂f_d/∂x_d
-    return tr
+    return exact_divergence(fx, x, retain_graph=True, create_graph=create_graph)
 
 
 def hutchinson_trace(fx: Tensor, x: Tensor, probes: Tensor, create_graph: bool = True) -> Tensor:
@@ -121,12 +116,7 @@ def hutchinson_trace(fx: Tensor, x: Tensor, probes: Tensor, create_graph: bool =
     _check_score(fx, x)
     if probes.shape[1:] != x.shape:
         raise ValueError(f"probes must have shape [K, {', '.join(map(str, x.shape))}], got {tuple(probes.shape)}")
-    K = probes.shape[0]
-    tr = torch.zeros(fx.shape[0], dtype=fx.dtype, device=fx.device)
-    for k in range(K):
-        (vjp,) = torch.autograd.grad(fx, x, probes[k], retain_graph=True, create_graph=create_graph)  # vᵀ ∂f/∂x
-        tr = tr + _sum_dims(vjp * probes[k]).to(fx.dtype)  # vᵀ J v
-    return tr / K
+    return hutchinson_divergence(fx, x, probes, retain_graph=True, create_graph=create_graph)
 
 
 def _score_with_grad(score_fn: Callable[..., Tensor], x: Tensor, *args: Tensor) -> tuple[Tensor, Tensor, bool]:
