@@ -305,3 +305,33 @@ def test_save_loss_curve_errors(tmp_path):
 def test_ema_smooth_debiased():
     out = viz._ema_smooth(np.array([2.0, 2.0, float("nan"), 2.0]), 0.9)
     assert np.allclose(out, 2.0)  # debiased: a constant stays constant, NaN skipped
+
+
+def test_save_density_maps_writes_png_and_checks_shapes(tmp_path):
+    ld = torch.randn(30, 40).double()
+    ld[0, 0] = -math.inf  # outside the support is drawn as the floor, not an error
+    out = viz.save_density_maps([("true", ld, None), ("model", ld, torch.randn(50, 2))], (-2, 2, -1, 1),
+                                tmp_path / "d.png", title="t")
+    with Image.open(out) as im:
+        assert im.format == "PNG" and im.size[0] > im.size[1]  # two panels side by side
+    with pytest.raises(ValueError, match="at least one panel"):
+        viz.save_density_maps([], (-1, 1, -1, 1), tmp_path / "e.png")
+    with pytest.raises(ValueError, match=r"log_density must be \[H, W\]"):
+        viz.save_density_maps([("x", torch.randn(5), None)], (-1, 1, -1, 1), tmp_path / "e.png")
+    with pytest.raises(ValueError, match=r"points must be \[M, 2\]"):
+        viz.save_density_maps([("x", ld, torch.randn(5, 3))], (-1, 1, -1, 1), tmp_path / "e.png")
+    with pytest.raises(ValueError, match="extent"):
+        viz.save_density_maps([("x", ld, None)], (1, -1, -1, 1), tmp_path / "e.png")
+
+
+@pytest.mark.parametrize("shape", [(3, 100), (3, 1, 100)])
+def test_save_waveforms(tmp_path, shape):
+    out = viz.save_waveforms(torch.randn(shape), tmp_path / "w.png", title="speech")
+    with Image.open(out) as im:
+        assert im.format == "PNG" and im.size[1] > 100
+
+
+@pytest.mark.parametrize("shape", [(3, 2, 10), (3,), (0, 10)])
+def test_save_waveforms_bad_shape(tmp_path, shape):
+    with pytest.raises(ValueError, match="save_waveforms expects"):
+        viz.save_waveforms(torch.zeros(shape), tmp_path / "w.png")

@@ -9,6 +9,7 @@
     genmodels pictures runs/fmnist                   # forward strip, reverse trajectory, schedule, loss curve
     genmodels train ncsn --data moons --out runs/ncsn && genmodels sample runs/ncsn --sampler annealed
     genmodels evaluate runs/ncsn --sampler annealed --nfe 101,1001   # score models: sample quality, no likelihood
+    genmodels train realnvp --data mnist5k --out runs/realnvp && genmodels evaluate runs/realnvp   # exact bits/dim
     genmodels datasets
 """
 
@@ -34,6 +35,11 @@ _ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileE
 
 DIFFUSION_FAMILIES = ("ddpm", "vdm")
 """Model families the diffusion samplers, the NFE sweep and the ODE likelihood apply to."""
+
+
+def _is_exact(model) -> bool:
+    """True for a family with an exact likelihood (flows, autoregressive models): one sampler, exact bits/dim."""
+    return getattr(model, "nll_kind", None) == "exact"
 
 
 def _friendly(fn: Callable) -> Callable:
@@ -208,6 +214,8 @@ def run_train(model_name: str, data: str, out: Path, resume: bool, train_overrid
         grid_kw: dict[str, Any] = {"mean": True}  # the decoder's mean, as VAE papers show
     elif isinstance(model, ScoreModel):
         grid_kw = model.preview_kwargs()  # its own sampler, shortened (EBM: 200 steps; NCSN: ≈ 50 evaluations)
+    elif _is_exact(model):
+        grid_kw = {}  # a flow inverts once; an autoregressive model samples step by step (its full cost)
     else:
         grid_kw = {"sampler": "ddim", "steps": 50}
     sample_fn = model_sample_fn(train_cfg.n_sample, **grid_kw) if train_cfg.sample_every else None
@@ -221,11 +229,15 @@ def run_train(model_name: str, data: str, out: Path, resume: bool, train_overrid
 
 
 def run_sample(run: Path, n: int, sampler: Optional[str], steps: Optional[int], eta: float, seed: int,
-               out: Optional[Path], raw: bool, progress: bool, batch_size: int = 100) -> dict:
+               out: Optional[Path], raw: bool, progress: bool, batch_size: int = 100,
+               temperature: float = 1.0) -> dict:
     """Sample ``n`` images from a run into a PNG grid (and ``.npz``). Returns what was written.
 
-    ``sampler`` None is the family's default: ``ancestral`` for diffusion models and VAEs, ``langevin`` for an EBM,
-    ``annealed`` for an NCSN. ``steps`` None: all T steps (diffusion), the config's chain (score models)."""
+    ``sampler`` None is the family's default: ``ancestral`` for diffusion models, VAEs and autoregressive models,
+    ``inverse`` for a flow, ``langevin`` for an EBM, ``annealed`` for an NCSN. ``steps`` None: all T steps
+    (diffusion), the config's chain (score models). ``temperature`` (flows: the base distribution's std; autoregressive
+    models: the softmax temperature) applies to exact-likelihood families only. 1-D sequences (e.g. ``speech``) are
+    also written as ``.wav`` files beside the picture."""
     import time
 
     import numpy as np
@@ -239,7 +251,26 @@ def run_sample(run: Path, n: int, sampler: Optional[str], steps: Optional[int], 
     from .score.base import ScoreModel
     from .vae.vae import LatentVariableModel
 
-    if isinstance(model, ScoreModel):
+    if temperature != 1.0 and not _is_exact(model):
+        raise ValueError("--temperature applies to flows and autoregressive models; drop it for this run")
+    if not temperature > 0:
+        raise ValueError(f"--temperature must be > 0, got {temperature}")
+    if _is_exact(model):
+        own = _exact_sampler(model)
+        sampler = sampler or own
+        if sampler != own:
+            raise ValueError(f"a {type(model).__name__} samples with --sampler {own} only; got {sampler!r}")
+        if steps is not None:
+            raise ValueError(f"--steps does not apply to a {type(model).__name__} (its sampler has no step count)")
+        g = _generator(seed)
+        batches = range(0, n, batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, desc=f"{sampler}, batches of {batch_size}", leave=False)
+        x = torch.cat([model.sample(min(batch_size, n - i), g, temperature=temperature) for i in batches])
+        steps, nfe = 1, _exact_nfe(model)
+    elif isinstance(model, ScoreModel):
         sampler = model.check_sampler(sampler)
         steps = model.default_steps(sampler) if steps is None else steps
         res = sample_in_batches(model, n, sampler, steps=steps, generator=_generator(seed), batch_size=batch_size,
@@ -263,14 +294,52 @@ def run_sample(run: Path, n: int, sampler: Optional[str], steps: Optional[int], 
                                 **kwargs)
         x, nfe = res.x0, res.nfe
     seconds = time.perf_counter() - start
-    out = out or run / "samples" / f"{sampler}_{steps}.png"
+    tag = f"_t{temperature:g}" if temperature != 1.0 else ""
+    out = out or run / "samples" / f"{sampler}_{steps}{tag}.png"
+    extra: dict[str, Any] = {}
     if model.spec.is_image:
         save_grid(x, out, scale=max(1, 64 // x.shape[-1]))  # small images upscaled to ~64 px tiles
+    elif _is_sequence(model.spec):
+        extra["wav"] = [str(p) for p in _write_sequences(x, model.spec, out)]
     else:
         save_grid(x, out)
     np.savez_compressed(out.with_suffix(".npz"), x=x.numpy())
     return {"picture": str(out), "samples": str(out.with_suffix(".npz")), "n": n, "sampler": sampler,
-            "steps": steps, "eta": eta, "nfe": nfe, "seconds": round(seconds, 2), "weights": "raw" if raw else "ema"}
+            "steps": steps, "eta": eta, "nfe": nfe, "seconds": round(seconds, 2), "weights": "raw" if raw else "ema",
+            **({"temperature": temperature} if _is_exact(model) else {}), **extra}
+
+
+def _exact_sampler(model) -> str:
+    """The one sampler of an exact-likelihood family: ``inverse`` for a flow (z ~ N(0, I), x = f⁻¹(z)),
+    ``ancestral`` for an autoregressive model (x_i ~ p(x_i | x_<i), one step per dimension)."""
+    return getattr(model, "sampler_name", "ancestral")
+
+
+def _exact_nfe(model) -> int:
+    """Network evaluations per sample of an exact-likelihood family (a flow: 1 inverse pass; an autoregressive
+    model: one pass per position, e.g. 784 for a 28×28 PixelCNN, L for WaveNet)."""
+    return int(getattr(model, "sample_nfe", 1))
+
+
+def _is_sequence(spec) -> bool:
+    """1-D sequences: events ``(C, L)`` (e.g. ``speech``, (1, 2048))."""
+    return len(spec.event_shape) == 2
+
+
+def _write_sequences(x, spec, out: Path, n_wav: int = 8) -> list[Path]:
+    """A waveform picture of the first sequences at ``out`` and the first ``n_wav`` as WAV files beside it
+    (``out`` stem + ``_K.wav``); μ-law codes are decoded to linear amplitude when the dataset says it is μ-law."""
+    from .viz import save_waveforms
+
+    save_waveforms(x[:8], out, title=f"{len(x)} samples of {spec.name}")
+    written = [out]
+    try:
+        from .data.speech import SAMPLE_RATE, save_wav
+    except ImportError:  # no audio helpers: the picture only
+        return written
+    for i in range(min(n_wav, len(x))):
+        written.append(save_wav(x[i], out.with_name(f"{out.stem}_{i}.wav"), SAMPLE_RATE))
+    return written
 
 
 def _require_likelihood(run: Path) -> None:
@@ -490,6 +559,54 @@ def write_vae_pictures(run: Path, model, run_config, seed: int = 0, n: int = 8) 
     return [str(p) for p in written]
 
 
+def write_exact_pictures(run: Path, model, run_config, seed: int = 0) -> list[str]:
+    """A flow's or autoregressive model's pictures in RUN/figures. Images: ``samples.png`` (64 samples) and
+    ``samples_t0.7.png`` (temperature 0.7: the base std for a flow, as in Glow §5; the softmax temperature for an
+    autoregressive model). 2-D data: ``density.png``, the learned log-density as a heat map with held-out data on top
+    beside the true density where the toy has one, and ``samples.png`` (2000 samples). 1-D sequences: a waveform
+    picture and WAV files. All: the loss curve."""
+    import torch
+
+    from .data import load_dataset
+    from .viz import save_density_maps, save_grid, save_loss_curve
+
+    figs, written = run / "figures", []
+    g = _generator(seed)
+    if model.spec.is_image:
+        scale = max(1, 32 // model.spec.event_shape[-1])
+        with torch.no_grad():
+            written.append(save_grid(model.sample(64, g), figs / "samples.png", scale=scale))
+            written.append(save_grid(model.sample(64, g, temperature=0.7), figs / "samples_t0.7.png", scale=scale))
+    elif _is_sequence(model.spec):
+        with torch.no_grad():
+            written += _write_sequences(model.sample(8, g), model.spec, figs / "samples.png")
+    elif model.spec.event_shape == (2,):
+        from .data.toys import toy_has_density, toy_log_density
+
+        test = load_dataset(run_config.data).test[:1000]
+        lo, hi = test.min(0).values, test.max(0).values
+        pad = 0.15 * (hi - lo)
+        extent = (float(lo[0] - pad[0]), float(hi[0] + pad[0]), float(lo[1] - pad[1]), float(hi[1] + pad[1]))
+        H = 200
+        xs, ys = torch.linspace(extent[0], extent[1], H), torch.linspace(extent[2], extent[3], H)
+        grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1).reshape(-1, 2)  # row 0 at the bottom
+        dtype = next(model.parameters()).dtype
+        with torch.no_grad():
+            log_p = torch.cat([model.log_prob(b.to(model.device, dtype)).double().cpu() for b in grid.split(5000)])
+        panels = [(f"{run_config.model}: log p_θ, test data on top", log_p.reshape(H, H), test)]
+        try:
+            if toy_has_density(run_config.data):
+                panels.insert(0, ("true log p", toy_log_density(run_config.data, grid).double().reshape(H, H), None))
+        except ValueError:
+            pass
+        written.append(save_density_maps(panels, extent, figs / "density.png"))
+        with torch.no_grad():
+            written.append(save_grid(model.sample(2000, g), figs / "samples.png"))
+    if (run / "metrics.jsonl").is_file():
+        written.append(save_loss_curve(run / "metrics.jsonl", figs / "loss.png"))
+    return [str(p) for p in written]
+
+
 def _kde(points, at, sigma: float, score: bool = False):
     """log q (or ∇log q with ``score``) at ``at`` ``[M, 2]`` of q = (points) ∗ N(0, σ²I), the empirical distribution
     of ``points`` ``[N, 2]`` blurred by Gaussian noise of std σ: exact for the points, so the score of the σ-noised
@@ -659,6 +776,8 @@ def write_pictures(run: Path, seed: int = 0, n: int = 8) -> list[str]:
         return write_vae_pictures(run, model, run_config, seed, n)
     if isinstance(model, ScoreModel):
         return write_score_pictures(run, model, run_config, seed)
+    if _is_exact(model):
+        return write_exact_pictures(run, model, run_config, seed)
     figs = run / "figures"
     written = []
     g = _generator(seed)
@@ -757,7 +876,8 @@ def sample(
     n: int = typer.Option(64, help="Number of samples."),
     sampler: Optional[str] = typer.Option(None, help="Diffusion: ancestral | ddim | dpm++ | heun | euler_maruyama | "
                                                      "ode | pc. VAE: ancestral (x ~ p(x|z)) | mean (E[x|z]). EBM: "
-                                                     "langevin. NCSN: annealed. [default: the first named]"),
+                                                     "langevin. NCSN: annealed. Flows: inverse. PixelCNN, WaveNet: "
+                                                     "ancestral. [default: the first named]"),
     steps: Optional[int] = typer.Option(None, help="Diffusion: steps / noise levels (Heun: 2N−1 NFE, pc: 2N) "
                                                    "[default: all T]. EBM: Langevin steps. NCSN: Langevin steps per "
                                                    "noise level (NFE = levels × steps + 1) [default: the config's]."),
@@ -767,9 +887,12 @@ def sample(
     raw: bool = typer.Option(False, "--raw", help="Use the raw weights instead of the EMA weights."),
     batch_size: int = typer.Option(100, help="Samples drawn at once (≈100 is fastest on CPU)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    temperature: float = typer.Option(1.0, help="Flows: std of the base distribution (Glow's T, e.g. 0.7); "
+                                                "autoregressive models: softmax temperature. 1: the model itself."),
 ) -> None:
     """Draw samples from a run into a PNG grid and an .npz file; prints what it wrote as JSON."""
-    typer.echo(json.dumps(run_sample(run, n, sampler, steps, eta, seed, out, raw, progress, batch_size)))
+    typer.echo(json.dumps(run_sample(run, n, sampler, steps, eta, seed, out, raw, progress, batch_size,
+                                     temperature)))
 
 
 @app.command()

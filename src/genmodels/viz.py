@@ -666,6 +666,86 @@ def _check_extent(extent: Sequence[float]) -> tuple[float, float, float, float]:
     return x0, x1, y0, y1
 
 
+def _draw_log_density(ax, log_density: Tensor, extent: tuple[float, float, float, float], depth: float,
+                      title: str) -> None:
+    """A ``[H, W]`` log-density (row 0 at the bottom) as a heat map of its top ``depth`` nats on ``ax``."""
+    ld = _points_numpy(log_density)
+    if ld.ndim != 2:
+        raise ValueError(f"panel {title!r}: log_density must be [H, W], got {ld.shape}")
+    top = np.nanmax(np.where(np.isfinite(ld), ld, -np.inf))
+    top = top if np.isfinite(top) else 0.0
+    img = np.clip(np.nan_to_num(ld, nan=-np.inf, neginf=-np.inf), top - depth, top)
+    ax.imshow(img, origin="lower", extent=extent, cmap="viridis", aspect="auto", interpolation="bilinear")
+
+
+def save_density_maps(panels: Sequence[tuple[str, Tensor, Tensor | None]], extent: Sequence[float], path: PathLike,
+                      *, depth: float = 8.0, title: str | None = None) -> Path:
+    """Log-densities on one 2-D window as heat maps side by side, each with optional points on top (e.g. a flow's
+    learned log p_θ with held-out data, beside the toy's true log p).
+
+    Args:
+        panels: ``(title, log_density, points)`` per panel: ``log_density`` ``[H, W]`` in nats on a regular grid over
+            ``extent`` (row 0 at the bottom, column 0 at the left); ``points`` ``[M, 2]`` drawn as white dots, or None.
+        extent: ``(x0, x1, y0, y1)``.
+        path: destination PNG (atomic write, parents created).
+        depth: nats below each panel's maximum that are shown (lower values are drawn as the floor).
+        title: figure title.
+    Returns:
+        ``Path`` of the written file.
+    Raises:
+        ValueError: for no panels, a bad extent, a log-density that is not ``[H, W]`` or points that are not ``[M, 2]``.
+    """
+    if not panels:
+        raise ValueError("save_density_maps needs at least one panel")
+    x0, x1, y0, y1 = _check_extent(extent)
+    fig = _new_figure(3.6 * len(panels), 3.6 + (0.3 if title else 0.0))
+    for j, (name, log_density, points) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), j + 1)
+        _draw_log_density(ax, log_density, (x0, x1, y0, y1), depth, name)
+        if points is not None:
+            pts = _points_numpy(points)
+            if pts.ndim != 2 or pts.shape[1] != 2:
+                raise ValueError(f"panel {name!r}: points must be [M, 2], got {pts.shape}")
+            ax.scatter(pts[:, 0], pts[:, 1], s=2, color="white", alpha=0.6, linewidths=0)
+        ax.set_xlim(x0, x1)
+        ax.set_ylim(y0, y1)
+        ax.set_aspect("equal")
+        ax.set_title(name, fontsize=8)
+        ax.tick_params(labelsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save_figure(fig, path)
+
+
+def save_waveforms(x: Tensor, path: PathLike, *, title: str | None = None) -> Path:
+    """1-D sequences as stacked line plots, one row each (e.g. WaveNet's samples of μ-law-coded speech).
+
+    Args:
+        x: ``[N, L]`` or ``[N, 1, L]`` values (any scale; each row gets its own axis).
+        path: destination PNG (atomic write, parents created).
+        title: figure title.
+    Returns:
+        ``Path`` of the written file.
+    Raises:
+        ValueError: if ``x`` is not ``[N, L]`` / ``[N, 1, L]`` with N, L ≥ 1.
+    """
+    w = _points_numpy(torch.as_tensor(x))
+    if w.ndim == 3 and w.shape[1] == 1:
+        w = w[:, 0]
+    if w.ndim != 2 or 0 in w.shape:
+        raise ValueError(f"save_waveforms expects [N, L] or [N, 1, L] sequences, got {tuple(np.shape(x))}")
+    fig = _new_figure(8.0, 1.1 * len(w) + (0.3 if title else 0.0))
+    axes = fig.subplots(len(w), 1, squeeze=False)[:, 0]
+    for ax, row in zip(axes, w):
+        ax.plot(row, linewidth=0.5, color="C0")
+        ax.set_xlim(0, len(row) - 1)
+        ax.tick_params(labelsize=6)
+    axes[-1].set_xlabel("position", fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return _save_figure(fig, path)
+
+
 def save_score_fields(panels: Sequence[Sequence[FieldPanel]], extent: Sequence[float], path: PathLike, *,
                       depth: float = 8.0, title: str | None = None) -> Path:
     """Score vector fields over log-densities, as a grid of panels (rows × columns) on one 2-D window.
@@ -700,14 +780,7 @@ def save_score_fields(panels: Sequence[Sequence[FieldPanel]], extent: Sequence[f
                 continue
             panel = row[j]
             if panel.log_density is not None:
-                ld = _points_numpy(panel.log_density)
-                if ld.ndim != 2:
-                    raise ValueError(f"panel {panel.title!r}: log_density must be [H, W], got {ld.shape}")
-                top = np.nanmax(np.where(np.isfinite(ld), ld, -np.inf))
-                top = top if np.isfinite(top) else 0.0
-                img = np.clip(np.nan_to_num(ld, nan=-np.inf, neginf=-np.inf), top - depth, top)
-                ax.imshow(img, origin="lower", extent=(x0, x1, y0, y1), cmap="viridis", aspect="auto",
-                          interpolation="bilinear")
+                _draw_log_density(ax, panel.log_density, (x0, x1, y0, y1), depth, panel.title)
             if panel.score is not None:
                 sc = _points_numpy(panel.score)
                 if sc.ndim != 3 or sc.shape[2] != 2:
