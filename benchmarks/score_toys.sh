@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Score-based models against DDPM on the 2-D toys (issue 6): train each for the same steps, draw 1000 samples with
 # each family's own sampler at ≈ 1000 network evaluations, and score them against held-out data (sliced W2, exact W2
-# by POT, MMD²) with the real-vs-real floor. Results: runs/score_toys/*/nfe_sweep/sweep.json.
-#   bash benchmarks/score_toys.sh [STEPS] [TOYS...]
+# by POT, MMD²) with the real-vs-real floor. Results: runs/score_toys/TOY/MODEL[_sSEED]/nfe_sweep/sweep.json;
+# `python benchmarks/score_toys_summary.py` tabulates them over seeds (mean ± s.d.).
+#   SEED=1 bash benchmarks/score_toys.sh [STEPS] [TOYS...]      # SEED (default 0): weights, data order, sampler
 set -euo pipefail
 STEPS=${1:-4000}; shift || true
 TOYS=${@:-8gaussians moons}
+SEED=${SEED:-0}
 OUT=runs/score_toys
-COMMON=(--steps "$STEPS" --lr 1e-3 --threads 2 --no-progress --log-every 1000)
+SUFFIX=$([ "$SEED" = 0 ] && echo "" || echo "_s$SEED")
+COMMON=(--steps "$STEPS" --lr 1e-3 --threads 2 --no-progress --log-every 1000 --seed "$SEED")
 for toy in $TOYS; do
   declare -A RUNS=(
     [ebm_dsm]="ebm --set loss_type=dsm"
@@ -17,14 +20,15 @@ for toy in $TOYS; do
     [ddpm]="ddpm"
   )
   for name in ebm_dsm ebm_ssm ebm_esm ncsn ddpm; do
-    run=$OUT/$toy/$name
+    run=$OUT/$toy/$name$SUFFIX
     [ -f "$run/model.safetensors" ] || genmodels train ${RUNS[$name]} --data "$toy" --out "$run" "${COMMON[@]}"
     case $name in
       ebm_*) sampler=langevin; nfe=1001 ;;
       ncsn) sampler=annealed; nfe=1001 ;;
       ddpm) sampler=ancestral; nfe=1000 ;;
     esac
-    genmodels evaluate "$run" --sampler "$sampler" --nfe "$nfe" --n 1000 --no-progress > "$run/sweep.log" 2>&1
+    genmodels evaluate "$run" --sampler "$sampler" --nfe "$nfe" --n 1000 --seed "$SEED" --no-progress \
+      > "$run/sweep.log" 2>&1
     python - "$run" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1] + "/nfe_sweep/sweep.json"))
