@@ -8,6 +8,7 @@ Every model is a :class:`GenerativeModel` with ``loss(x)``, ``nll(x)`` (nats) an
 see ``DESIGN.md``.
 """
 
+from .autoregressive.wavenet import WaveNet, WaveNetConfig  # registers "wavenet"
 from .core import DataSpec, GenerativeModel, NLLOutput, NoLikelihoodError, discrete_nll_from_density, nats_to_bpd
 from .diffusion.ddpm import DDPM, DDPMConfig  # registers "ddpm"
 from .diffusion.schedules import DiscreteSchedule, GammaConfig, ScheduleConfig
@@ -23,6 +24,7 @@ __all__ = [
     "VDM", "VDMConfig", "GammaConfig",
     "VAE", "VAEConfig", "HVAE", "HVAEConfig",
     "EBM", "EBMConfig", "NCSN", "NCSNConfig",
+    "WaveNet", "WaveNetConfig",
     "load_dataset", "from_pretrained",
 ]
 __version__ = "0.1.0"
