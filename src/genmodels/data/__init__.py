@@ -8,7 +8,8 @@
 Names (``list_datasets()``): embedded ``digits``, ``mnist5k``, ``fashion-mnist``
 (:mod:`~genmodels.data.embedded`); the user's files ``idx:DIR``, ``folder:DIR``, ``npz:FILE``
 (:mod:`~genmodels.data.files`); ``binary:NAME``, a fixed binarized copy of a discrete image dataset
-(:mod:`~genmodels.data.binarized`); 2-D toys ``moons``, ``swissroll``, ``8gaussians``, ``checkerboard``
+(:mod:`~genmodels.data.binarized`); ``speech``, espeak-ng sentences as μ-law audio, event ``(1, 2048)``
+(:mod:`~genmodels.data.speech`); 2-D toys ``moons``, ``swissroll``, ``8gaussians``, ``checkerboard``
 (:mod:`~genmodels.data.toys`). Every bad input raises :class:`DataError` naming the file and the fix.
 """
 
@@ -27,6 +28,7 @@ from genmodels.data.base import (
 from genmodels.data.binarized import load_binarized
 from genmodels.data.embedded import load_digits, load_fashion_mnist, load_mnist5k
 from genmodels.data.files import load_idx_dir, load_image_folder, load_npz, read_idx
+from genmodels.data.speech import load_speech, mu_law_decode, mu_law_encode, save_wav
 from genmodels.data.toys import TOYS, load_toy, sample_toy, toy_has_density, toy_log_density
 
 __all__ = [
@@ -45,6 +47,10 @@ __all__ = [
     "load_mnist5k",
     "load_fashion_mnist",
     "read_idx",
+    "load_speech",
+    "mu_law_encode",
+    "mu_law_decode",
+    "save_wav",
     "load_idx_dir",
     "load_image_folder",
     "load_npz",
