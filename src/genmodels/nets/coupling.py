@@ -1,0 +1,110 @@
+"""Coupling networks of normalizing flows: the functions (s, t) = NN(x_a) inside a coupling layer. Backbones only;
+they know nothing of flows (see :mod:`genmodels.flows.transforms`).
+
+- :class:`CouplingMLP` for vectors (NICE, Dinh et al. 2014, §5.1: ReLU MLPs; RealNVP's toy experiments);
+- :class:`CouplingResNet` for images (RealNVP, Dinh et al. 2017, §4.1: deep convolutional residual networks with
+  3×3 convolutions; Glow, Kingma & Dhariwal 2018, §3.3: a final zero-initialized convolution).
+
+Both end in a **zero-initialized** layer, so the network's output is 0 at initialization and every coupling layer
+starts as the identity (Glow §3.3, "zero initialization"). The residual blocks' second convolution is zero-initialized
+too (SkipInit/Fixup style), so that a deep stack without normalization starts as conv → act → conv; no batch norm, so
+every example's Jacobian depends on that example only (RealNVP's batch norm would couple the examples of a batch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from torch import Tensor, nn
+
+__all__ = ["CouplingNetConfig", "CouplingMLP", "CouplingResNet", "make_activation"]
+
+Activation = Literal["relu", "silu", "tanh"]
+
+
+@dataclass(frozen=True)
+class CouplingNetConfig:
+    """The network inside each coupling layer.
+
+    Attributes:
+        hidden: width of the hidden layers (vectors) or number of hidden channels (images).
+        depth: number of hidden layers (vectors, ≥ 1) or of residual blocks (images, ≥ 0).
+        activation: ``relu`` (NICE, RealNVP, Glow), ``silu`` or ``tanh`` (smoother densities on 2-D toys).
+    Raises:
+        ValueError: for a width < 1, a negative depth or an unknown activation.
+    """
+
+    hidden: int = 64
+    depth: int = 2
+    activation: Activation = "relu"
+
+    def __post_init__(self) -> None:
+        if self.hidden < 1 or self.depth < 0:
+            raise ValueError(f"CouplingNetConfig: need hidden ≥ 1 and depth ≥ 0, got hidden={self.hidden}, "
+                             f"depth={self.depth}")
+        if self.activation not in ("relu", "silu", "tanh"):
+            raise ValueError(f"CouplingNetConfig: activation must be 'relu', 'silu' or 'tanh', got {self.activation!r}")
+
+
+def make_activation(name: Activation) -> nn.Module:
+    """The activation module called ``name``."""
+    return {"relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh}[name]()
+
+
+def _zero(layer: nn.Module) -> nn.Module:
+    for p in layer.parameters():
+        nn.init.zeros_(p)
+    return layer
+
+
+class CouplingMLP(nn.Sequential):
+    """``[B, n_in] -> [B, n_out]``: Linear → act, ``depth`` hidden layers of width ``hidden`` (at least one), then a
+    zero-initialized Linear (NICE §5.1 used 5 ReLU layers of 1000 units on MNIST).
+
+    Args:
+        n_in, n_out: input and output features. config: :class:`CouplingNetConfig`.
+    """
+
+    def __init__(self, n_in: int, n_out: int, config: CouplingNetConfig = CouplingNetConfig()):
+        layers: list[nn.Module] = []
+        width = n_in
+        for _ in range(max(1, config.depth)):
+            layers += [nn.Linear(width, config.hidden), make_activation(config.activation)]
+            width = config.hidden
+        layers.append(_zero(nn.Linear(width, n_out)))
+        super().__init__(*layers)
+
+
+class _ResBlock(nn.Module):
+    """h + conv3×3(act(conv3×3(act(h)))), the second convolution zero-initialized. ``[B, C, H, W]`` → same."""
+
+    def __init__(self, channels: int, activation: Activation):
+        super().__init__()
+        self.body = nn.Sequential(make_activation(activation), nn.Conv2d(channels, channels, 3, padding=1),
+                                  make_activation(activation), _zero(nn.Conv2d(channels, channels, 3, padding=1)))
+
+    def forward(self, h: Tensor) -> Tensor:
+        """h ``[B, C, H, W]`` -> ``[B, C, H, W]``."""
+        return h + self.body(h)
+
+
+class CouplingResNet(nn.Module):
+    """``[B, c_in, H, W] -> [B, c_out, H, W]``: conv3×3 (c_in → hidden), ``depth`` residual blocks, act, then a
+    zero-initialized conv3×3 (hidden → c_out) (RealNVP §4.1's ResNet; Glow §3.3's zero-initialized last conv).
+
+    Args:
+        c_in, c_out: input and output channels. config: :class:`CouplingNetConfig` (``hidden`` channels,
+            ``depth`` residual blocks).
+    """
+
+    def __init__(self, c_in: int, c_out: int, config: CouplingNetConfig = CouplingNetConfig()):
+        super().__init__()
+        self.inp = nn.Conv2d(c_in, config.hidden, 3, padding=1)
+        self.blocks = nn.Sequential(*(_ResBlock(config.hidden, config.activation) for _ in range(config.depth)))
+        self.out = nn.Sequential(make_activation(config.activation),
+                                 _zero(nn.Conv2d(config.hidden, c_out, 3, padding=1)))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x ``[B, c_in, H, W]`` -> ``[B, c_out, H, W]``."""
+        return self.out(self.blocks(self.inp(x)))
