@@ -13,6 +13,7 @@ from .core import DataSpec, GenerativeModel, NLLOutput, NoLikelihoodError, discr
 from .diffusion.ddpm import DDPM, DDPMConfig  # registers "ddpm"
 from .diffusion.schedules import DiscreteSchedule, GammaConfig, ScheduleConfig
 from .diffusion.vdm import VDM, VDMConfig  # registers "vdm"
+from .flows import NICE, Glow, GlowConfig, NICEConfig, RealNVP, RealNVPConfig  # registers "nice", "realnvp", "glow"
 from .registry import MODELS
 from .score.ebm import EBM, EBMConfig  # registers "ebm"
 from .score.ncsn import NCSN, NCSNConfig  # registers "ncsn"
@@ -24,6 +25,7 @@ __all__ = [
     "VDM", "VDMConfig", "GammaConfig",
     "VAE", "VAEConfig", "HVAE", "HVAEConfig",
     "EBM", "EBMConfig", "NCSN", "NCSNConfig",
+    "NICE", "NICEConfig", "RealNVP", "RealNVPConfig", "Glow", "GlowConfig",
     "WaveNet", "WaveNetConfig",
     "load_dataset", "from_pretrained",
 ]
