@@ -25,7 +25,6 @@ The NLL is exact: −log p(x) = −Σ_t log softmax(logits_t)[x_t], in nats; the
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -104,6 +103,11 @@ class WaveNet(GenerativeModel):
     def receptive_field(self) -> int:
         """R = 1 + Σ_layers (k−1)·d: x_t is predicted from the R samples x_{t−R}, …, x_{t−1}."""
         return self.config.receptive_field
+
+    @property
+    def sample_nfe(self) -> int:
+        """Network evaluations per sample: one (incremental) pass per position, L."""
+        return self.spec.event_shape[-1]
 
     # ------------------------------------------------------------------------- the network
 
@@ -221,7 +225,9 @@ def _check_spec(spec: DataSpec) -> None:
 
 def default_config(spec: DataSpec) -> WaveNetConfig:
     """The WaveNet preset for ``speech`` and any discrete ``(1, L)`` data: C = 32, S = 128, dilations 1 … 128 twice
-    (16 layers, R = 511 samples = 64 ms at 8 kHz). About 0.3 M parameters.
+    (16 layers, R = 511 samples = 64 ms at 8 kHz); 0.21 M parameters for 256 levels. Sized for a CPU: one Adam step on
+    a batch of 16 × 2048 samples took 1.5–1.9 s on one thread of a shared 2-core machine (C = 48 gives 0.35 M
+    parameters at about 1.6× the time); sampling 2048 steps with the queues, about 3 ms a step.
 
     Raises:
         ValueError: as :class:`WaveNet`, for data it cannot model.

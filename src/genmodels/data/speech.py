@@ -54,7 +54,7 @@ from genmodels.data.base import DATASETS, DataError, Dataset, DatasetEntry, hold
 
 __all__ = [
     "MU",
-    "SPEECH_RATE",
+    "SAMPLE_RATE",
     "SPEECH_WINDOW",
     "SPEECH_N_SENTENCES",
     "SPEECH_SEED",
@@ -73,7 +73,7 @@ logger = logging.getLogger(__name__)
 
 MU = 255
 """μ of μ-law companding; 256 codes (WaveNet §2.2)."""
-SPEECH_RATE = 8000
+SAMPLE_RATE = 8000
 """Sample rate of the dataset, Hz."""
 SPEECH_WINDOW = 2048
 """Samples per example (0.256 s at 8 kHz)."""
@@ -133,7 +133,7 @@ def mu_law_decode(k: np.ndarray | Tensor, mu: int = MU) -> np.ndarray | Tensor:
     return np.sign(f) * np.expm1(np.abs(f) * np.log1p(mu)) / mu
 
 
-def save_wav(x: np.ndarray | Tensor, path: str | os.PathLike, rate: int = SPEECH_RATE, *,
+def save_wav(x: np.ndarray | Tensor, path: str | os.PathLike, rate: int = SAMPLE_RATE, *,
              n_bins: int = MU + 1, gap: float = 0.1) -> Path:
     """Write μ-law data as a 16-bit PCM WAV file (atomically): codes are decoded to linear amplitude first.
 
@@ -302,7 +302,7 @@ class SpeechCorpus:
 
 
 def generate_speech(n_sentences: int = SPEECH_N_SENTENCES, *, seed: int = SPEECH_SEED,
-                    window: int = SPEECH_WINDOW, rate: int = SPEECH_RATE,
+                    window: int = SPEECH_WINDOW, rate: int = SAMPLE_RATE,
                     test_fraction: float = 0.1) -> SpeechCorpus:
     """Synthesize the corpus (no cache; see the module docstring for the recipe). About 50 ms per sentence.
 
@@ -376,7 +376,7 @@ def _load(path: Path) -> SpeechCorpus:
 
 
 def speech_corpus(n_sentences: int = SPEECH_N_SENTENCES, *, seed: int = SPEECH_SEED, window: int = SPEECH_WINDOW,
-                  rate: int = SPEECH_RATE, cache: bool = True) -> SpeechCorpus:
+                  rate: int = SAMPLE_RATE, cache: bool = True) -> SpeechCorpus:
     """:func:`generate_speech`, cached: read from :func:`cache_dir` when there, else generated and written atomically.
 
     A cache file that cannot be read is regenerated. Raises as :func:`generate_speech`.
