@@ -269,7 +269,7 @@ def run_sample(run: Path, n: int, sampler: Optional[str], steps: Optional[int], 
 
             batches = tqdm(batches, desc=f"{sampler}, batches of {batch_size}", leave=False)
         x = torch.cat([model.sample(min(batch_size, n - i), g, temperature=temperature) for i in batches])
-        steps, nfe = 1, _exact_nfe(model)
+        steps, nfe = None, _exact_nfe(model)
     elif isinstance(model, ScoreModel):
         sampler = model.check_sampler(sampler)
         steps = model.default_steps(sampler) if steps is None else steps
@@ -295,7 +295,7 @@ def run_sample(run: Path, n: int, sampler: Optional[str], steps: Optional[int], 
         x, nfe = res.x0, res.nfe
     seconds = time.perf_counter() - start
     tag = f"_t{temperature:g}" if temperature != 1.0 else ""
-    out = out or run / "samples" / f"{sampler}_{steps}{tag}.png"
+    out = out or run / "samples" / (f"{sampler}_{steps}{tag}.png" if steps is not None else f"{sampler}{tag}.png")
     extra: dict[str, Any] = {}
     if model.spec.is_image:
         save_grid(x, out, scale=max(1, 64 // x.shape[-1]))  # small images upscaled to ~64 px tiles
@@ -327,16 +327,17 @@ def _is_sequence(spec) -> bool:
 
 
 def _write_sequences(x, spec, out: Path, n_wav: int = 8) -> list[Path]:
-    """A waveform picture of the first sequences at ``out`` and the first ``n_wav`` as WAV files beside it
-    (``out`` stem + ``_K.wav``); μ-law codes are decoded to linear amplitude when the dataset says it is μ-law."""
+    """A waveform picture of the first sequences at ``out`` and, for the μ-law-coded ``speech`` dataset, the first
+    ``n_wav`` as WAV files beside it (``out`` stem + ``_K.wav``, decoded to linear amplitude at its sample rate).
+    Other sequence data gets the picture only: its values are not known to be audio."""
     from .viz import save_waveforms
 
     save_waveforms(x[:8], out, title=f"{len(x)} samples of {spec.name}")
     written = [out]
-    try:
-        from .data.speech import SAMPLE_RATE, save_wav
-    except ImportError:  # no audio helpers: the picture only
+    if spec.name != "speech":
         return written
+    from .data.speech import SAMPLE_RATE, save_wav
+
     for i in range(min(n_wav, len(x))):
         written.append(save_wav(x[i], out.with_name(f"{out.stem}_{i}.wav"), SAMPLE_RATE))
     return written
@@ -819,7 +820,7 @@ def write_pictures(run: Path, seed: int = 0, n: int = 8) -> list[str]:
 @_friendly
 def train(
     model: str = typer.Argument("ddpm", help="Model family (see `genmodels models`): ddpm, vdm, vae, hvae, ebm, "
-                                             "ncsn."),
+                                             "ncsn, nice, realnvp, glow, pixelcnn, wavenet."),
     data: str = typer.Option("", "--data", "-d", help="Dataset name or idx:DIR / folder:DIR / npz:FILE."),
     out: Path = typer.Option(Path("runs/ddpm"), "--out", "-o", help="Run folder (config.json, weights, metrics)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
@@ -848,8 +849,8 @@ def train(
                             "latent_dims=32,16, coder.backbone=conv, kl_warmup_steps=2000, free_bits=0.1, "
                             "objective=iwae, train_samples=5. All fields: `genmodels config MODEL --data DATA`."),
 ) -> None:
-    """Train a model (ddpm, vdm, vae, hvae, ebm, ncsn) on a dataset; a run folder holds everything needed to resume,
-    sample and evaluate."""
+    """Train a model (ddpm, vdm, vae, hvae, ebm, ncsn, nice, realnvp, glow, pixelcnn, wavenet) on a dataset; a run
+    folder holds everything needed to resume, sample and evaluate."""
     from .diffusion.schedules import ScheduleConfig
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -985,7 +986,8 @@ def pictures(run: Path = typer.Argument(..., help="Run folder."), seed: int = ty
 @app.command("config")
 @_friendly
 def show_config(
-    model: str = typer.Argument(..., help="Model family: ddpm, vdm, vae, hvae, ebm, ncsn."),
+    model: str = typer.Argument(..., help="Model family: ddpm, vdm, vae, hvae, ebm, ncsn, nice, realnvp, glow, "
+                                          "pixelcnn, wavenet."),
     data: str = typer.Option(..., "--data", "-d", help="Dataset name (the preset depends on the data)."),
     settings: Optional[list[str]] = typer.Option(None, "--set", help="field=value assignments to apply first."),
 ) -> None:
