@@ -20,7 +20,7 @@ Notation:
 ``log_det``         log |det ∂z/∂x| per example, ``[B]``, nats
 ``alpha``           α of the logit pre-processing (RealNVP §4.1; 0.05 for images)
 ``lo``, ``hi``      the interval the logit maps onto ℝ (the data range extended by half a bin)
-``P, L, U, s``      the LU factors of Glow's 1×1 convolution W = P L (U + diag(s)) (Glow Eq. 10)
+``P, L, U, s``      the LU factors of Glow's 1×1 convolution W = P L (U + diag(s)) (Glow §3.2)
 ==================  ==============================================================================================
 
 Sources: NICE (Dinh, Krueger & Bengio 2014; seed 004's additive coupling x = z + F(u)), RealNVP (Dinh,
@@ -217,7 +217,7 @@ def _coupling_net(partition: Partition, n_out_per_target: int, config: CouplingN
 
 
 class AdditiveCoupling(Transform):
-    """NICE's additive coupling (Dinh et al. 2014, Eq. 4; seed 004, "x = z + F_Θ(u), v = u"):
+    """NICE's additive coupling (Dinh et al. 2014, §3.2, "additive coupling layer"; seed 004, "x = z + F_Θ(u), v = u"):
 
         z_a = x_a,  z_b = x_b + m(x_a);    inverse x_b = z_b − m(z_a);    log_det = 0 (volume preserving).
 
@@ -233,19 +233,21 @@ class AdditiveCoupling(Transform):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         x_a, x_b = self.partition.split(x)
-        z_b = x_b + self.partition.restrict(self.net(x_a))  # NICE Eq. 4; seed 004: x = z + F_Θ(u)
+        # NICE §3.2: y_I2 = x_I2 + m(x_I1); seed 004: x = z + F_Θ(u)
+        z_b = x_b + self.partition.restrict(self.net(x_a))
         return self.partition.merge(x_a, z_b), x.new_zeros(x.shape[0])  # unit Jacobian determinant
 
     def inverse(self, z: Tensor) -> Tensor:
         z_a, z_b = self.partition.split(z)
-        x_b = z_b - self.partition.restrict(self.net(z_a))  # NICE Eq. 5; seed 004: z = x − F_Θ(u)
+        # NICE §3.2: x_I2 = y_I2 − m(y_I1); seed 004: z = x − F_Θ(u)
+        x_b = z_b - self.partition.restrict(self.net(z_a))
         return self.partition.merge(z_a, x_b)
 
 
 class AffineCoupling(Transform):
     """RealNVP's affine coupling (Dinh et al. 2017, Eqs. 6–9; seed 004, "x = z ⊙ exp(F_Θ(u)) + F_Ψ(u)"):
 
-        z_a = x_a,  z_b = x_b ⊙ exp(log_s(x_a)) + t(x_a)       (Eq. 6; Eq. 9 with a mask b)
+        z_a = x_a,  z_b = x_b ⊙ exp(log_s(x_a)) + t(x_a)       (Eqs. 4–5 and 7; Eq. 9 with a mask b)
         x_b = (z_b − t(z_a)) ⊙ exp(−log_s(z_a))                (Eq. 8)
         log_det = Σ log_s(x_a)                                  (Eq. 6's triangular Jacobian, det = exp Σ s)
 
@@ -279,7 +281,7 @@ class AffineCoupling(Transform):
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         x_a, x_b = self.partition.split(x)
         log_s, t = self.log_scale_and_shift(x_a)
-        z_b = x_b * torch.exp(log_s) + t  # RealNVP Eq. 6 (Eq. 9 with the mask)
+        z_b = x_b * torch.exp(log_s) + t  # RealNVP Eq. 7 (Eq. 9 with the mask)
         return self.partition.merge(x_a, z_b), sum_except_batch(log_s)  # log|det| = Σ_j s_j (Eq. 6)
 
     def inverse(self, z: Tensor) -> Tensor:
@@ -425,7 +427,7 @@ class ActNorm(Transform):
 
 
 class InvertibleConv1x1(Transform):
-    """Glow's invertible 1×1 convolution, LU-parameterized (Kingma & Dhariwal 2018, §3.2, Eq. 10):
+    """Glow's invertible 1×1 convolution, LU-parameterized (Kingma & Dhariwal 2018, §3.2, Table 1):
     W = P L (U + diag(sign(s) ⊙ exp(log|s|))), z = W x at every pixel, log_det = H·W·Σ log|s|.
 
     P (a permutation) and sign(s) are fixed buffers; L (unit lower triangular), U (strictly upper triangular) and
@@ -450,7 +452,7 @@ class InvertibleConv1x1(Transform):
         self.log_s = nn.Parameter(torch.log(s.abs()).float())
 
     def weight(self) -> Tensor:
-        """W = P L (U + diag(s)), ``[C, C]`` (Glow Eq. 10)."""
+        """W = P L (U + diag(s)), ``[C, C]`` (Glow §3.2)."""
         eye = torch.eye(self.channels, dtype=self.L.dtype, device=self.L.device)
         lower = self.L * self.l_mask + eye
         upper = self.U * self.l_mask.T + torch.diag(self.sign_s * torch.exp(self.log_s))
