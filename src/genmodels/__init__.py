@@ -8,6 +8,7 @@ Every model is a :class:`GenerativeModel` with ``loss(x)``, ``nll(x)`` (nats) an
 see ``DESIGN.md``.
 """
 
+from .autoregressive.pixelcnn import PixelCNN, PixelCNNConfig  # registers "pixelcnn"
 from .autoregressive.wavenet import WaveNet, WaveNetConfig  # registers "wavenet"
 from .core import DataSpec, GenerativeModel, NLLOutput, NoLikelihoodError, discrete_nll_from_density, nats_to_bpd
 from .diffusion.ddpm import DDPM, DDPMConfig  # registers "ddpm"
@@ -26,7 +27,7 @@ __all__ = [
     "VAE", "VAEConfig", "HVAE", "HVAEConfig",
     "EBM", "EBMConfig", "NCSN", "NCSNConfig",
     "NICE", "NICEConfig", "RealNVP", "RealNVPConfig", "Glow", "GlowConfig",
-    "WaveNet", "WaveNetConfig",
+    "PixelCNN", "PixelCNNConfig", "WaveNet", "WaveNetConfig",
     "load_dataset", "from_pretrained",
 ]
 __version__ = "0.1.0"
