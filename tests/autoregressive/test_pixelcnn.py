@@ -1,7 +1,8 @@
 """PixelCNN (:mod:`genmodels.autoregressive.pixelcnn`) and its masked-convolution backbones
-(:mod:`genmodels.nets.masked`): causality and the receptive field by gradients (against an independent set-propagation of each architecture's
-promise), normalized conditionals for both heads, the exact NLL against brute-force per-pixel re-evaluation,
-sampling (reproducible, on the grid, the same with every cache, the right frequencies), training and bad input."""
+(:mod:`genmodels.nets.masked`): causality and the receptive field by gradients (against an independent
+set-propagation of each architecture's promise), normalized conditionals for both heads, the exact NLL against
+brute-force per-pixel re-evaluation, sampling (reproducible, on the grid, the same with every cache, the right
+frequencies), training and bad input."""
 
 from __future__ import annotations
 
@@ -303,6 +304,7 @@ def test_registered_presets_and_config_round_trip():
         assert config_from_dict(PixelCNNConfig, config_to_dict(cfg)) == cfg
         model = entry.build(cfg, spec)
         assert isinstance(model, PixelCNN) and model.nll_kind == "exact"
+        assert model.sample_nfe == spec.dim
 
 
 def test_clear_errors():
