@@ -3,14 +3,16 @@
 # each family's own sampler at ≈ 1000 network evaluations, and score them against held-out data (sliced W2, exact W2
 # by POT, MMD²) with the real-vs-real floor. Results: runs/score_toys/TOY/MODEL[_sSEED]/nfe_sweep/sweep.json;
 # `python benchmarks/score_toys_summary.py` tabulates them over seeds (mean ± s.d.).
-#   SEED=1 bash benchmarks/score_toys.sh [STEPS] [TOYS...]      # SEED (default 0): weights, data order, sampler
+#   SEED=1 THREADS=1 bash benchmarks/score_toys.sh [STEPS] [TOYS...]      # SEED (default 0): weights, data order, sampler
 set -euo pipefail
 STEPS=${1:-4000}; shift || true
 TOYS=${@:-8gaussians moons}
 SEED=${SEED:-0}
+THREADS=${THREADS:-2}   # torch threads per process (1 when two jobs share 2 cores)
+export OMP_NUM_THREADS=$THREADS
 OUT=runs/score_toys
 SUFFIX=$([ "$SEED" = 0 ] && echo "" || echo "_s$SEED")
-COMMON=(--steps "$STEPS" --lr 1e-3 --threads 2 --no-progress --log-every 1000 --seed "$SEED")
+COMMON=(--steps "$STEPS" --lr 1e-3 --threads "$THREADS" --no-progress --log-every 1000 --seed "$SEED")
 for toy in $TOYS; do
   declare -A RUNS=(
     [ebm_dsm]="ebm --set loss_type=dsm"
