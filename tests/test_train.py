@@ -123,10 +123,10 @@ def test_resume_is_bitwise_exact(tmp_path):
 
 
 class _InterruptAt:
-    """Progress factory that sends the process a SIGINT (Ctrl-C) after step `at`."""
+    """Progress factory that sends the process a signal (default SIGINT, Ctrl-C) after step `at`."""
 
-    def __init__(self, at: int):
-        self.at, self.step = at, 0
+    def __init__(self, at: int, signum: int = signal.SIGINT):
+        self.at, self.step, self.signum = at, 0, signum
 
     def __call__(self, total: int, initial: int):
         self.step = initial
@@ -135,7 +135,7 @@ class _InterruptAt:
     def update(self, n: int = 1) -> None:
         self.step += n
         if self.step == self.at:
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), self.signum)
 
     def set_postfix(self, *a, **kw) -> None:
         pass
@@ -159,6 +159,22 @@ def test_ctrl_c_checkpoints_then_resumes_exactly(tmp_path):
         _assert_same_run(straight, split)
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_sigterm_checkpoints_then_resumes_exactly(tmp_path):
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        straight, split = tmp_path / "straight", tmp_path / "split"
+        make_trainer(straight).fit()
+        with pytest.raises(SystemExit) as exit_info:
+            make_trainer(split, progress=_InterruptAt(5, signal.SIGTERM)).fit()
+        assert exit_info.value.code == 143  # 128 + SIGTERM, as if killed, but after the checkpoint
+        assert torch.load(split / STATE_NAME, weights_only=True)["step"] == 5
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler restored
+        make_trainer(split).fit(resume=True)
+        _assert_same_run(straight, split)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def test_refuses_to_overwrite_and_needs_checkpoint_to_resume(tmp_path):

@@ -377,7 +377,8 @@ class Trainer:
         Checkpoints (``save_pretrained`` files + ``train_state.pt``) are written every
         ``checkpoint_every`` steps, at the end, when ``time_limit_minutes`` is reached, and on the
         first Ctrl-C (SIGINT), which finishes the current step, saves, then raises
-        KeyboardInterrupt (a second Ctrl-C aborts at once, keeping the last checkpoint).
+        KeyboardInterrupt (a second Ctrl-C aborts at once, keeping the last checkpoint), and on the first
+        SIGTERM (``kill``, a scheduler's preemption), which does the same, then raises ``SystemExit(143)``.
 
         Args:
             resume: continue from ``run_dir/train_state.pt``; the weights, optimizer, scheduler,
@@ -483,6 +484,8 @@ class Trainer:
         if stop_reason == "interrupt":
             logger.warning("interrupted at step %d; checkpoint saved in %s (resume with --resume)",
                            cur.step, self.run_dir)
+            if interrupt.signum == signal.SIGTERM:
+                raise SystemExit(128 + signal.SIGTERM)  # what SIGTERM would have done, after the checkpoint
             raise KeyboardInterrupt
         if stop_reason == "time_limit":
             logger.info("time limit of %.1f minutes reached at step %d", cfg.time_limit_minutes, cur.step)
@@ -689,25 +692,33 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 
 class _InterruptFlag:
-    """While active, the first SIGINT sets ``requested`` (the loop saves and stops at the end of
-    the step) and restores the default handler, so a second Ctrl-C aborts at once. Installed only
-    in the main thread, when SIGINT has Python's default handler."""
+    """While active, the first SIGINT (Ctrl-C) or SIGTERM (``kill``, ``timeout``, a batch scheduler's preemption) sets
+    ``requested`` and ``signum`` (the loop saves a checkpoint and stops at the end of the step) and restores that
+    signal's previous handler, so a second one acts at once (Ctrl-C aborts; SIGTERM kills). Installed only in the main
+    thread, and for each signal only where it still has its default handler (Python's for SIGINT, the OS's for
+    SIGTERM): a signal the caller ignores or handles itself is left alone."""
+
+    _DEFAULTS = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous = None
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
 
     def __enter__(self) -> _InterruptFlag:
-        if (threading.current_thread() is threading.main_thread()
-                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+        if threading.current_thread() is threading.main_thread():
+            for signum, default in self._DEFAULTS.items():
+                if signal.getsignal(signum) is default:
+                    self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def _handle(self, signum, frame) -> None:
-        self.requested = True
-        signal.signal(signal.SIGINT, self._previous)
-        logger.warning("Ctrl-C: stopping after this step with a checkpoint (Ctrl-C again to abort)")
+        self.requested, self.signum = True, signum
+        signal.signal(signum, self._previous.pop(signum))
+        what = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+        logger.warning("%s: stopping after this step with a checkpoint (%s again to abort)", what, what)
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}
