@@ -9,16 +9,12 @@ import pytest
 from typer.testing import CliRunner
 
 from genmodels.cli import app
+from _cli import ok as _ok
 
 runner = CliRunner()
 
 TINY = ["--T", "50", "--channels", "8", "--channel-mult", "1,2", "--num-res-blocks", "1", "--attn-levels", "1",
         "--batch-size", "16", "--log-every", "2", "--checkpoint-every", "3", "--threads", "1", "--no-progress"]
-
-
-def _ok(result):
-    assert result.exit_code == 0, result.output
-    return result
 
 
 @pytest.fixture(scope="module")

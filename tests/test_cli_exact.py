@@ -13,21 +13,12 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from _cli import cli_error
+from _cli import cli_error, ok as _ok, last_json as _last_json
 from genmodels.cli import _write_sequences, app
 from genmodels.core import DataSpec
 
 runner = CliRunner()
 TINY = ["--batch-size", "16", "--log-every", "10", "--threads", "1", "--no-progress", "--sample-every", "0"]
-
-
-def _ok(result):
-    assert result.exit_code == 0, result.output
-    return result
-
-
-def _last_json(result) -> dict:
-    return json.loads(result.output.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")

@@ -35,6 +35,7 @@ from genmodels.diffusion.vdm import VDM, VDMConfig
 from genmodels.metrics.likelihood import evaluate_nll, evaluate_ode_nll
 from genmodels.nets.mlp import MLPConfig
 from genmodels.nets.unet import UNetConfig
+from _cli import ok as _ok, last_json as _last_json
 
 F64 = torch.float64
 Z = 5.0  # Monte Carlo tolerance in standard errors
@@ -376,15 +377,6 @@ TINY_SET = ["--set", "unet.channels=8", "--set", "unet.channel_mult=1", "--set",
             "--set", "unet.attn_levels=[]", "--set", "unet.groups=4", "--set", "schedule.n_features=8",
             "--set", "sample_steps=25"]
 TRAIN = ["--batch-size", "8", "--log-every", "1", "--checkpoint-every", "2", "--threads", "1", "--no-progress"]
-
-
-def _ok(result):
-    assert result.exit_code == 0, result.output
-    return result
-
-
-def _last_json(result) -> dict:
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")

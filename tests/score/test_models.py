@@ -17,7 +17,7 @@ import torch
 from typer.testing import CliRunner
 
 from genmodels.cli import app
-from _cli import cli_error
+from _cli import cli_error, ok as _ok
 from genmodels.core import DataSpec, NoLikelihoodError
 from genmodels.diffusion import samplers
 from genmodels.diffusion.ddpm import DDPM, DDPMConfig
@@ -310,11 +310,6 @@ def test_pc_sampler_is_registered_and_runs_on_a_ddpm():
 runner = CliRunner()
 TRAIN = ["--steps", "6", "--batch-size", "32", "--log-every", "2", "--checkpoint-every", "0", "--threads", "1",
          "--no-progress", "--sample-every", "3", "--set", "mlp.hidden=16", "--set", "mlp.depth=1"]
-
-
-def _ok(result):
-    assert result.exit_code == 0, result.output
-    return result
 
 
 _error = cli_error

@@ -13,22 +13,13 @@ import torch
 from typer.testing import CliRunner
 
 from genmodels.cli import app, apply_overrides, model_config
-from _cli import cli_error
+from _cli import cli_error, ok as _ok, last_json as _last_json
 from genmodels.data import DataError, load_dataset
 from genmodels.nets.coders import CoderConfig
 from genmodels.vae import HVAEConfig, VAEConfig
 
 runner = CliRunner()
 TINY = ["--batch-size", "16", "--log-every", "10", "--checkpoint-every", "15", "--threads", "1", "--no-progress"]
-
-
-def _ok(result):
-    assert result.exit_code == 0, result.output
-    return result
-
-
-def _last_json(result) -> dict:
-    return json.loads(result.output.strip().splitlines()[-1])
 
 
 _error = cli_error
