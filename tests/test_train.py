@@ -144,37 +144,27 @@ class _InterruptAt:
         pass
 
 
-def test_ctrl_c_checkpoints_then_resumes_exactly(tmp_path):
+@pytest.mark.parametrize("signum, default, raised, at", [
+    (signal.SIGINT, signal.default_int_handler, KeyboardInterrupt, 6),  # Ctrl-C
+    (signal.SIGTERM, signal.SIG_DFL, SystemExit, 5),  # kill, timeout, a scheduler's preemption: then exit 143
+])
+def test_signal_checkpoints_then_resumes_exactly(tmp_path, signum, default, raised, at):
     # a process started in the background (nohup, `&` in a script) inherits SIGINT ignored: give the test the
     # interactive default, and put back what there was afterwards
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    previous = signal.signal(signum, default)
     try:
         straight, split = tmp_path / "straight", tmp_path / "split"
         make_trainer(straight).fit()
-        with pytest.raises(KeyboardInterrupt):
-            make_trainer(split, progress=_InterruptAt(6)).fit()
-        assert torch.load(split / STATE_NAME, weights_only=True)["step"] == 6
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+        with pytest.raises(raised) as info:
+            make_trainer(split, progress=_InterruptAt(at, signum)).fit()
+        if raised is SystemExit:
+            assert info.value.code == 128 + signal.SIGTERM  # as if killed, but after the checkpoint
+        assert torch.load(split / STATE_NAME, weights_only=True)["step"] == at
+        assert signal.getsignal(signum) is default  # handler restored
         make_trainer(split).fit(resume=True)
         _assert_same_run(straight, split)
     finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def test_sigterm_checkpoints_then_resumes_exactly(tmp_path):
-    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    try:
-        straight, split = tmp_path / "straight", tmp_path / "split"
-        make_trainer(straight).fit()
-        with pytest.raises(SystemExit) as exit_info:
-            make_trainer(split, progress=_InterruptAt(5, signal.SIGTERM)).fit()
-        assert exit_info.value.code == 143  # 128 + SIGTERM, as if killed, but after the checkpoint
-        assert torch.load(split / STATE_NAME, weights_only=True)["step"] == 5
-        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler restored
-        make_trainer(split).fit(resume=True)
-        _assert_same_run(straight, split)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signum, previous)
 
 
 def test_refuses_to_overwrite_and_needs_checkpoint_to_resume(tmp_path):
