@@ -1,8 +1,9 @@
-"""What every benchmark result records about where it ran: CPUs, versions, commit and date."""
+"""What every benchmark result records about where it ran (CPUs, versions, commit and date), and how it is written."""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import platform
 import subprocess
@@ -33,3 +34,12 @@ def machine(**versions: str) -> dict:
             "cpu_count": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
             "torch": torch.__version__, **versions, "git_commit": commit,
             "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def write_results(res: dict, out: Path, md: str) -> None:
+    """Print the Markdown ``md``, write ``res`` as JSON to ``out`` and ``md`` beside it (``.md``), and say where."""
+    print(md)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=1, default=float) + "\n")
+    out.with_suffix(".md").write_text(md + "\n")
+    print(f"\n(results: {out} and {out.with_suffix('.md')}; {res['wall_seconds']:.0f} s)")

@@ -809,12 +809,7 @@ def main() -> None:
                                  "blocks": procs[0]["model_step"]["blocks"]} if args.micro_steps > 0 else None),
            "evaluation": evaluation}
     res["wall_seconds"] = time.perf_counter() - t_start
-    md = markdown(res)
-    print(md)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=1, default=float) + "\n")
-    args.out.with_suffix(".md").write_text(md + "\n")
-    print(f"\n(results: {args.out} and {args.out.with_suffix('.md')}; {res['wall_seconds']:.0f} s)")
+    _machine.write_results(res, args.out, markdown(res))
 
 
 if __name__ == "__main__":

@@ -512,12 +512,7 @@ def main() -> None:
            "loop_speed": {"median": statistics.median(lp), "min": min(lp), "max": max(lp), "per_process": lp},
            "evaluation": evaluation}
     res["wall_seconds"] = time.perf_counter() - t_start
-    md = markdown(res)
-    print(md)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(res, indent=1, default=float) + "\n")
-    args.out.with_suffix(".md").write_text(md + "\n")
-    print(f"\n(results: {args.out} and {args.out.with_suffix('.md')}; {res['wall_seconds']:.0f} s)")
+    _machine.write_results(res, args.out, markdown(res))
 
 
 if __name__ == "__main__":
