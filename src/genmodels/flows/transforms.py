@@ -150,10 +150,14 @@ class HalvesPartition(Partition):
         self.register_buffer("unperm", torch.argsort(torch.cat([idx_a, idx_b])), persistent=False)
 
     def split(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(x_a, x_b): the ``parity`` coordinates and the others, ``[B, ⌈D/2⌉]`` / ``[B, ⌊D/2⌋]``.
+        Raises ValueError for a wrong shape.
+        """
         _check_input(x, 2, self.dim, "a vector coupling layer")
         return x[:, self.idx_a], x[:, self.idx_b]
 
     def merge(self, x_a: Tensor, z_b: Tensor) -> Tensor:
+        """``[B, D]``: x_a and z_b back at their coordinates."""
         return torch.cat([x_a, z_b], 1)[:, self.unperm]
 
 
@@ -171,11 +175,15 @@ class ChannelPartition(Partition):
         self.n_cond, self.n_target = (first, second) if self.parity == 0 else (second, first)
 
     def split(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(x_a, x_b): the two channel groups, ``[B, C_a, H, W]`` / ``[B, C_b, H, W]``.
+        Raises ValueError for a wrong shape.
+        """
         _check_input(x, 4, self.channels, "a channel-wise coupling layer")
         lo, hi = x[:, :self.cut], x[:, self.cut:]
         return (lo, hi) if self.parity == 0 else (hi, lo)
 
     def merge(self, x_a: Tensor, z_b: Tensor) -> Tensor:
+        """``[B, C, H, W]``: the two channel groups back in their order."""
         return torch.cat([x_a, z_b] if self.parity == 0 else [z_b, x_a], 1)
 
 
@@ -195,13 +203,18 @@ class CheckerboardPartition(Partition):
         return ((i + j + self.parity) % 2 == 0).to(x.dtype)[None, None]
 
     def split(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(b ⊙ x, x), both ``[B, C, H, W]``: the net sees x with x_b zeroed (RealNVP Eq. 9).
+        Raises ValueError for a wrong shape.
+        """
         _check_input(x, 4, self.channels, "a checkerboard coupling layer")
         return x * self.mask(x), x
 
     def merge(self, x_a: Tensor, z_b: Tensor) -> Tensor:
+        """b ⊙ x_a + (1 − b) ⊙ z_b, ``[B, C, H, W]`` (RealNVP Eq. 9)."""
         return x_a + (1 - self.mask(z_b)) * z_b  # RealNVP Eq. 9 (x_a = b ⊙ x)
 
     def restrict(self, h: Tensor) -> Tensor:
+        """(1 − b) ⊙ h: a net output kept on x_b's squares only."""
         return h * (1 - self.mask(h))
 
 
@@ -232,12 +245,14 @@ class AdditiveCoupling(Transform):
         self.net = _coupling_net(partition, 1, net)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(z, log_det): z_b = x_b + m(x_a), z_a = x_a; log_det = 0, ``[B]`` (NICE §3.2)."""
         x_a, x_b = self.partition.split(x)
         # NICE §3.2: y_I2 = x_I2 + m(x_I1); seed 004: x = z + F_Θ(u)
         z_b = x_b + self.partition.restrict(self.net(x_a))
         return self.partition.merge(x_a, z_b), x.new_zeros(x.shape[0])  # unit Jacobian determinant
 
     def inverse(self, z: Tensor) -> Tensor:
+        """x: x_b = z_b − m(z_a), x_a = z_a (NICE §3.2)."""
         z_a, z_b = self.partition.split(z)
         # NICE §3.2: x_I2 = y_I2 − m(y_I1); seed 004: z = x − F_Θ(u)
         x_b = z_b - self.partition.restrict(self.net(z_a))
@@ -279,12 +294,14 @@ class AffineCoupling(Transform):
         return self.partition.restrict(log_s), self.partition.restrict(t)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(z, log_det): z_b = x_b ⊙ exp(log_s) + t; log_det = Σ log_s, ``[B]`` nats (RealNVP Eqs. 6–7, 9)."""
         x_a, x_b = self.partition.split(x)
         log_s, t = self.log_scale_and_shift(x_a)
         z_b = x_b * torch.exp(log_s) + t  # RealNVP Eq. 7 (Eq. 9 with the mask)
         return self.partition.merge(x_a, z_b), sum_except_batch(log_s)  # log|det| = Σ_j s_j (Eq. 6)
 
     def inverse(self, z: Tensor) -> Tensor:
+        """x: x_b = (z_b − t) ⊙ exp(−log_s), from z_a (RealNVP Eq. 8)."""
         z_a, z_b = self.partition.split(z)
         log_s, t = self.log_scale_and_shift(z_a)
         x_b = (z_b - t) * torch.exp(-log_s)  # RealNVP Eq. 8
@@ -308,12 +325,14 @@ class ScaleLayer(Transform):
         self.log_scale = nn.Parameter(torch.zeros(self.event_shape))
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(exp(s) ⊙ x, Σ s expanded to ``[B]``) (NICE §3.3). Raises ValueError for a wrong event shape."""
         if tuple(x.shape[1:]) != self.event_shape:
             raise ValueError(f"ScaleLayer expects [B, {', '.join(map(str, self.event_shape))}], got {tuple(x.shape)}")
         z = x * torch.exp(self.log_scale)  # NICE §3.3: h ↦ exp(S) ⊙ h
         return z, self.log_scale.sum().expand(x.shape[0])  # log|det| = Σ_i S_ii
 
     def inverse(self, z: Tensor) -> Tensor:
+        """exp(−s) ⊙ z."""
         return z * torch.exp(-self.log_scale)
 
 
@@ -326,6 +345,7 @@ class Squeeze(Transform):
     """
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(``[B, 4C, H/2, W/2]``, zeros ``[B]``) (RealNVP §3.6). Raises ValueError for an odd size."""
         _check_input(x, 4, None, "squeeze")
         B, C, H, W = x.shape
         if H % 2 or W % 2:
@@ -335,6 +355,7 @@ class Squeeze(Transform):
         return z.reshape(B, 4 * C, H // 2, W // 2), x.new_zeros(B)
 
     def inverse(self, z: Tensor) -> Tensor:
+        """``[B, 4C, h, w] -> [B, C, 2h, 2w]``. Raises ValueError unless the channels are a multiple of 4."""
         _check_input(z, 4, None, "squeeze's inverse")
         B, C4, h, w = z.shape
         if C4 % 4:
@@ -351,11 +372,13 @@ class Flatten(Transform):
         self.event_shape = tuple(event_shape)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(``[B, D]``, zeros ``[B]``). Raises ValueError for a wrong event shape."""
         if tuple(x.shape[1:]) != self.event_shape:
             raise ValueError(f"Flatten expects [B, {', '.join(map(str, self.event_shape))}], got {tuple(x.shape)}")
         return x.reshape(x.shape[0], -1), x.new_zeros(x.shape[0])
 
     def inverse(self, z: Tensor) -> Tensor:
+        """``[B, D] -> [B, *event_shape]``."""
         return z.reshape(z.shape[0], *self.event_shape)
 
 
@@ -415,6 +438,9 @@ class ActNorm(Transform):
         self.initialized.fill_(True)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(exp(log_scale) ⊙ (x + bias), H·W·Σ log_scale expanded to ``[B]``) (Glow Table 1);
+        the first call initializes from x (class docstring).
+        """
         self._check(x)
         if not self.initialized:
             self.initialize(x)
@@ -422,6 +448,7 @@ class ActNorm(Transform):
         return z, (_spatial_size(x) * self.log_scale.sum()).expand(x.shape[0])  # h·w·sum(log|s|)
 
     def inverse(self, z: Tensor) -> Tensor:
+        """z ⊙ exp(−log_scale) − bias."""
         self._check(z)
         return z * torch.exp(-_channel_view(self.log_scale, z)) - _channel_view(self.bias, z)
 
@@ -470,11 +497,15 @@ class InvertibleConv1x1(Transform):
         return F.conv2d(x, w[:, :, None, None])
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(W x at every pixel, H·W·Σ log|s| expanded to ``[B]``) (Glow Table 1).
+        Raises ValueError for a wrong shape.
+        """
         self._check(x)
         log_det = _spatial_size(x) * self.log_s.sum()  # Glow Table 1: h·w·sum(log|s|)
         return self._mix(self.weight(), x), log_det.expand(x.shape[0])
 
     def inverse(self, z: Tensor) -> Tensor:
+        """W⁻¹ z at every pixel (W inverted in float64)."""
         self._check(z)
         w_inv = torch.linalg.inv(self.weight().double()).to(z.dtype)
         return self._mix(w_inv, z)
@@ -505,6 +536,7 @@ class Logit(Transform):
         self._log_const = math.log1p(-2 * self.alpha) - math.log(self.hi - self.lo)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(logit(p), Σ log|dz/dx| ``[B]`` nats) (class docstring). Raises ValueError outside the domain."""
         p = self.alpha + (1 - 2 * self.alpha) * (x - self.lo) / (self.hi - self.lo)  # RealNVP §4.1
         if not bool(((p > 0) & (p < 1)).all()):
             raise ValueError(f"Logit: input outside its domain (values must map into (0, 1); the data range "
@@ -516,8 +548,10 @@ class Logit(Transform):
         return z, log_det
 
     def inverse(self, z: Tensor) -> Tensor:
+        """lo + (hi − lo)·(sigmoid(z) − α)/(1 − 2α)."""
         u = (torch.sigmoid(z) - self.alpha) / (1 - 2 * self.alpha)
         return self.lo + (self.hi - self.lo) * u
 
     def extra_repr(self) -> str:
+        """α and the interval, for ``print(model)``."""
         return f"alpha={self.alpha}, lo={self.lo:g}, hi={self.hi:g}"

@@ -101,6 +101,8 @@ class MaskedConv2d(nn.Conv2d):
         self.mask_type = mask_type
 
     def forward(self, x: Tensor) -> Tensor:
+        """The masked convolution, ``[B, in_channels, H, W] -> [B, out_channels, H, W]`` (same size: padded so each
+        output sits on the kernel's centre tap; PixelRNN §3.4)."""
         return F.conv2d(F.pad(x, self.pad), self.weight * self.mask, self.bias)
 
 
@@ -142,6 +144,7 @@ class GatedLayer(nn.Module):
         self.h_out = MaskedConv2d(channels, channels, 1, "B", n_colours)
 
     def forward(self, v: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+        """(v', h') from (v, h), shapes in the class docstring (PixelCNN-Decoders Eq. 2, Fig. 2)."""
         r = self.r
         v_pre = self.v_conv(F.pad(v, (r, r, r, 0)))  # [B, 2F, H, W]: output row i from input rows i−r … i
         v_above = F.pad(v_pre, (0, 0, 1, 0))[:, :, :-1]  # shift down one row: row i holds v_pre of row i−1
@@ -158,6 +161,7 @@ class _PlainBlock(nn.Module):
         self.conv = MaskedConv2d(channels, channels, kernel, "B", n_colours)
 
     def forward(self, h: Tensor) -> Tensor:
+        """h + conv(ReLU(h)), ``[B, F, H, W]`` in and out."""
         return h + self.conv(F.relu(h))
 
 
