@@ -19,6 +19,7 @@ from genmodels.metrics.sample_quality import sample_quality
 
 
 def main() -> None:
+    """Parse the arguments and print one JSON line per sample file."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("npz", nargs="+", help="sample files (.npz with key x)")
     ap.add_argument("--data", required=True, help="dataset name, e.g. fashion-mnist")

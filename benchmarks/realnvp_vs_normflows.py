@@ -241,6 +241,7 @@ def dequantize(x: Tensor, g: torch.Generator, spec) -> Tensor:
 
 
 def n_params(m: nn.Module) -> int:
+    """Number of parameters of ``m``."""
     return sum(p.numel() for p in m.parameters())
 
 
@@ -515,6 +516,7 @@ def worker(args: argparse.Namespace) -> dict:
 
 
 def worker_cmd(args: argparse.Namespace, work: Path, order: str) -> list[str]:
+    """The command line of one worker process (``order``: which model trains first)."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--work-dir", str(work), "--order", order,
            "--steps", str(args.steps), "--lr", str(args.lr), "--warmup-steps", str(args.warmup_steps),
            "--grad-clip", "none" if args.grad_clip is None else str(args.grad_clip), "--threads", str(args.threads),
@@ -571,6 +573,7 @@ def test_nll(models: dict, test: Tensor, spec, draws: int, seed: int, batch: int
 
 
 def summarize(nll: Tensor, spec) -> dict:
+    """Mean bits/dim of per-image NLLs ``[N]`` (nats), its standard error, and the mean in nats."""
     from genmodels.core import nats_to_bpd
 
     bpd = nats_to_bpd(nll, spec)
@@ -579,6 +582,7 @@ def summarize(nll: Tensor, spec) -> dict:
 
 
 def paired(a: Tensor, b: Tensor, spec) -> dict:
+    """Mean per-image difference a − b in bits/dim (same images and noise) and its standard error."""
     from genmodels.core import nats_to_bpd
 
     d = nats_to_bpd(a - b, spec)
@@ -652,6 +656,7 @@ def evaluate(args: argparse.Namespace, first: dict) -> dict:
 
 # --------------------------------------------------------------------------- report
 def machine() -> dict:
+    """Where the benchmark ran (:func:`_machine.machine`), with normflows' version."""
     import normflows
 
     return _machine.machine(normflows=getattr(normflows, "__version__", "1.7.3"))

@@ -32,6 +32,7 @@ def fmt(values: list[float], digits: int) -> str:
 
 
 def main(root: Path) -> None:
+    """Print the Markdown table of every sweep.json under ``root``."""
     table: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     floors: dict[tuple[str, str], dict[str, float]] = {}  # (toy, seed) -> the floor of that seed's samples
     nfe: dict[tuple[str, str], int] = {}

@@ -39,6 +39,7 @@ def time_steps(model, x: torch.Tensor, steps: int, batch: int, generator: torch.
 
 
 def main() -> None:
+    """Parse the arguments, time both models alternately and print the ratio VDM/DDPM."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="fashion-mnist")
     ap.add_argument("--steps", type=int, default=20)

@@ -171,9 +171,12 @@ class _ShapeTracker:
 
     @property
     def channels(self) -> int:
+        """C of the current shape (features for vectors)."""
         return self.shape[0]
 
     def squeeze(self, what: str) -> Squeeze:
+        """A :class:`Squeeze`, after recording (C, H, W) → (4C, H/2, W/2). Raises ValueError for an odd size,
+        naming ``what`` needed it and how many squeezes the data allows."""
         C, H, W = self.shape
         if H % 2 or W % 2:
             raise ValueError(f"{self.family}: {what} needs a squeeze of a {H}×{W} input (odd size) on "
@@ -381,6 +384,7 @@ class NICE(Flow):
     family = "nice"
 
     def build_levels(self, tracker: _ShapeTracker):
+        """One level: (flatten,) ``n_couplings`` additive couplings on alternating halves, then the scaling (§3.3)."""
         cfg, D = self.config, self.spec.dim
         steps: list[Transform] = [Flatten(self.spec.event_shape)] if self.spec.is_image else []
         steps += [AdditiveCoupling(HalvesPartition(D, parity=i % 2), cfg.net) for i in range(cfg.n_couplings)]
@@ -396,6 +400,7 @@ class RealNVP(Flow):
     family = "realnvp"
 
     def build_levels(self, tracker: _ShapeTracker):
+        """Vectors: ``n_couplings`` affine couplings on alternating halves. Images: §3.6's scales (class config)."""
         cfg = self.config
         if not self.spec.is_image:
             D = self.spec.dim
@@ -429,6 +434,7 @@ class Glow(Flow):
         return [ActNorm(channels), InvertibleConv1x1(channels), AffineCoupling(partition, cfg.net, cfg.scale)]
 
     def build_levels(self, tracker: _ShapeTracker):
+        """Vectors: K steps. Images: ``n_levels`` of squeeze → K steps → split, no split after the last (§3)."""
         cfg = self.config
         if not self.spec.is_image:
             D = self.spec.dim
