@@ -262,13 +262,8 @@ def run_sample(run: Path, n: int, sampler: Optional[str], steps: Optional[int], 
             raise ValueError(f"a {type(model).__name__} samples with --sampler {own} only; got {sampler!r}")
         if steps is not None:
             raise ValueError(f"--steps does not apply to a {type(model).__name__} (its sampler has no step count)")
-        g = _generator(seed)
-        batches = range(0, n, batch_size)
-        if progress:
-            from tqdm.auto import tqdm
-
-            batches = tqdm(batches, desc=f"{sampler}, batches of {batch_size}", leave=False)
-        x = torch.cat([model.sample(min(batch_size, n - i), g, temperature=temperature) for i in batches])
+        x = _sample_batches(model, n, batch_size, _generator(seed),
+                            _progress(progress, f"{sampler}, batches of {batch_size}"), temperature=temperature)
         steps, nfe = None, _exact_nfe(model)
     elif isinstance(model, ScoreModel):
         sampler = model.check_sampler(sampler)
@@ -281,9 +276,8 @@ def run_sample(run: Path, n: int, sampler: Optional[str], steps: Optional[int], 
         # ancestral: z ~ p(z), x ~ p(x | z); mean: the decoder's mean E[x | z] (one network pass either way)
         if sampler not in ("ancestral", "mean"):
             raise ValueError(f"a VAE samples with --sampler ancestral (x ~ p(x|z)) or mean (E[x|z]); got {sampler!r}")
-        g = _generator(seed)
-        x = torch.cat([model.sample(min(batch_size, n - i), g, mean=sampler == "mean")
-                       for i in range(0, n, batch_size)])
+        x = _sample_batches(model, n, batch_size, _generator(seed),
+                            _progress(progress, f"{sampler}, batches of {batch_size}"), mean=sampler == "mean")
         steps, nfe = 1, 1
     else:
         sampler = sampler or "ancestral"
@@ -307,6 +301,16 @@ def run_sample(run: Path, n: int, sampler: Optional[str], steps: Optional[int], 
     return {"picture": str(out), "samples": str(out.with_suffix(".npz")), "n": n, "sampler": sampler,
             "steps": steps, "eta": eta, "nfe": nfe, "seconds": round(seconds, 2), "weights": "raw" if raw else "ema",
             **({"temperature": temperature} if _is_exact(model) else {}), **extra}
+
+
+def _sample_batches(model, n: int, batch_size: int, generator, progress=None, **kw):
+    """``[n, *event_shape]``: ``model.sample(…, generator, **kw)`` on batches of at most ``batch_size``, one generator
+    for all of them; ``progress`` (see :func:`_progress`) wraps the batch iterator."""
+    import torch
+
+    starts = range(0, n, batch_size)
+    return torch.cat([model.sample(min(batch_size, n - i), generator, **kw)
+                      for i in (progress(starts) if progress else starts)])
 
 
 def _exact_sampler(model) -> str:
