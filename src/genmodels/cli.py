@@ -241,7 +241,6 @@ def run_sample(run: Path, n: int, sampler: Optional[str], steps: Optional[int], 
     import time
 
     import numpy as np
-    import torch
 
     from .diffusion.samplers import sample_in_batches
     from .viz import save_grid
