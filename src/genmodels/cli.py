@@ -236,8 +236,8 @@ def run_sample(run: Path, n: int, sampler: Optional[str], steps: Optional[int], 
     ``sampler`` None is the family's default: ``ancestral`` for diffusion models, VAEs and autoregressive models,
     ``inverse`` for a flow, ``langevin`` for an EBM, ``annealed`` for an NCSN. ``steps`` None: all T steps
     (diffusion), the config's chain (score models). ``temperature`` (flows: the base distribution's std; autoregressive
-    models: the softmax temperature) applies to exact-likelihood families only. 1-D sequences (e.g. ``speech``) are
-    also written as ``.wav`` files beside the picture."""
+    models: the softmax temperature) applies to exact-likelihood families only. 1-D sequences get a waveform picture,
+    and ``speech`` also WAV files beside it."""
     import time
 
     import numpy as np

@@ -24,8 +24,9 @@ import torch
 from torch import Tensor, nn
 
 from ..core import DataSpec, GenerativeModel, NLLOutput
-from ..nets.mlp import MLP, MLPConfig
-from ..nets.unet import UNet, UNetConfig
+from ..nets import noise_conditional_net
+from ..nets.mlp import MLPConfig
+from ..nets.unet import UNetConfig
 from ..registry import MODELS, ModelEntry
 from . import gaussian as G
 from .schedules import DiscreteSchedule, ScheduleConfig
@@ -94,12 +95,7 @@ class DDPM(GenerativeModel):
         if config.parameterization == "eps" and self.schedule.alphas_cumprod[-1] == 0:
             raise ValueError("this schedule reaches zero terminal SNR (ᾱ_T = 0), where an eps-prediction cannot give "
                              "x̂_0 = (x_T − σ ε̂)/α; use parameterization 'v' or 'x0' (Lin et al. 2024), or more steps")
-        if spec.is_image:
-            self.net: nn.Module = UNet(spec.event_shape[0], config.unet)
-        elif len(spec.event_shape) == 1:
-            self.net = MLP(spec.event_shape[0], config.mlp)
-        else:
-            raise ValueError(f"DDPM supports images (C, H, W) or vectors (D,), got event shape {spec.event_shape}")
+        self.net: nn.Module = noise_conditional_net(spec, config.unet, config.mlp, "DDPM")
         self.register_buffer("log_var", G.reverse_log_variance(
             self.schedule.betas, self.schedule.alphas_cumprod_prev, self.schedule.alphas_cumprod, config.variance),
             persistent=False)

@@ -48,8 +48,9 @@ from torch import Tensor, nn
 
 from ..core import DataSpec
 from ..diffusion.samplers import SamplerOutput
-from ..nets.mlp import MLP, MLPConfig
-from ..nets.unet import UNet, UNetConfig
+from ..nets import noise_conditional_net
+from ..nets.mlp import MLPConfig
+from ..nets.unet import UNetConfig
 from ..registry import MODELS, ModelEntry
 from .base import Init, Progress, ScoreModel
 from .langevin import annealed_langevin_dynamics
@@ -105,12 +106,7 @@ class NCSN(ScoreModel):
     def __init__(self, config: NCSNConfig, spec: DataSpec):
         super().__init__()
         self.config, self.spec = config, spec
-        if spec.is_image:
-            self.net: nn.Module = UNet(spec.event_shape[0], config.unet)
-        elif len(spec.event_shape) == 1:
-            self.net = MLP(spec.event_shape[0], config.mlp)
-        else:
-            raise ValueError(f"NCSN supports images (C, H, W) or vectors (D,), got event shape {spec.event_shape}")
+        self.net: nn.Module = noise_conditional_net(spec, config.unet, config.mlp, "NCSN")
         self.register_buffer("sigmas", geometric_sigmas(config.sigma_max, config.sigma_min, config.n_sigmas),
                              persistent=False)  # [L] float64, decreasing
 
