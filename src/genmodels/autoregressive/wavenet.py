@@ -120,7 +120,9 @@ class WaveNet(GenerativeModel):
         """
         if x.dim() != 3 or x.shape[1] != 1 or x.shape[2] < 1:
             raise ValueError(f"WaveNet takes sequences [B, 1, L] (event shape (1, L)), got {list(x.shape)}")
-        return torch.round((x[:, 0].double() + 1.0) * (self.n_bins - 1) / 2.0).clamp(0, self.n_bins - 1).long()
+        from ..data.base import unscale_discrete  # here: the data package loads PIL/scipy, not wanted at import
+
+        return unscale_discrete(x[:, 0], self.n_bins)
 
     def logits(self, k: Tensor) -> Tensor:
         """``[B, n_bins, L]`` logits of p(x_t | x_{<t}) for every t, from codes ``k`` ``[B, L]`` (teacher forcing)."""
