@@ -233,11 +233,11 @@ def our_nll(model, x_deq: Tensor, spec) -> Tensor:
 
 
 def dequantize(x: Tensor, g: torch.Generator, spec) -> Tensor:
-    """x + u, u ~ U(−Δ/2, Δ/2)^D, drawn exactly as our ``Flow.dequantize`` draws it from ``g``."""
-    from genmodels.core import log_bin_width
+    """x + u, u ~ U(−Δ/2, Δ/2)^D, drawn exactly as our ``Flow.dequantize`` draws it from ``g``
+    (:func:`genmodels.core.uniform_dequantize`)."""
+    from genmodels.core import uniform_dequantize
 
-    u = torch.rand(x.shape, generator=g, device=x.device, dtype=x.dtype)
-    return x + (u - 0.5) * math.exp(log_bin_width(spec))
+    return uniform_dequantize(x, spec, g)
 
 
 def n_params(m: nn.Module) -> int:

@@ -45,7 +45,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from ..core import DataSpec, GenerativeModel, NLLOutput, log_bin_width, nats_to_bpd
+from ..core import DataSpec, GenerativeModel, NLLOutput, log_bin_width, nats_to_bpd, uniform_dequantize
 from ..nets.coupling import CouplingNetConfig
 from ..registry import MODELS, ModelEntry
 from .transforms import (ActNorm, AdditiveCoupling, AffineCoupling, ChannelPartition, CheckerboardPartition, Compose,
@@ -323,11 +323,7 @@ class Flow(GenerativeModel):
     def dequantize(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """x + u, u ~ U(−Δ/2, Δ/2)^D (uniform dequantization; :mod:`genmodels.core`'s convention) for discrete data;
         ``x`` unchanged for continuous data."""
-        if not self.spec.is_discrete:
-            return x
-        width = math.exp(log_bin_width(self.spec))
-        u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        return x + (u - 0.5) * width
+        return uniform_dequantize(x, self.spec, generator) if self.spec.is_discrete else x
 
     def _nll_terms(self, x: Tensor, generator: torch.Generator | None) -> NLLOutput:
         z, log_det_pre, log_det = self._encode(self.dequantize(x, generator))

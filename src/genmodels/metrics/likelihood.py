@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import Tensor
 
-from ..core import GenerativeModel, discrete_nll_from_density, log_bin_width, nats_to_bpd
+from ..core import GenerativeModel, discrete_nll_from_density, log_bin_width, nats_to_bpd, uniform_dequantize
 
 __all__ = ["NLLReport", "evaluate_nll", "evaluate_ode_nll"]
 
@@ -179,8 +179,7 @@ def evaluate_ode_nll(model: GenerativeModel, x: Tensor, *, batch_size: int | Non
     for xb in progress(batches) if progress else batches:
         xb = xb.to(model.device)
         if spec.is_discrete:
-            u = torch.rand(xb.shape, generator=generator, device=xb.device, dtype=torch.float64)
-            xb = xb.double() + math.exp(log_bin_width(spec)) * (u - 0.5)  # x̃ = x + Δ(u − ½)
+            xb = uniform_dequantize(xb, spec, generator, torch.float64)  # x̃ = x + Δ(u − ½)
         out = ode_log_likelihood(model, xb, generator=generator, **ode_kwargs)
         trace = out.trace
         nll_b = -out.log_p
