@@ -16,9 +16,8 @@ import time
 
 import torch
 
-import genmodels  # noqa: F401  (registers the families)
 from genmodels.data import load_dataset
-from genmodels.registry import MODELS
+from genmodels.families import MODELS
 
 
 def time_steps(model, x: torch.Tensor, steps: int, batch: int, generator: torch.Generator) -> float:

@@ -16,7 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from genmodels.core import DataSpec, GenerativeModel
-from genmodels.registry import MODELS, ModelEntry
+from genmodels.families import MODELS
+from genmodels.registry import ModelEntry
 
 TOY_NAME = "_test_toy"
 TOY_SPEC = DataSpec(name="toy-blobs", event_shape=(2,))

@@ -2,43 +2,47 @@
 
 Public API::
 
-    from genmodels import load_dataset, DDPM, DDPMConfig, from_pretrained, nats_to_bpd
+    from genmodels import load_dataset, DDPM, DDPMConfig, from_pretrained, nats_to_bpd, MODELS
 
-Every model is a :class:`GenerativeModel` with ``loss(x)``, ``nll(x)`` (nats) and ``sample(n)``;
-see ``DESIGN.md``.
+Every model is a :class:`GenerativeModel` with ``loss(x)``, ``nll(x)`` (nats) and ``sample(n)``, and declares
+what else it can do (samplers, NFE, likelihood, evaluation options, pictures); see ``DESIGN.md``. The names are
+imported on first use (PEP 562), so ``import genmodels`` (and ``genmodels --help``) does not load torch or any
+family; :data:`genmodels.families.MODELS` lists the families.
 """
 
-from .autoregressive.pixelcnn import PixelCNN, PixelCNNConfig  # registers "pixelcnn"
-from .autoregressive.wavenet import WaveNet, WaveNetConfig  # registers "wavenet"
-from .core import DataSpec, GenerativeModel, NLLOutput, NoLikelihoodError, discrete_nll_from_density, nats_to_bpd
-from .diffusion.ddpm import DDPM, DDPMConfig  # registers "ddpm"
-from .diffusion.schedules import DiscreteSchedule, GammaConfig, ScheduleConfig
-from .diffusion.vdm import VDM, VDMConfig  # registers "vdm"
-from .flows import NICE, Glow, GlowConfig, NICEConfig, RealNVP, RealNVPConfig  # registers "nice", "realnvp", "glow"
-from .registry import MODELS
-from .score.ebm import EBM, EBMConfig  # registers "ebm"
-from .score.ncsn import NCSN, NCSNConfig  # registers "ncsn"
-from .vae import HVAE, VAE, HVAEConfig, VAEConfig  # registers "vae", "hvae"
+from __future__ import annotations
 
-__all__ = [
-    "DataSpec", "GenerativeModel", "NLLOutput", "NoLikelihoodError", "nats_to_bpd", "discrete_nll_from_density",
-    "DDPM", "DDPMConfig", "DiscreteSchedule", "ScheduleConfig", "MODELS",
-    "VDM", "VDMConfig", "GammaConfig",
-    "VAE", "VAEConfig", "HVAE", "HVAEConfig",
-    "EBM", "EBMConfig", "NCSN", "NCSNConfig",
-    "NICE", "NICEConfig", "RealNVP", "RealNVPConfig", "Glow", "GlowConfig",
-    "PixelCNN", "PixelCNNConfig", "WaveNet", "WaveNetConfig",
-    "load_dataset", "from_pretrained",
-]
+import importlib
+
 __version__ = "0.1.0"
+
+_WHERE = {
+    "DataSpec": "core", "GenerativeModel": "core", "NLLOutput": "core", "NoLikelihoodError": "core",
+    "SampleOutput": "core", "EvalOptions": "core", "nats_to_bpd": "core", "discrete_nll_from_density": "core",
+    "MODELS": "families",
+    "DDPM": "diffusion.ddpm", "DDPMConfig": "diffusion.ddpm",
+    "DiscreteSchedule": "diffusion.schedules", "ScheduleConfig": "diffusion.schedules",
+    "GammaConfig": "diffusion.schedules",
+    "VDM": "diffusion.vdm", "VDMConfig": "diffusion.vdm",
+    "VAE": "vae.vae", "VAEConfig": "vae.vae", "HVAE": "vae.hvae", "HVAEConfig": "vae.hvae",
+    "EBM": "score.ebm", "EBMConfig": "score.ebm", "NCSN": "score.ncsn", "NCSNConfig": "score.ncsn",
+    "NICE": "flows.flow", "NICEConfig": "flows.flow", "RealNVP": "flows.flow", "RealNVPConfig": "flows.flow",
+    "Glow": "flows.flow", "GlowConfig": "flows.flow",
+    "PixelCNN": "autoregressive.pixelcnn", "PixelCNNConfig": "autoregressive.pixelcnn",
+    "WaveNet": "autoregressive.wavenet", "WaveNetConfig": "autoregressive.wavenet",
+    "load_dataset": "data", "from_pretrained": "checkpoint",
+}
+__all__ = sorted(_WHERE)
 
 
 def __getattr__(name: str):
-    # data and checkpoint pull in numpy/PIL/safetensors: import them on first use
-    if name == "load_dataset":
-        from .data import load_dataset
-        return load_dataset
-    if name == "from_pretrained":
-        from .checkpoint import from_pretrained
-        return from_pretrained
-    raise AttributeError(name)
+    """Import a public name from its module on first use (``genmodels.DDPM`` -> ``genmodels.diffusion.ddpm``)."""
+    if name not in _WHERE:
+        raise AttributeError(f"module 'genmodels' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])

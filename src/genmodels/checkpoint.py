@@ -44,7 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from .core import DataSpec, GenerativeModel
-from .registry import MODELS
+from .families import MODELS
 
 if TYPE_CHECKING:
     from .train import TrainConfig

@@ -1,7 +1,7 @@
 """Typed registries: name -> component, for models, datasets and samplers.
 
-A registry replaces string dispatch (``globals()[name]``, if/elif chains): each family registers
-itself once, and an unknown name raises an error that lists the known ones.
+A registry replaces string dispatch (``globals()[name]``, if/elif chains): :mod:`genmodels.families` fills the
+model registry in one place, and an unknown name raises an error that lists the known ones.
 
     >>> r = Registry[int]("number")
     >>> r.register("one", 1)
@@ -16,7 +16,7 @@ from typing import Any, Callable, Generic, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["Registry", "ModelEntry", "MODELS"]
+__all__ = ["Registry", "ModelEntry"]
 
 
 class Registry(Generic[T]):
@@ -66,7 +66,9 @@ class ModelEntry:
 
     Attributes:
         config_cls: the family's frozen config dataclass (saved as JSON in a run's ``config.json``).
-        build: ``build(config, spec) -> GenerativeModel``.
+        build: the family's model class (a :class:`~genmodels.core.GenerativeModel`), called as
+            ``build(config, spec)``; its class attributes declare what the family can do (samplers, likelihood,
+            evaluation options, description), readable before any model is built (:attr:`model_cls`).
         default_config: ``default_config(spec) -> config``, the family's preset for a dataset (what
             ``genmodels train NAME`` starts from); None means ``config_cls()``.
     """
@@ -75,9 +77,16 @@ class ModelEntry:
     build: Callable[[Any, Any], Any]
     default_config: Callable[[Any], Any] | None = None
 
+    @property
+    def model_cls(self) -> Any:
+        """The model class, whose class attributes are the family's capabilities."""
+        return self.build
+
+    @property
+    def description(self) -> str:
+        """One line describing the family (its class's ``description``)."""
+        return self.build.description
+
     def preset(self, spec: Any) -> Any:
         """The config ``genmodels train`` starts from for data ``spec``."""
         return self.default_config(spec) if self.default_config is not None else self.config_cls()
-
-
-MODELS: Registry[ModelEntry] = Registry("model")

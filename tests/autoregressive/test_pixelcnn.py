@@ -16,7 +16,7 @@ from genmodels.checkpoint import config_from_dict, config_to_dict
 from genmodels.core import DataSpec
 from genmodels.nets.masked import MaskedConvNet, MaskedConvNetConfig
 from genmodels.autoregressive.pixelcnn import PixelCNN, PixelCNNConfig, default_config
-from genmodels.registry import MODELS
+from genmodels.families import MODELS
 
 DT = torch.float64
 

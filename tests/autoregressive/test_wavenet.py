@@ -10,7 +10,7 @@ from genmodels.autoregressive.wavenet import WaveNet, WaveNetConfig, default_con
 from genmodels.checkpoint import config_from_dict, config_to_dict
 from genmodels.core import DataSpec
 from genmodels.nets.causal import CausalConv1d
-from genmodels.registry import MODELS
+from genmodels.families import MODELS
 
 TINY = WaveNetConfig(residual_channels=8, skip_channels=8, cycle_length=3, n_cycles=2, kernel_size=2)
 

@@ -15,6 +15,7 @@ import pytest
 import torch
 from scipy.stats import norm
 
+from genmodels import distributions as D
 from genmodels.diffusion import gaussian as G
 from genmodels.diffusion.schedules import DiscreteSchedule, ScheduleConfig
 from _gaussian_data import F64, Z, gen as _gen
@@ -196,7 +197,7 @@ def test_normal_kl_against_monte_carlo(m1, v1, m2, v2):
     logp = -0.5 * (math.log(2 * math.pi * v2) + (x - m2) ** 2 / v2)
     d = logq - logp
     mc, se = d.mean().item(), d.std().item() / math.sqrt(N)
-    kl = G.normal_kl(torch.tensor(m1, dtype=F64), torch.tensor(math.log(v1), dtype=F64),
+    kl = D.normal_kl(torch.tensor(m1, dtype=F64), torch.tensor(math.log(v1), dtype=F64),
                      torch.tensor(m2, dtype=F64), torch.tensor(math.log(v2), dtype=F64)).item()
     assert kl >= 0
     assert abs(kl - mc) < Z * se + 1e-12, (kl, mc, se)
@@ -205,9 +206,9 @@ def test_normal_kl_against_monte_carlo(m1, v1, m2, v2):
 def test_normal_kl_zero_for_equal_and_broadcasts():
     m = torch.randn(4, 3, generator=_gen(7), dtype=F64)
     lv = torch.randn(4, 3, generator=_gen(8), dtype=F64)
-    torch.testing.assert_close(G.normal_kl(m, lv, m, lv), torch.zeros(4, 3, dtype=F64), rtol=0, atol=1e-15)
+    torch.testing.assert_close(D.normal_kl(m, lv, m, lv), torch.zeros(4, 3, dtype=F64), rtol=0, atol=1e-15)
     # broadcasting a [B, 1] log-variance against [B, D] means, and positivity away from equality
-    kl = G.normal_kl(m, lv[:, :1], torch.zeros(1, 3, dtype=F64), torch.zeros(4, 1, dtype=F64))
+    kl = D.normal_kl(m, lv[:, :1], torch.zeros(1, 3, dtype=F64), torch.zeros(4, 1, dtype=F64))
     assert kl.shape == (4, 3) and (kl > 0).all()
     ref = 0.5 * (-lv[:, :1] + torch.exp(lv[:, :1]) + m**2 - 1)
     torch.testing.assert_close(kl, ref, rtol=1e-12, atol=1e-14)
@@ -226,7 +227,7 @@ def _grid(n_bins: int) -> torch.Tensor:
 def test_discretized_gaussian_sums_to_one(n_bins, mean, scale):
     """Requirement 4: the bins (edge bins to ±∞) partition the line, so the probabilities sum to 1."""
     x = _grid(n_bins)
-    logp = G.discretized_gaussian_log_likelihood(x, torch.tensor(mean, dtype=F64),
+    logp = D.discretized_gaussian_log_likelihood(x, torch.tensor(mean, dtype=F64),
                                                  torch.tensor(math.log(scale), dtype=F64), n_bins)
     assert logp.shape == (n_bins,)
     assert torch.isfinite(logp).all() or scale < 1e-3  # a tiny scale may underflow far bins to −inf
@@ -241,7 +242,7 @@ def test_discretized_gaussian_matches_phi_difference(n_bins):
     x = _grid(n_bins)
     k_mid = n_bins // 2 + 1
     for mean, scale in [(0.0, 0.5), (0.1, 0.05), (-0.8, 2.0), (1.3, 0.3)]:
-        lp = G.discretized_gaussian_log_likelihood(x, torch.tensor(mean, dtype=F64),
+        lp = D.discretized_gaussian_log_likelihood(x, torch.tensor(mean, dtype=F64),
                                                    torch.tensor(math.log(scale), dtype=F64), n_bins)
         xm = x[k_mid].item()
         ref_mid = math.log(norm.cdf((xm + delta - mean) / scale) - norm.cdf((xm - delta - mean) / scale))
@@ -270,7 +271,7 @@ def test_discretized_gaussian_far_tail_keeps_precision():
         else:
             ref = math.log(norm.cdf(hi) - norm.cdf(lo))
         assert abs(lo) > 8 and abs(hi) > 8 and ref < -30
-        lp = G.discretized_gaussian_log_likelihood(x[k], torch.tensor(mean, dtype=F64),
+        lp = D.discretized_gaussian_log_likelihood(x[k], torch.tensor(mean, dtype=F64),
                                                    torch.tensor(math.log(scale), dtype=F64), n_bins)
         assert lp.item() == pytest.approx(ref, rel=1e-8)
 
@@ -280,11 +281,11 @@ def test_discretized_gaussian_elementwise_broadcast():
     x = _grid(n_bins)[[0, 5, 16]].reshape(1, 3).expand(2, 3)
     mean = torch.tensor([[0.0], [0.5]], dtype=F64)
     log_scale = torch.tensor([[math.log(0.2)], [math.log(0.4)]], dtype=F64)
-    lp = G.discretized_gaussian_log_likelihood(x, mean, log_scale, n_bins)
+    lp = D.discretized_gaussian_log_likelihood(x, mean, log_scale, n_bins)
     assert lp.shape == (2, 3)
     for b in range(2):
         for j in range(3):
-            one = G.discretized_gaussian_log_likelihood(x[b, j], mean[b, 0], log_scale[b, 0], n_bins)
+            one = D.discretized_gaussian_log_likelihood(x[b, j], mean[b, 0], log_scale[b, 0], n_bins)
             assert lp[b, j].item() == pytest.approx(one.item(), rel=1e-14)
 
 

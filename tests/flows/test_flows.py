@@ -15,7 +15,7 @@ from genmodels.core import DataSpec, log_bin_width
 from genmodels.flows import Glow, GlowConfig, NICE, NICEConfig, RealNVP, RealNVPConfig
 from genmodels.flows.transforms import ActNorm
 from genmodels.nets.coupling import CouplingNetConfig
-from genmodels.registry import MODELS
+from genmodels.families import MODELS
 
 DT = torch.float64
 MLP = CouplingNetConfig(hidden=16, depth=2, activation="tanh")

@@ -25,7 +25,7 @@ from genmodels.diffusion.schedules import ScheduleConfig
 from genmodels.nets.energy import EnergyConvConfig, EnergyConvNet, EnergyMLP, EnergyMLPConfig
 from genmodels.nets.mlp import MLP, MLPConfig
 from genmodels.nets.unet import UNet, UNetConfig
-from genmodels.registry import MODELS
+from genmodels.families import MODELS
 from genmodels.score import losses as L
 from genmodels.score.ebm import EBM, EBMConfig
 from genmodels.score.langevin import annealed_langevin_dynamics

@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 
+from genmodels import distributions as D
 from genmodels.core import DataSpec
 from genmodels.vae import likelihoods as L
 
@@ -34,8 +35,8 @@ def test_kl_normal_matches_monte_carlo_log_ratio():
     lv_p = torch.tensor([0.2, -0.3, 0.5, 1.0], dtype=DT)
     n = 200_000
     z = L.reparameterize(mu_q.expand(n, 4), lv_q.expand(n, 4), _g(1))
-    ratio = L.gaussian_log_prob(z, mu_q, lv_q) - L.gaussian_log_prob(z, mu_p, lv_p)  # [n, 4]
-    kl = L.kl_normal(mu_q, lv_q, mu_p, lv_p)
+    ratio = D.normal_log_prob(z, mu_q, lv_q) - D.normal_log_prob(z, mu_p, lv_p)  # [n, 4]
+    kl = D.normal_kl(mu_q, lv_q, mu_p, lv_p)
     assert kl.shape == (4,) and (kl > 0).all()
     for j in range(4):
         m, se = _mean_se(ratio[:, j])
@@ -50,19 +51,19 @@ def test_kl_standard_normal_matches_monte_carlo_and_kl_normal():
     lv = torch.tensor([-1.0, 0.4, -3.0], dtype=DT)
     n = 200_000
     z = L.reparameterize(mu.expand(n, 3), lv.expand(n, 3), _g(2))
-    ratio = (L.gaussian_log_prob(z, mu, lv) - L.gaussian_log_prob(z, torch.zeros(()), torch.zeros(()))).sum(1)
-    kl = L.kl_standard_normal(mu, lv)
+    ratio = (D.normal_log_prob(z, mu, lv) - D.normal_log_prob(z, torch.zeros(()), torch.zeros(()))).sum(1)
+    kl = D.standard_normal_kl(mu, lv)
     m, se = _mean_se(ratio)
     assert abs(m - kl.sum().item()) < 4 * se, (m, kl.sum().item(), se)
     zero = torch.zeros(3, dtype=DT)
-    torch.testing.assert_close(kl, L.kl_normal(mu, lv, zero, zero), rtol=1e-12, atol=1e-12)
-    assert L.kl_standard_normal(zero, zero).abs().max() == 0  # q = p
+    torch.testing.assert_close(kl, D.normal_kl(mu, lv, zero, zero), rtol=1e-12, atol=1e-12)
+    assert D.standard_normal_kl(zero, zero).abs().max() == 0  # q = p
 
 
 def test_kl_normal_is_zero_iff_equal_and_handles_broadcasting():
     mu, lv = torch.randn(5, 3, generator=_g(3), dtype=DT), torch.randn(5, 3, generator=_g(4), dtype=DT)
-    torch.testing.assert_close(L.kl_normal(mu, lv, mu, lv), torch.zeros(5, 3, dtype=DT), atol=1e-14, rtol=0)
-    assert (L.kl_normal(mu, lv, torch.zeros(3, dtype=DT), torch.zeros(3, dtype=DT)) > 0).all()
+    torch.testing.assert_close(D.normal_kl(mu, lv, mu, lv), torch.zeros(5, 3, dtype=DT), atol=1e-14, rtol=0)
+    assert (D.normal_kl(mu, lv, torch.zeros(3, dtype=DT), torch.zeros(3, dtype=DT)) > 0).all()
 
 
 # ---------------------------------------------------------------------------------------------- reparameterize
@@ -108,7 +109,7 @@ EXTREMES = [(0.0, 0.0), (0.3, -2.0), (-0.97, -5.0), (0.0, -20.0), (1.0, -20.0), 
 @pytest.mark.parametrize("loc, log_scale", EXTREMES)
 def test_discretized_logistic_sums_to_one_over_all_bins(n_bins, loc, log_scale):
     x = _grid(n_bins)
-    lp = L.discretized_logistic_log_prob(x, torch.tensor(loc, dtype=DT), torch.tensor(log_scale, dtype=DT),
+    lp = D.discretized_logistic_log_likelihood(x, torch.tensor(loc, dtype=DT), torch.tensor(log_scale, dtype=DT),
                                          n_bins)
     assert torch.isfinite(lp).all() and (lp <= 1e-12).all()
     # at scale e^-20 the density near loc is ~1e8 per unit, so the float64 rounding of the bin edges x ± δ
@@ -140,7 +141,7 @@ def test_discretized_logistic_matches_cdf_differences_in_the_bulk():
     cdf = lambda v: torch.sigmoid((v - loc) / s)  # noqa: E731
     expect = cdf(x + d) - cdf(x - d)
     expect[0], expect[-1] = cdf(x[0] + d), 1 - cdf(x[-1] - d)
-    lp = L.discretized_logistic_log_prob(x, torch.tensor(loc, dtype=DT), torch.tensor(ls, dtype=DT), n_bins)
+    lp = D.discretized_logistic_log_likelihood(x, torch.tensor(loc, dtype=DT), torch.tensor(ls, dtype=DT), n_bins)
     torch.testing.assert_close(lp.exp(), expect, rtol=1e-10, atol=1e-14)
 
 
@@ -176,7 +177,7 @@ def test_gaussian_log_prob_matches_torch_distributions():
     loc, ls = torch.randn(5, 3, generator=_g(11), dtype=DT), 0.5 * torch.randn(5, 3, generator=_g(12), dtype=DT)
     expect = torch.distributions.Normal(loc, ls.exp()).log_prob(x).sum(1)
     torch.testing.assert_close(L.log_prob(torch.cat([loc, ls], 1), x, "gaussian", spec), expect)
-    torch.testing.assert_close(L.gaussian_log_prob(x, loc, 2 * ls),
+    torch.testing.assert_close(D.normal_log_prob(x, loc, 2 * ls),
                                torch.distributions.Normal(loc, ls.exp()).log_prob(x))
 
 

@@ -44,9 +44,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..core import DataSpec, GenerativeModel, NLLOutput, nats_to_bpd
+from ..distributions import LOG_SCALE_MIN, discretized_logistic_log_likelihood
 from ..nets.masked import MaskedConvNet, MaskedConvNetConfig
-from ..registry import MODELS, ModelEntry
-from ..vae.likelihoods import LOG_SCALE_MIN, discretized_logistic_log_prob
 
 __all__ = ["PixelCNNConfig", "PixelCNN", "default_config"]
 
@@ -165,15 +164,15 @@ class PixelCNN(GenerativeModel):
         """log p(k | ·) for every level k, normalized: ``[B, C, P, …] → [B, C, n_bins, …]`` (nats).
 
         ``softmax``: log_softmax of the logits. ``logistic_mixture``: log Σ_m π_m P_logistic(bin k; μ_m, s_m),
-        PixelCNN++ Eq. 2 with the stable CDF difference of :func:`~genmodels.vae.likelihoods.
-        discretized_logistic_log_prob` (edge bins to ±∞), so the n_bins probabilities sum to 1.
+        PixelCNN++ Eq. 2 with the stable CDF difference of :func:`~genmodels.distributions.
+        discretized_logistic_log_likelihood` (edge bins to ±∞), so the n_bins probabilities sum to 1.
         """
         if self.config.head == "softmax":
             return F.log_softmax(params, dim=2)
         log_pi, loc, log_scale = self._mixture(params)  # [B, C, K, …] each
         extra = params.ndim - 3
         grid = self.grid(params.dtype).view(1, 1, 1, -1, *([1] * extra))  # [1, 1, 1, n_bins, …]
-        lp = discretized_logistic_log_prob(grid, loc.unsqueeze(3), log_scale.unsqueeze(3), self.n_bins)
+        lp = discretized_logistic_log_likelihood(grid, loc.unsqueeze(3), log_scale.unsqueeze(3), self.n_bins)
         return torch.logsumexp(log_pi.unsqueeze(3) + lp, dim=2)  # [B, C, n_bins, …]
 
     def log_prob_observed(self, params: Tensor, x: Tensor, k: Tensor) -> Tensor:
@@ -186,7 +185,7 @@ class PixelCNN(GenerativeModel):
             return F.log_softmax(params, dim=2).gather(2, k.unsqueeze(2)).squeeze(2)
         log_pi, loc, log_scale = self._mixture(params)  # [B, C, K, H, W]
         xk = self.grid(params.dtype)[k].unsqueeze(2)  # [B, C, 1, H, W], exactly on the grid
-        lp = discretized_logistic_log_prob(xk, loc, log_scale, self.n_bins)  # PixelCNN++ Eq. 2, per component
+        lp = discretized_logistic_log_likelihood(xk, loc, log_scale, self.n_bins)  # PixelCNN++ Eq. 2, per component
         return torch.logsumexp(log_pi + lp, dim=2)
 
     # ------------------------------------------------------------------ the interface
@@ -280,6 +279,3 @@ def default_config(spec: DataSpec) -> PixelCNNConfig:
                               head="softmax")
     return PixelCNNConfig(net=MaskedConvNetConfig(n_layers=8, channels=32, first_kernel=7, head_channels=64),
                           head="logistic_mixture", n_mixtures=5)
-
-
-MODELS.register("pixelcnn", ModelEntry(config_cls=PixelCNNConfig, build=PixelCNN, default_config=default_config))

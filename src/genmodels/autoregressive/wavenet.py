@@ -33,7 +33,6 @@ from torch.nn import functional as F
 
 from ..core import DataSpec, GenerativeModel, NLLOutput, nats_to_bpd
 from ..nets.causal import GatedResidualBlock
-from ..registry import MODELS, ModelEntry
 
 __all__ = ["WaveNetConfig", "WaveNet", "default_config"]
 
@@ -236,6 +235,3 @@ def default_config(spec: DataSpec) -> WaveNetConfig:
     """
     _check_spec(spec)
     return WaveNetConfig(residual_channels=32, skip_channels=128, cycle_length=8, n_cycles=2, kernel_size=2)
-
-
-MODELS.register("wavenet", ModelEntry(config_cls=WaveNetConfig, build=WaveNet, default_config=default_config))

@@ -27,7 +27,6 @@ from ..core import DataSpec, GenerativeModel, NLLOutput
 from ..nets import noise_conditional_net
 from ..nets.mlp import MLPConfig
 from ..nets.unet import UNetConfig
-from ..registry import MODELS, ModelEntry
 from . import gaussian as G
 from .schedules import DiscreteSchedule, ScheduleConfig
 
@@ -291,6 +290,3 @@ def default_config(spec: DataSpec) -> DDPMConfig:
     if spec.is_image and max(spec.event_shape[1:]) <= 16:
         cfg = replace(cfg, unet=UNetConfig(channel_mult=(1, 2), attn_levels=(1,)))
     return cfg
-
-
-MODELS.register("ddpm", ModelEntry(config_cls=DDPMConfig, build=DDPM, default_config=default_config))

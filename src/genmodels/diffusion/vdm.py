@@ -44,7 +44,6 @@ from ..core import DataSpec, GenerativeModel, NLLOutput
 from ..nets.embeddings import base2_fourier_features
 from ..nets.mlp import MLP, MLPConfig
 from ..nets.unet import UNet, UNetConfig
-from ..registry import MODELS, ModelEntry
 from . import gaussian as G
 from .ddpm import ModelOutput
 from .schedules import DiscreteSchedule, GammaConfig, GammaSchedule, build_gamma_schedule
@@ -392,6 +391,3 @@ def default_config(spec: DataSpec) -> VDMConfig:
     if not spec.is_discrete:
         cfg = replace(cfg, fourier_features=())
     return cfg
-
-
-MODELS.register("vdm", ModelEntry(config_cls=VDMConfig, build=VDM, default_config=default_config))

@@ -24,7 +24,7 @@ named parts ``prior`` (−log N(z)), ``log_det`` (−Σ the flow layers' log_det
 pre-processing) and ``dequantization`` (−D·log Δ). For continuous data (2-D toys) there is no dequantization, no logit
 and the NLL is −log p(x) in nats.
 
-Families (registered in :data:`genmodels.registry.MODELS`):
+Families (registered in :data:`genmodels.families.MODELS`):
 
 - ``nice`` (Dinh et al. 2014): additive couplings on alternating halves (even/odd coordinates; images are flattened)
   with MLPs, then a diagonal scaling layer;
@@ -47,7 +47,6 @@ from torch import Tensor, nn
 
 from ..core import DataSpec, GenerativeModel, NLLOutput, log_bin_width, nats_to_bpd, uniform_dequantize
 from ..nets.coupling import CouplingNetConfig
-from ..registry import MODELS, ModelEntry
 from .transforms import (ActNorm, AdditiveCoupling, AffineCoupling, ChannelPartition, CheckerboardPartition, Compose,
                          Flatten, HalvesPartition, InvertibleConv1x1, Logit, ScaleFn, ScaleLayer, Squeeze, Transform)
 
@@ -489,8 +488,3 @@ def default_glow_config(spec: DataSpec) -> GlowConfig:
     if size == "small":
         return GlowConfig(n_levels=n_levels, steps_per_level=4, net=CouplingNetConfig(hidden=32, depth=1))
     return GlowConfig(n_levels=n_levels, steps_per_level=8, net=CouplingNetConfig(hidden=48, depth=1))
-
-
-MODELS.register("nice", ModelEntry(config_cls=NICEConfig, build=NICE, default_config=default_nice_config))
-MODELS.register("realnvp", ModelEntry(config_cls=RealNVPConfig, build=RealNVP, default_config=default_realnvp_config))
-MODELS.register("glow", ModelEntry(config_cls=GlowConfig, build=Glow, default_config=default_glow_config))

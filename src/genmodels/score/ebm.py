@@ -36,7 +36,6 @@ from ..core import DataSpec
 from ..diffusion.ode import EXACT_TRACE_MAX_DIM, ProbeNoise
 from ..diffusion.samplers import SamplerOutput
 from ..nets.energy import EnergyConvConfig, EnergyConvNet, EnergyMLP, EnergyMLPConfig
-from ..registry import MODELS, ModelEntry
 from . import losses as L
 from .base import Init, Progress, ScoreModel
 from .langevin import langevin_dynamics
@@ -215,6 +214,3 @@ def default_config(spec: DataSpec) -> EBMConfig:
     """The EBM preset: the dataclass defaults (DSM at σ = 0.1, 1000 Langevin steps of τ = 10⁻³) for every dataset;
     the energy network (MLP or conv net) follows from the event shape."""
     return EBMConfig()
-
-
-MODELS.register("ebm", ModelEntry(config_cls=EBMConfig, build=EBM, default_config=default_config))

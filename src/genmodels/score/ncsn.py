@@ -51,7 +51,6 @@ from ..diffusion.samplers import SamplerOutput
 from ..nets import noise_conditional_net
 from ..nets.mlp import MLPConfig
 from ..nets.unet import UNetConfig
-from ..registry import MODELS, ModelEntry
 from .base import Init, Progress, ScoreModel
 from .langevin import annealed_langevin_dynamics
 from .losses import geometric_sigmas, multiscale_denoising_score_matching
@@ -277,6 +276,3 @@ def default_config(spec: DataSpec) -> NCSNConfig:
     n = max(10, ncsnv2_n_sigmas(sigma_max, sigma_min, spec.dim) or 0)
     cfg = NCSNConfig(sigma_max=sigma_max, sigma_min=sigma_min, n_sigmas=n, sample_steps_each=math.ceil(1000 / n))
     return replace(cfg, unet=ddpm_default(spec).unet) if spec.is_image else cfg
-
-
-MODELS.register("ncsn", ModelEntry(config_cls=NCSNConfig, build=NCSN, default_config=default_config))

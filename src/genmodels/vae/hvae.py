@@ -31,8 +31,8 @@ import torch
 from torch import Tensor, nn
 
 from ..core import DataSpec
+from ..distributions import normal_kl, normal_log_prob, standard_normal_kl
 from ..nets.coders import make_decoder, make_encoder
-from ..registry import MODELS, ModelEntry
 from . import likelihoods as L
 from .vae import LatentPass, LatentVariableConfig, LatentVariableModel
 
@@ -79,10 +79,6 @@ def _soft_clamp(v: Tensor) -> Tensor:
 def _gauss(params: Tensor) -> tuple[Tensor, Tensor]:
     mu, logvar = params.chunk(2, dim=-1)
     return mu, _soft_clamp(logvar)
-
-
-def _log_normal(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
-    return L.gaussian_log_prob(z, mu, logvar)
 
 
 class HVAE(LatentVariableModel):
@@ -153,29 +149,29 @@ class HVAE(LatentVariableModel):
                 q.append(_gauss(self.q_up[l](zs[l])))
                 zs[l + 1] = L.reparameterize(*q[l + 1], generator)
             for l in range(n):
-                log_q = _log_normal(zs[l], *q[l])
+                log_q = normal_log_prob(zs[l], *q[l])
                 if l == n - 1:
-                    log_p = _log_normal(zs[l], torch.zeros_like(zs[l]), torch.zeros_like(zs[l]))
-                    kl[l] = L.kl_standard_normal(*q[l])  # analytic given z_{L−1}
+                    log_p = normal_log_prob(zs[l], torch.zeros_like(zs[l]), torch.zeros_like(zs[l]))
+                    kl[l] = standard_normal_kl(*q[l])  # analytic given z_{L−1}
                 else:
                     mu_p, lv_p, _ = self.prior(zs[l + 1], l)
-                    log_p = _log_normal(zs[l], mu_p, lv_p)
+                    log_p = normal_log_prob(zs[l], mu_p, lv_p)
                     kl[l] = log_q - log_p  # single-sample Monte Carlo: z_{l+1} depends on z_l
                 log_ratio = log_ratio + (log_p - log_q).sum(-1)
         else:
             h = [rep(t) for t in self._features(x)]
             mu_q, lv_q = _gauss(self.q_top(h[-1]))
             zs[-1] = L.reparameterize(mu_q, lv_q, generator)
-            kl[-1] = L.kl_standard_normal(mu_q, lv_q)
-            log_ratio = (_log_normal(zs[-1], torch.zeros_like(mu_q), torch.zeros_like(mu_q))
-                         - _log_normal(zs[-1], mu_q, lv_q)).sum(-1)
+            kl[-1] = standard_normal_kl(mu_q, lv_q)
+            log_ratio = (normal_log_prob(zs[-1], torch.zeros_like(mu_q), torch.zeros_like(mu_q))
+                         - normal_log_prob(zs[-1], mu_q, lv_q)).sum(-1)
             for l in range(n - 2, -1, -1):
                 mu_p, lv_p, g = self.prior(zs[l + 1], l)
                 d_mu, d_lv = self.q_residual[l](torch.cat([g, h[l]], -1)).chunk(2, dim=-1)
                 mu_q, lv_q = mu_p + d_mu, _soft_clamp(lv_p + d_lv)
                 zs[l] = L.reparameterize(mu_q, lv_q, generator)
-                kl[l] = L.kl_normal(mu_q, lv_q, mu_p, lv_p)  # analytic given z_{l+1}
-                log_ratio = log_ratio + (_log_normal(zs[l], mu_p, lv_p) - _log_normal(zs[l], mu_q, lv_q)).sum(-1)
+                kl[l] = normal_kl(mu_q, lv_q, mu_p, lv_p)  # analytic given z_{l+1}
+                log_ratio = log_ratio + (normal_log_prob(zs[l], mu_p, lv_p) - normal_log_prob(zs[l], mu_q, lv_q)).sum(-1)
         params = self.decode(zs[0])
         log_px = L.log_prob(params, rep(x), self.likelihood, self.spec).view(S, B)
         return LatentPass(log_px, [k.view(S, B, -1) for k in kl], log_ratio.view(S, B), params)
@@ -202,6 +198,3 @@ class HVAE(LatentVariableModel):
             mu, logvar, _ = self.prior(z, l)
             z = L.reparameterize(mu, logvar, generator)
         return z
-
-
-MODELS.register("hvae", ModelEntry(HVAEConfig, HVAE))

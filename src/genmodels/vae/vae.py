@@ -31,8 +31,8 @@ import torch
 from torch import Tensor, nn
 
 from ..core import DataSpec, GenerativeModel, NLLOutput
+from ..distributions import normal_log_prob, standard_normal_kl
 from ..nets.coders import CoderConfig, make_decoder, make_encoder
-from ..registry import MODELS, ModelEntry
 from . import likelihoods as L
 
 __all__ = ["LatentVariableConfig", "VAEConfig", "VAE", "LatentVariableModel", "LatentPass", "logmeanexp"]
@@ -280,9 +280,9 @@ class VAE(LatentVariableModel):
         params = self.decode(z.flatten(0, 1))  # [S·B, …]
         xs = x.expand(samples, *x.shape).flatten(0, 1)
         log_px = L.log_prob(params, xs, self.likelihood, self.spec).view(samples, len(x))
-        log_ratio = (L.gaussian_log_prob(z, torch.zeros_like(z), torch.zeros_like(z))
-                     - L.gaussian_log_prob(z, mu, logvar)).sum(-1)
-        kl = L.kl_standard_normal(mu, logvar).expand(samples, *mu.shape)
+        log_ratio = (normal_log_prob(z, torch.zeros_like(z), torch.zeros_like(z))
+                     - normal_log_prob(z, mu, logvar)).sum(-1)
+        kl = standard_normal_kl(mu, logvar).expand(samples, *mu.shape)
         return LatentPass(log_px, [kl], log_ratio, params)
 
     def latent_means(self, x: Tensor) -> list[Tensor]:
@@ -292,6 +292,3 @@ class VAE(LatentVariableModel):
     def prior_sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """z ~ N(0, I), ``[n, latent_dim]``."""
         return torch.randn(n, self.config.latent_dim, generator=generator, device=self.device, dtype=self.dtype)
-
-
-MODELS.register("vae", ModelEntry(VAEConfig, VAE))
