@@ -24,12 +24,13 @@ All functions are pure tensor math, computed in float64 where schedules enter an
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import Tensor
+
+from ..distributions import discretized_gaussian_log_likelihood, normal_kl, normal_log_prob
 
 __all__ = [
     "Parameterization",
@@ -41,8 +42,6 @@ __all__ = [
     "q_posterior",
     "predict",
     "target",
-    "normal_kl",
-    "discretized_gaussian_log_likelihood",
     "prior_kl",
     "reverse_log_variance",
     "p_mean_variance",
@@ -162,45 +161,6 @@ def target(x0: Tensor, eps: Tensor, logsnr: Tensor, parameterization: Parameteri
     return _expand(alpha, x0) * eps - _expand(sigma, x0) * x0
 
 
-def normal_kl(mean1: Tensor, logvar1: Tensor, mean2: Tensor, logvar2: Tensor) -> Tensor:
-    """Elementwise KL(N(mean1, e^logvar1) ‖ N(mean2, e^logvar2)) in nats; arguments broadcast.
-
-    ½ (logvar2 − logvar1 + e^{logvar1−logvar2} + (mean1−mean2)² e^{−logvar2} − 1).
-    """
-    return 0.5 * (logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2) - 1)
-
-
-def _log_diff_exp(a: Tensor, b: Tensor) -> Tensor:
-    """log(e^a − e^b) for a ≥ b, stably."""
-    return a + torch.log(-torch.expm1((b - a).clamp(max=-1e-12)))
-
-
-def discretized_gaussian_log_likelihood(x: Tensor, mean: Tensor, log_scale: Tensor, n_bins: int) -> Tensor:
-    """Elementwise log P(bin of x) under N(mean, e^{2·log_scale}) integrated over x's bin (DDPM Eq. 13).
-
-    The data lie on the grid x = 2k/(n_bins−1) − 1; a bin is [x − δ, x + δ] with δ = 1/(n_bins−1), and the
-    edge bins extend to −∞ (k = 0) and +∞ (k = n_bins−1). Computed with ``log_ndtr`` on the tail that keeps
-    precision, so it is exact rather than the tanh approximation of the CDF.
-
-    Args:
-        x: data on the grid, any shape. mean, log_scale: broadcastable to x.
-    Returns:
-        log-probabilities (nats, ≤ 0), shape of x.
-    """
-    delta = 1.0 / (n_bins - 1)
-    inv_scale = torch.exp(-log_scale)
-    upper = (x - mean + delta) * inv_scale
-    lower = (x - mean - delta) * inv_scale
-    # Φ(upper) − Φ(lower); on the right side use Φ(−lower) − Φ(−upper) for precision.
-    right = lower > 0
-    hi = torch.where(right, -lower, upper)
-    lo = torch.where(right, -upper, lower)
-    log_mid = _log_diff_exp(torch.special.log_ndtr(hi), torch.special.log_ndtr(lo))
-    log_left = torch.special.log_ndtr(upper)  # k = 0: P(X < x + δ)
-    log_right = torch.special.log_ndtr(-lower)  # k = n_bins−1: P(X > x − δ)
-    return torch.where(x < -1 + delta, log_left, torch.where(x > 1 - delta, log_right, log_mid))
-
-
 def prior_kl(x0: Tensor, logsnr_T: Tensor) -> Tensor:
     """L_T = KL(q(x_T | x_0) ‖ N(0, I)) summed over dimensions, nats. x0 ``[B, ...]``, logsnr_T ``[B]`` → ``[B]``."""
     alpha, sigma = alpha_sigma(logsnr_T.double())
@@ -263,9 +223,10 @@ def vb_terms(x0: Tensor, x_t: Tensor, pred: Prediction, logsnr_s: Tensor, logsnr
     true_logvar = _expand(torch.log(true_var.clamp(min=1e-300)), x0).double()
     kl = _sum_dims(normal_kl(true_mean.double(), true_logvar, model_mean.double(), lv))
     if n_bins is not None:
-        decoder_nll = -_sum_dims(discretized_gaussian_log_likelihood(x0.double(), model_mean.double(), 0.5 * lv, n_bins))
+        decoder_nll = -_sum_dims(discretized_gaussian_log_likelihood(x0.double(), model_mean.double(), 0.5 * lv,
+                                                                     n_bins))
     else:
-        decoder_nll = _sum_dims(0.5 * (math.log(2 * math.pi) + lv + (x0.double() - model_mean.double()) ** 2 * torch.exp(-lv)))
+        decoder_nll = -_sum_dims(normal_log_prob(x0.double(), model_mean.double(), lv))
     return torch.where(is_first, decoder_nll, kl).to(x0.dtype)
 
 

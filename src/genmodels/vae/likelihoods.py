@@ -1,4 +1,6 @@
-"""Decoder distributions p(x|z) for each kind of data, and the diagonal-Gaussian helpers of the latents.
+"""Decoder distributions p(x|z) for each kind of data, and the reparameterization of the latents. The elementwise
+math (the discretized CDFs, Gaussian densities and KLs) is :mod:`genmodels.distributions`'s, shared with the
+other families.
 
 Every log-probability is summed over the data dimensions and returned per example (``[B]``, nats), on the
 project's scale (:mod:`genmodels.core`): discrete data with ``n_bins`` levels lives on the grid
@@ -18,7 +20,6 @@ its NLL is directly comparable with DDPM's bound and a flow's dequantized NLL.
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
@@ -26,7 +27,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..core import DataSpec
-from ..diffusion.gaussian import discretized_gaussian_log_likelihood
+from ..distributions import (
+    LOG_SCALE_MIN,
+    discretized_gaussian_log_likelihood,
+    discretized_logistic_log_likelihood,
+    normal_log_prob,
+)
 
 __all__ = [
     "Likelihood",
@@ -35,18 +41,11 @@ __all__ = [
     "log_prob",
     "decoder_mean",
     "decoder_sample",
-    "discretized_logistic_log_prob",
-    "gaussian_log_prob",
-    "kl_normal",
-    "kl_standard_normal",
     "reparameterize",
     "LOG_SCALE_MIN",
 ]
 
 Likelihood = Literal["auto", "bernoulli", "discretized_logistic", "discretized_gaussian", "gaussian"]
-LOG_SCALE_MIN = -7.0
-"""Lower bound of decoders' log-scales (PixelCNN++ uses −7): keeps the density finite on a bin's centre."""
-_LOG2PI = math.log(2 * math.pi)
 
 
 def resolve_likelihood(likelihood: str, spec: DataSpec) -> str:
@@ -88,41 +87,6 @@ def _split(params: Tensor, likelihood: str) -> tuple[Tensor, Tensor | None]:
     return loc, log_scale.clamp(min=LOG_SCALE_MIN)
 
 
-def _log_diff_exp(a: Tensor, b: Tensor) -> Tensor:
-    """log(e^a − e^b) for a ≥ b, stably."""
-    return a + torch.log(-torch.expm1((b - a).clamp(max=-1e-12)))
-
-
-def discretized_logistic_log_prob(x: Tensor, loc: Tensor, log_scale: Tensor, n_bins: int) -> Tensor:
-    """Elementwise log P(bin of x) under a logistic(loc, e^log_scale) integrated over x's bin.
-
-    Bins are [x − δ, x + δ] with δ = 1/(n_bins−1); the edge bins extend to −∞ (k = 0) and +∞ (k = n_bins−1)
-    (PixelCNN++, Salimans et al. 2017, Eq. 2). The difference of CDFs is taken on the tail that keeps
-    precision (σ(b) − σ(a) = σ(−a) − σ(−b) on the right), in log space, so no pdf approximation is needed.
-
-    Args:
-        x: data on the grid, any shape. loc, log_scale: broadcastable to x.
-    Returns:
-        log-probabilities (nats, ≤ 0), the shape of x.
-    """
-    delta = 1.0 / (n_bins - 1)
-    inv_scale = torch.exp(-log_scale)
-    upper = (x - loc + delta) * inv_scale
-    lower = (x - loc - delta) * inv_scale
-    right = lower > 0
-    hi = torch.where(right, -lower, upper)
-    lo = torch.where(right, -upper, lower)
-    log_mid = _log_diff_exp(F.logsigmoid(hi), F.logsigmoid(lo))
-    log_left = F.logsigmoid(upper)  # k = 0: P(X < x + δ)
-    log_right = F.logsigmoid(-lower)  # k = n_bins − 1: P(X > x − δ)
-    return torch.where(x < -1 + delta, log_left, torch.where(x > 1 - delta, log_right, log_mid))
-
-
-def gaussian_log_prob(x: Tensor, mean: Tensor, logvar: Tensor) -> Tensor:
-    """Elementwise log N(x; mean, e^logvar), nats; arguments broadcast."""
-    return -0.5 * (_LOG2PI + logvar + (x - mean) ** 2 * torch.exp(-logvar))
-
-
 def log_prob(params: Tensor, x: Tensor, likelihood: str, spec: DataSpec) -> Tensor:
     """log p(x|z) summed over dimensions, ``[B]`` nats.
 
@@ -135,11 +99,11 @@ def log_prob(params: Tensor, x: Tensor, likelihood: str, spec: DataSpec) -> Tens
     if likelihood == "bernoulli":
         lp = -F.binary_cross_entropy_with_logits(loc, (x > 0).to(loc.dtype), reduction="none")
     elif likelihood == "discretized_logistic":
-        lp = discretized_logistic_log_prob(x, loc, log_scale, spec.n_bins)
+        lp = discretized_logistic_log_likelihood(x, loc, log_scale, spec.n_bins)
     elif likelihood == "discretized_gaussian":
         lp = discretized_gaussian_log_likelihood(x, loc, log_scale, spec.n_bins)
     else:
-        lp = gaussian_log_prob(x, loc, 2 * log_scale)
+        lp = normal_log_prob(x, loc, 2 * log_scale)
     return lp.flatten(1).sum(1)
 
 
@@ -171,16 +135,6 @@ def decoder_sample(params: Tensor, likelihood: str, spec: DataSpec, generator: t
                                                      dtype=loc.dtype)
     half = (spec.n_bins - 1) / 2  # the bin of y: round on the level scale, edge bins take the tails
     return (torch.round((y.clamp(-1, 1) + 1) * half) / half - 1).to(loc.dtype)
-
-
-def kl_normal(mu_q: Tensor, logvar_q: Tensor, mu_p: Tensor, logvar_p: Tensor) -> Tensor:
-    """Elementwise KL(N(mu_q, e^logvar_q) ‖ N(mu_p, e^logvar_p)), nats (Kingma & Welling 2014, App. B)."""
-    return 0.5 * (logvar_p - logvar_q + torch.exp(logvar_q - logvar_p) + (mu_q - mu_p) ** 2 * torch.exp(-logvar_p) - 1)
-
-
-def kl_standard_normal(mu: Tensor, logvar: Tensor) -> Tensor:
-    """Elementwise KL(N(mu, e^logvar) ‖ N(0, 1)) = ½(μ² + σ² − 1 − log σ²), nats (Kingma & Welling 2014, App. B)."""
-    return 0.5 * (mu ** 2 + torch.exp(logvar) - 1 - logvar)
 
 
 def reparameterize(mu: Tensor, logvar: Tensor, generator: torch.Generator | None = None) -> Tensor:
