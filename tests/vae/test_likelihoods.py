@@ -1,6 +1,7 @@
 """Decoder distributions of :mod:`genmodels.vae.likelihoods` and the Gaussian helpers of
-:mod:`genmodels.distributions` they use: analytic KLs against Monte Carlo, the pathwise (reparameterized) gradient, normalization of the discretized decoders, Bernoulli's closed
-form, sampling on the data grid and the choice of likelihood for a dataset."""
+:mod:`genmodels.distributions` they use: analytic KLs against Monte Carlo, the pathwise (reparameterized)
+gradient, normalization of the discretized decoders, Bernoulli's closed form, sampling on the data grid and the
+choice of likelihood for a dataset."""
 
 from __future__ import annotations
 
