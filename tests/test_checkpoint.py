@@ -12,7 +12,6 @@ import torch
 from _toy_model import TOY_NAME, TOY_SPEC, ToyConfig, build_toy, toy_data
 
 from genmodels.checkpoint import (
-    _UMASK,
     CONFIG_NAME,
     EMA_WEIGHTS_NAME,
     WEIGHTS_NAME,
@@ -181,7 +180,10 @@ def test_mismatched_weights_and_configs(tmp_path):
 def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
     target = tmp_path / "f.txt"
     atomic_write_text(target, "old")
-    assert target.stat().st_mode & 0o777 == 0o666 & ~_UMASK  # not mkstemp's 0600
+    plain = tmp_path / "plain"
+    plain.write_text("")
+    assert target.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777  # 0666 & ~umask, not mkstemp's 0600
+    plain.unlink()
 
     def boom(src, dst):
         raise OSError("disk full")

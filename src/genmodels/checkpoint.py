@@ -12,8 +12,8 @@ A run folder (DESIGN.md, "Runs and checkpoints") holds::
 ``config.json`` is enough to rebuild the model through the typed registry
 (``MODELS.get(name).build(config_from_dict(entry.config_cls, d), spec)``), so loading never executes
 pickled code: weights are safetensors, and the one torch file (``train_state.pt``) is only ever read
-with ``torch.load(weights_only=True)``. Every file is written atomically (temp file in the same
-folder, fsync, ``os.replace``), so a run killed mid-write keeps its previous, complete files.
+with ``torch.load(weights_only=True)``. Every file is written atomically (:mod:`genmodels.fileio`: temp file
+in the same folder, fsync, ``os.replace``), so a run killed mid-write keeps its previous, complete files.
 
     >>> import dataclasses
     >>> @dataclasses.dataclass(frozen=True)
@@ -30,7 +30,6 @@ import enum
 import json
 import logging
 import os
-import tempfile
 import types
 import typing
 from collections.abc import Mapping
@@ -45,6 +44,7 @@ from torch import Tensor, nn
 
 from .core import DataSpec, GenerativeModel
 from .families import MODELS
+from .fileio import atomic_write_bytes, atomic_write_text  # re-exported: callers used to import them here
 
 if TYPE_CHECKING:
     from .train import TrainConfig
@@ -71,65 +71,7 @@ _FORMAT_VERSION = 1
 _ALIASES_KEY = "genmodels.aliases"  # safetensors metadata: {dropped name: kept name} for tied tensors
 
 logger = logging.getLogger("genmodels.checkpoint")
-_UMASK = os.umask(0o022)  # read the process umask (only settable), then put it back
-os.umask(_UMASK)
 T = TypeVar("T")
-
-
-# ----------------------------------------------------------------------------------------------
-# Atomic writes
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, ``os.replace``.
-
-    Readers see either the old file or the complete new one, never a partial write; a write that
-    fails leaves no temp file behind. The parent folder must exist.
-
-    Returns:
-        ``path`` as a :class:`~pathlib.Path`.
-    Raises:
-        FileNotFoundError: if the parent folder does not exist.
-    """
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"cannot write {path}: folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        if hasattr(os, "fchmod"):  # mkstemp makes 0600; give the usual 0666 & ~umask
-            os.fchmod(fd, 0o666 & ~_UMASK)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """:func:`atomic_write_bytes` for UTF-8 text."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename durable (POSIX); a no-op where folders cannot be opened (Windows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # ----------------------------------------------------------------------------------------------

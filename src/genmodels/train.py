@@ -45,12 +45,11 @@ from .checkpoint import (
     CONFIG_NAME,
     WEIGHTS_NAME,
     RunConfig,
-    atomic_write_bytes,
-    atomic_write_text,
     config_to_dict,
     save_pretrained,
 )
 from .core import DataSpec, GenerativeModel
+from .fileio import atomic_write_bytes, atomic_write_text
 
 if TYPE_CHECKING:
     from accelerate import Accelerator

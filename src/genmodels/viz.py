@@ -8,10 +8,10 @@ training. Two kinds of input are understood:
   by default), drawn pixel for pixel with Pillow;
 - points ``[N, 2]`` (2-D toy data), drawn as a matplotlib scatter plot.
 
-Files are written atomically (a temporary file in the same folder, then ``os.replace``), so a killed run
-never leaves a half-written picture; parent folders are created. matplotlib is imported lazily and used
-through its object API (``matplotlib.figure.Figure``, which renders with Agg), so ``import genmodels.viz``
-is cheap and no global pyplot backend or state is touched.
+Files are written atomically (:mod:`genmodels.fileio`: a temporary file in the same folder, fsync, then
+``os.replace``), so a killed run never leaves a half-written picture; parent folders are created.
+matplotlib is imported lazily and used through its object API (``matplotlib.figure.Figure``, which renders
+with Agg), so ``import genmodels.viz`` is cheap and no global pyplot backend or state is touched.
 
 Notation: ``N`` images, ``C`` channels, ``H x W`` pixels, ``K`` time points (frames), ``n`` images per
 time point, ``T`` schedule steps.
@@ -22,15 +22,16 @@ from __future__ import annotations
 import json
 import math
 import os
-import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from .fileio import atomic_open
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
@@ -184,27 +185,16 @@ def _to_pil(img: Tensor) -> PILImage.Image:
 # ----------------------------------------------------------------------------------------------------
 
 
-def _write_atomic(path: PathLike, write: Callable[[IO[bytes]], None]) -> Path:
-    """Create parent folders, let ``write`` fill a temporary file next to ``path``, then rename it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "xb") as f:  # honours the umask, unlike mkstemp's 0600
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
 def _save_pil(image: PILImage.Image, path: PathLike, **kw) -> Path:
-    return _write_atomic(path, lambda f: image.save(f, **kw))
+    with atomic_open(path, parents=True) as f:
+        image.save(f, **kw)
+    return Path(path)
 
 
 def _save_figure(fig: Figure, path: PathLike, dpi: int = 100) -> Path:
-    return _write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
+    with atomic_open(path, parents=True) as f:
+        fig.savefig(f, format="png", dpi=dpi)
+    return Path(path)
 
 
 def _new_figure(width: float, height: float) -> Figure:

@@ -46,8 +46,8 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import Tensor, nn
 
-from ..checkpoint import atomic_write_bytes, atomic_write_text
 from ..data import Dataset, load_dataset
+from ..fileio import atomic_write_bytes, atomic_write_text
 
 __all__ = [
     "CLASSIFIER_VERSION",

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..fileio import atomic_path
+
 if TYPE_CHECKING:
     from ..diffusion.ddpm import DDPM
 
@@ -95,12 +97,10 @@ def _draw(model: "DDPM", sampler: str, steps: int | None, n: int, seed: int, bat
                             batch_size=batch_size, progress=progress, **options)
     seconds = time.perf_counter() - start
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez_compressed(tmp, x=out.x0.cpu().numpy(),
-                            meta=json.dumps({"nfe": out.nfe, "seconds": seconds, "sampler": sampler, "steps": steps,
-                                             "options": options}))
-        tmp.replace(path)
+        with atomic_path(path, parents=True) as tmp:
+            np.savez_compressed(tmp, x=out.x0.cpu().numpy(),
+                                meta=json.dumps({"nfe": out.nfe, "seconds": seconds, "sampler": sampler,
+                                                 "steps": steps, "options": options}))
     return out.x0.cpu(), out.nfe, seconds
 
 
