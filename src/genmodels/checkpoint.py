@@ -35,7 +35,7 @@ import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, Union
+from typing import Any, Literal, TypeVar, Union
 
 import safetensors
 import safetensors.torch
@@ -45,9 +45,7 @@ from torch import Tensor, nn
 from .core import DataSpec, GenerativeModel
 from .families import MODELS
 from .fileio import atomic_write_bytes, atomic_write_text  # re-exported: callers used to import them here
-
-if TYPE_CHECKING:
-    from .train import TrainConfig
+from .train_config import TrainConfig
 
 __all__ = [
     "CONFIG_NAME",
@@ -236,7 +234,7 @@ class RunConfig:
         model_config: that family's frozen config dataclass instance (``MODELS.get(model).config_cls``).
         data: the dataset name as the user typed it (e.g. ``"fashion-mnist"``, ``"npz:x.npz"``).
         spec: the :class:`DataSpec` the model was built for.
-        train: the :class:`genmodels.train.TrainConfig` of the run, or None (e.g. an exported model).
+        train: the :class:`~genmodels.train_config.TrainConfig` of the run, or None (e.g. an exported model).
     """
 
     model: str
@@ -267,8 +265,6 @@ class RunConfig:
             ValueError: unknown model name (lists the registered ones), unknown/missing keys or
                 badly typed values, or a file of another format version.
         """
-        from .train import TrainConfig  # lazy: train imports this module
-
         known = {"format", "format_version", "model", "model_config", "data", "spec", "train"}
         unknown = sorted(set(d) - known)
         if unknown:
