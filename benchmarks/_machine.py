@@ -1,4 +1,5 @@
-"""What every benchmark result records about where it ran (CPUs, versions, commit and date), and how it is written."""
+"""What every benchmark result records about where it ran (CPUs, versions, commit and date), how it is written, and how
+the timing processes are run."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import json
 import os
 import platform
 import subprocess
+import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -43,3 +46,23 @@ def write_results(res: dict, out: Path, md: str) -> None:
     out.write_text(json.dumps(res, indent=1, default=float) + "\n")
     out.with_suffix(".md").write_text(md + "\n")
     print(f"\n(results: {out} and {out.with_suffix('.md')}; {res['wall_seconds']:.0f} s)")
+
+
+def run_workers(workers: Iterable[tuple[str, list[str]]]) -> list[dict]:
+    """Run worker processes one after another, never side by side (so they do not compete for the CPUs), and
+    collect their results.
+
+    Args:
+        workers: ``(label, command)`` pairs; ``label`` is printed to stderr before its command runs, and the command
+            must print its result as JSON on the last line of its stdout (its stderr passes through).
+    Returns:
+        the parsed results, in the order of ``workers``.
+    Raises:
+        subprocess.CalledProcessError: if a worker exits with a non-zero status (the later ones do not run).
+    """
+    results = []
+    for label, cmd in workers:
+        print(label, file=sys.stderr, flush=True)
+        out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True).stdout
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    return results

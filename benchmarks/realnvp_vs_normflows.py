@@ -79,7 +79,6 @@ import math
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -526,16 +525,12 @@ def worker_cmd(args: argparse.Namespace, work: Path, order: str) -> list[str]:
     return cmd
 
 
-def run_workers(args: argparse.Namespace, work: Path) -> list[dict]:
-    """``args.rounds`` training processes, one after another, alternating which model trains first."""
-    results = []
-    for p in range(args.rounds):
-        order = "ours,normflows" if p % 2 == 0 else "normflows,ours"
-        print(f"round {p + 1}/{args.rounds} ({order})", file=sys.stderr, flush=True)
-        out = subprocess.run(worker_cmd(args, work / f"p{p}", order), stdout=subprocess.PIPE, text=True,
-                             check=True).stdout
-        results.append(json.loads(out.strip().splitlines()[-1]))
-    return results
+def workers(args: argparse.Namespace, work: Path) -> list[tuple[str, list[str]]]:
+    """``(label, command)`` of the ``args.rounds`` training processes, alternating which model trains first, for
+    :func:`_machine.run_workers` (which runs them one after another)."""
+    orders = ["ours,normflows" if p % 2 == 0 else "normflows,ours" for p in range(args.rounds)]
+    return [(f"round {p + 1}/{args.rounds} ({order})", worker_cmd(args, work / f"p{p}", order))
+            for p, order in enumerate(orders)]
 
 
 # --------------------------------------------------------------------------- evaluation (main process)
@@ -786,7 +781,7 @@ def main() -> None:
         raise SystemExit(f"the two trainings do not see the same first batch: {checks['first_step']}")
     work = Path(tempfile.mkdtemp(prefix="realnvp_vs_normflows_"))
     try:
-        procs = run_workers(args, work)
+        procs = _machine.run_workers(workers(args, work))
         evaluation = evaluate(args, procs[0])
     finally:
         if args.keep:

@@ -37,7 +37,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -260,16 +259,12 @@ def machine() -> dict:
     return _machine.machine(diffusers=diffusers.__version__)
 
 
-def run_workers(args: argparse.Namespace) -> list[dict]:
-    results = []
-    for p in range(args.processes):  # one after another, never side by side
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--models", ",".join(args.models),
-               "--rounds", str(args.rounds), "--steps-per-round", str(args.steps_per_round),
-               "--warmup", str(args.warmup), "--threads", str(args.threads), "--seed", str(args.seed)]
-        print(f"process {p + 1}/{args.processes}: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
-        out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True).stdout
-        results.append(json.loads(out.strip().splitlines()[-1]))
-    return results
+def workers(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
+    """``(label, command)`` of the ``args.processes`` timing processes, for :func:`_machine.run_workers`."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--models", ",".join(args.models),
+           "--rounds", str(args.rounds), "--steps-per-round", str(args.steps_per_round),
+           "--warmup", str(args.warmup), "--threads", str(args.threads), "--seed", str(args.seed)]
+    return [(f"process {p + 1}/{args.processes}: {' '.join(cmd[1:])}", cmd) for p in range(args.processes)]
 
 
 def _fmt_m(v: float) -> str:
@@ -348,7 +343,7 @@ def main() -> None:
         return
 
     t_start = time.perf_counter()
-    procs = run_workers(args)
+    procs = _machine.run_workers(workers(args))  # one after another, never side by side
     summary = {}
     for k in procs[0]["median_ratio"]:
         per = [p["median_ratio"][k] for p in procs]

@@ -50,7 +50,6 @@ import math
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -190,9 +189,10 @@ def worker(args: argparse.Namespace) -> dict:
             "loop_ratio": out["ours"]["loop_images_per_sec"] / out["pythae"]["loop_images_per_sec"]}
 
 
-def run_workers(args: argparse.Namespace, work: Path) -> list[dict]:
-    """``args.processes`` training processes, one after another, alternating which model trains first."""
-    results = []
+def workers(args: argparse.Namespace, work: Path) -> list[tuple[str, list[str]]]:
+    """``(label, command)`` of the ``args.processes`` training processes, alternating which model trains first,
+    for :func:`_machine.run_workers` (which runs them one after another)."""
+    out = []
     for p in range(args.processes):
         order = "ours,pythae" if p % 2 == 0 else "pythae,ours"
         cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--work-dir", str(work / f"p{p}"),
@@ -200,10 +200,8 @@ def run_workers(args: argparse.Namespace, work: Path) -> list[dict]:
                "--lr", str(args.lr), "--warmup-steps", str(args.warmup_steps),
                "--grad-clip", "none" if args.grad_clip is None else str(args.grad_clip),
                "--threads", str(args.threads), "--seed", str(args.seed)]
-        print(f"process {p + 1}/{args.processes} ({order})", file=sys.stderr, flush=True)
-        out = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=True).stdout
-        results.append(json.loads(out.strip().splitlines()[-1]))
-    return results
+        out.append((f"process {p + 1}/{args.processes} ({order})", cmd))
+    return out
 
 
 # --------------------------------------------------------------------------- evaluation (main process)
@@ -488,7 +486,7 @@ def main() -> None:
     t_start = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="vae_vs_pythae_"))
     try:
-        procs = run_workers(args, work)
+        procs = _machine.run_workers(workers(args, work))
         evaluation = evaluate(args, procs[0])
     finally:
         if args.keep:
