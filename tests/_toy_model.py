@@ -36,6 +36,8 @@ class ToyConfig:
 class ToyDenoiser(GenerativeModel):
     """ε-prediction MLP ``[B, 2] -> [B, 2]`` conditioned on ``log σ``."""
 
+    description = "test-only toy denoiser"
+
     def __init__(self, config: ToyConfig, spec: DataSpec):
         super().__init__()
         self.config, self.spec = config, spec
@@ -53,7 +55,7 @@ class ToyDenoiser(GenerativeModel):
     def eps(self, x_t: Tensor, log_sigma: Tensor) -> Tensor:  # [B, D], [B] -> [B, D]
         return self.net(self.inp(x_t) + self.embed(log_sigma[:, None]))
 
-    def loss(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def loss(self, x: Tensor, generator: torch.Generator | None = None, y: Tensor | None = None) -> Tensor:
         lo, hi = self.log_sigma_range
         u = torch.rand(x.shape[0], generator=generator, device=x.device)  # [B]
         log_sigma = lo + (hi - lo) * u
@@ -77,7 +79,7 @@ def build_toy(config: ToyConfig, spec: DataSpec) -> ToyDenoiser:
 
 
 if TOY_NAME not in MODELS:
-    MODELS.register(TOY_NAME, ModelEntry(config_cls=ToyConfig, build=build_toy))
+    MODELS.register(TOY_NAME, ModelEntry(config_cls=ToyConfig, build=ToyDenoiser))
 
 
 def toy_data(n: int = 512, seed: int = 0) -> Tensor:

@@ -137,9 +137,9 @@ def test_toy_evaluation_reports_the_true_data_nll_beside_bound_and_ode(tmp_path)
 
 
 def test_default_config_clips_x0_only_for_discrete_data():
-    from genmodels.cli import default_ddpm_config
     from genmodels.data import load_dataset
+    from genmodels.diffusion.ddpm import default_config
 
-    assert default_ddpm_config(load_dataset("digits").spec).clip_x0
+    assert default_config(load_dataset("digits").spec).clip_x0
     # the 8-Gaussian toy reaches radius 8/√33 ≈ 1.39: clipping x̂_0 to [−1, 1] would cut its modes
-    assert not default_ddpm_config(load_dataset("8gaussians").spec).clip_x0
+    assert not default_config(load_dataset("8gaussians").spec).clip_x0

@@ -418,8 +418,8 @@ def load_run_config(run_dir: str | os.PathLike) -> RunConfig:
     return RunConfig.from_json(d, source=str(config))
 
 
-def from_pretrained(run_dir: str | os.PathLike, *, ema: bool = True,
-                    map_location: str | torch.device = "cpu") -> tuple[GenerativeModel, RunConfig]:
+def from_pretrained(run_dir: str | os.PathLike, *, ema: bool = True, map_location: str | torch.device = "cpu",
+                    run_config: RunConfig | None = None) -> tuple[GenerativeModel, RunConfig]:
     """Rebuild a run's model from ``config.json`` and load its weights (no pickled code runs).
 
     The model is built through the registry (``MODELS.get(name).build(config, spec)``), then loaded
@@ -430,6 +430,8 @@ def from_pretrained(run_dir: str | os.PathLike, *, ema: bool = True,
         run_dir: a folder written by :func:`save_pretrained` (e.g. a training run's ``--out``).
         ema: prefer the EMA weights (recommended for sampling and evaluation).
         map_location: device for the returned model.
+        run_config: the run's config when the caller has read it already (:func:`load_run_config`), so that
+            ``config.json`` is read once.
     Returns:
         ``(model, run_config)``.
     Raises:
@@ -438,7 +440,7 @@ def from_pretrained(run_dir: str | os.PathLike, *, ema: bool = True,
             model the config builds.
     """
     run_dir = Path(run_dir)
-    run_config = load_run_config(run_dir)
+    run_config = run_config or load_run_config(run_dir)
     weights = run_dir / EMA_WEIGHTS_NAME
     if not (ema and weights.is_file()):
         weights = run_dir / WEIGHTS_NAME

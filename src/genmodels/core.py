@@ -20,13 +20,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Literal
 
 import torch
 from torch import Tensor, nn
 
+if TYPE_CHECKING:
+    from .data.base import Dataset
+
+Progress = Callable[[Iterable], Iterable]
+"""A wrapper of an iterator that shows progress (e.g. ``tqdm``); every loop that takes one runs without it too."""
+
 __all__ = [
     "DataSpec",
+    "SampleOutput",
+    "EvalOptions",
+    "Progress",
     "NLLKind",
     "NLLOutput",
     "NoLikelihoodError",
@@ -52,12 +62,15 @@ class DataSpec:
         n_bins: number of levels of discrete data (256 for 8-bit images, 17 for ``digits``), or ``None``
             for continuous data (2-D toys, real vectors).
         value_range: the range the tensors are scaled to; always ``(−1, 1)`` for discrete data.
+        sample_rate: for audio sequences (``(1, L)`` events), samples per second: samples are then also written
+            as WAV files; ``None`` for everything else.
     """
 
     name: str
     event_shape: tuple[int, ...]
     n_bins: int | None = None
     value_range: tuple[float, float] = (-1.0, 1.0)
+    sample_rate: int | None = None
 
     @property
     def dim(self) -> int:
@@ -70,20 +83,28 @@ class DataSpec:
         return len(self.event_shape) == 3
 
     @property
+    def is_sequence(self) -> bool:
+        """True for (C, L) events (e.g. ``speech``, (1, 2048))."""
+        return len(self.event_shape) == 2
+
+    @property
     def is_discrete(self) -> bool:
         """True when the data has a finite number of levels (``n_bins`` is set)."""
         return self.n_bins is not None
 
     def to_json(self) -> dict:
         """A JSON-serializable dict; inverse of :meth:`from_json`."""
-        return {"name": self.name, "event_shape": list(self.event_shape), "n_bins": self.n_bins,
-                "value_range": list(self.value_range)}
+        d = {"name": self.name, "event_shape": list(self.event_shape), "n_bins": self.n_bins,
+             "value_range": list(self.value_range)}
+        if self.sample_rate is not None:
+            d["sample_rate"] = self.sample_rate
+        return d
 
     @classmethod
     def from_json(cls, d: dict) -> DataSpec:
         """Rebuild a spec saved by :meth:`to_json`."""
         return cls(name=d["name"], event_shape=tuple(d["event_shape"]), n_bins=d["n_bins"],
-                   value_range=tuple(d["value_range"]))
+                   value_range=tuple(d["value_range"]), sample_rate=d.get("sample_rate"))
 
 
 @dataclass
@@ -109,22 +130,90 @@ class NoLikelihoodError(NotImplementedError, ValueError):
     :class:`ValueError` (so the command line reports it as a one-line error)."""
 
 
+@dataclass
+class SampleOutput:
+    """What drawing samples returns (:meth:`GenerativeModel.draw`, every sampler function).
+
+    Attributes:
+        x0: ``[n, *event_shape]`` samples on the data scale.
+        nfe: network evaluations per sample (the mean over batches for adaptive samplers).
+        trajectory: ``[K, n, *event_shape]`` the chain from its start to the end when asked for
+            (``keep_trajectory=True``), else None.
+        timesteps: the original step indices visited, from high noise to low (discrete diffusion samplers).
+    """
+
+    x0: Tensor
+    nfe: int
+    trajectory: Tensor | None = None
+    timesteps: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """The likelihood-evaluation options a family may honour; :attr:`GenerativeModel.eval_options` names the fields
+    that apply to it, and callers reject the others when they differ from these defaults.
+
+    Attributes:
+        t_samples: diffusion bounds: stratified (importance-sampled) steps or times per example.
+        exact: diffusion bounds: sum all T steps (T network evaluations per example).
+        calibrate: DDPM: fit the step proposal on 128 training examples first (never the evaluated ones).
+        k: VAEs: importance samples of the IWAE bound (Burda et al. 2016, Eq. 8); 1 is the ELBO.
+    """
+
+    t_samples: int = 4
+    exact: bool = False
+    calibrate: bool = True
+    k: int = 1
+
+    def __post_init__(self) -> None:
+        if self.t_samples < 1 or self.k < 1:
+            raise ValueError(f"t_samples and k must be ≥ 1, got t_samples={self.t_samples}, k={self.k}")
+
+    def changed(self) -> list[str]:
+        """Names of the fields that differ from their defaults."""
+        default = EvalOptions()
+        return [f for f in ("t_samples", "exact", "calibrate", "k") if getattr(self, f) != getattr(default, f)]
+
+
 class GenerativeModel(nn.Module):
     """Base class of every model family (DESIGN.md, "The one interface").
 
     Subclasses set ``spec`` (a :class:`DataSpec`) and ``nll_kind``, and implement :meth:`loss`,
     :meth:`nll_terms` and :meth:`sample`. Every random operation takes a ``torch.Generator`` so
     results are reproducible; ``generator=None`` uses torch's global RNG.
+
+    Beyond that, a family *declares* what it can do, so that callers (CLI, metrics, reports) never ask which family
+    a model is: its samplers (:attr:`samplers`, the first the default) and their options
+    (:attr:`sampler_options`), what a sample costs (:meth:`nfe`, :meth:`steps_for_nfe`), whether it has a
+    likelihood (:attr:`has_likelihood`, :attr:`has_ode_likelihood`), which evaluation options apply
+    (:attr:`eval_options`, :meth:`nll_kwargs`, :meth:`eval_extras`) and the pictures that explain it
+    (:meth:`figures`). The class label ``y`` (``[B]`` int64, or None) is part of every signature; an unconditional
+    model (``num_classes`` None) rejects a label (:meth:`check_label`).
     """
 
     spec: DataSpec
     nll_kind: ClassVar[NLLKind] = "bound"
+    description: ClassVar[str] = ""
+    """One line for ``genmodels models``: the family and its paper."""
+    samplers: ClassVar[tuple[str, ...]] = ("ancestral",)
+    """Names of the family's samplers; the first is the default."""
+    sampler_options: ClassVar[dict[str, tuple[str, ...]]] = {}
+    """Per sampler, the names of the keyword options :meth:`draw` accepts for it."""
+    has_likelihood: ClassVar[bool] = True
+    """False for a family whose ``nll`` raises :class:`NoLikelihoodError`."""
+    has_ode_likelihood: ClassVar[bool] = False
+    """True for a family with a probability-flow ODE likelihood (``denoise``, ``logsnr_min``/``logsnr_max``)."""
+    eval_options: ClassVar[tuple[str, ...]] = ()
+    """The fields of :class:`EvalOptions` that this family's evaluation honours."""
+    num_classes: int | None = None
+    """Number of classes of a class-conditional model; None for an unconditional one."""
 
-    def loss(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def loss(self, x: Tensor, generator: torch.Generator | None = None, y: Tensor | None = None) -> Tensor:
         """Training objective per example.
 
         Args:
             x: ``[B, *event_shape]`` data on the model's scale (``[−1, 1]`` for discrete data).
+            y: ``[B]`` class labels of a conditional model, or None.
         Returns:
             ``[B]`` loss (the trainer averages it).
         """
@@ -146,6 +235,94 @@ class GenerativeModel(nn.Module):
         """Named scalars of the last training call of :meth:`loss` (e.g. a VAE's reconstruction and KL per layer),
         which the trainer adds to each ``metrics.jsonl`` line; empty by default."""
         return {}
+
+    # ------------------------------------------------------------------ what the family can do
+    def check_label(self, y: Tensor | None) -> None:
+        """Raise for a label given to an unconditional model.
+
+        Raises:
+            ValueError: ``y`` is not None and the model is unconditional (``num_classes`` None).
+        """
+        if y is not None and self.num_classes is None:
+            raise ValueError(f"this {type(self).__name__} is unconditional: it takes no class label y")
+
+    def check_sampler(self, sampler: str | None, options: dict[str, Any] | None = None) -> str:
+        """The sampler's name (``None``: the default, ``samplers[0]``), after checking its ``options``' names.
+
+        Raises:
+            KeyError: for a name this family does not have (the message lists the ones it has).
+            ValueError: for an option the sampler does not take (the message lists the ones it takes).
+        """
+        name = self.samplers[0] if sampler is None else sampler
+        if name not in self.samplers:
+            raise KeyError(f"a {type(self).__name__} samples with {' | '.join(self.samplers)}, not {name!r}")
+        allowed = self.sampler_options.get(name, ())
+        bad = sorted(set(options or {}) - set(allowed))
+        if bad:
+            takes = ", ".join(allowed) if allowed else "no options"
+            raise ValueError(f"the {name!r} sampler of a {type(self).__name__} takes {takes}; got {', '.join(bad)}")
+        return name
+
+    def default_steps(self, sampler: str | None = None) -> int | None:
+        """The ``steps`` a sampler uses when none is given; None for a sampler without a step count."""
+        return None
+
+    def nfe(self, sampler: str | None = None, steps: int | None = None) -> int | None:
+        """Network evaluations per sample of ``sampler`` at ``steps`` (None: its default); None where it is only
+        known after the run (an adaptive solver). Default: one pass."""
+        return 1
+
+    def steps_for_nfe(self, sampler: str, nfe: int) -> int | None:
+        """The largest ``steps`` whose run spends at most ``nfe`` evaluations per sample (0 if none does); None for a
+        sampler without a step count (its cost is :meth:`nfe`)."""
+        return None
+
+    def draw(self, n: int, generator: torch.Generator | None = None, *, sampler: str | None = None,
+             steps: int | None = None, y: Tensor | None = None, progress: Progress | None = None,
+             keep_trajectory: bool = False, **options: Any) -> SampleOutput:
+        """Draw ``n`` samples with a named sampler and report what they cost.
+
+        Default (families with one fixed-cost sampler and no step count): :meth:`sample` with ``options``
+        (e.g. ``temperature``), NFE from :meth:`nfe`, no trajectory.
+
+        Args:
+            n: number of samples. sampler: a name in :attr:`samplers` (None: the default). steps: the sampler's
+                step count where it has one. y: ``[n]`` labels of a conditional model. progress: wraps the
+                sampler's step iterator. keep_trajectory: also return the chain. **options: the sampler's options
+                (:attr:`sampler_options`).
+        Returns:
+            :class:`SampleOutput` with ``x0`` ``[n, *event_shape]``.
+        Raises:
+            KeyError: unknown sampler. ValueError: an option or ``steps`` the sampler does not take, or a label
+                for an unconditional model.
+        """
+        name = self.check_sampler(sampler, options)
+        self.check_label(y)
+        if steps is not None and self.default_steps(name) is None:
+            raise ValueError(f"the {name!r} sampler of a {type(self).__name__} has no step count; drop --steps")
+        return SampleOutput(x0=self.sample(n, generator, **options), nfe=self.nfe(name, steps) or 0)
+
+    def preview(self) -> dict[str, Any]:
+        """Keywords of :meth:`draw` for the sample grids drawn during training: a cheap run of the default sampler
+        (e.g. 50 DDIM steps for a diffusion model); empty: the default run."""
+        return {}
+
+    def nll_kwargs(self, options: EvalOptions, train: Tensor | None = None,
+                   generator: torch.Generator | None = None) -> dict[str, Any]:
+        """Keywords of :meth:`nll_terms` for an evaluation with ``options`` (only the fields in
+        :attr:`eval_options` are read); ``train`` gives pilot examples for estimators that calibrate on data
+        (never the evaluated ones)."""
+        return {}
+
+    def eval_extras(self, x: Tensor, report: Any, options: EvalOptions) -> dict[str, Any]:
+        """Family-specific entries of an evaluation's JSON (e.g. a VAE's ELBO beside its IWAE bound and its active
+        units), given the evaluated examples ``x`` and the :class:`~genmodels.metrics.likelihood.NLLReport`."""
+        return {}
+
+    def figures(self, data: "Dataset", out: Path, generator: torch.Generator | None = None) -> list[Path]:
+        """The pictures that explain this model, written under the folder ``out``; returns their paths (the family's
+        ``figures.py``). Default: none, and ``genmodels pictures`` writes a sample grid and the loss curve alone."""
+        return []
 
     @property
     def device(self) -> torch.device:

@@ -74,8 +74,13 @@ class ModelEntry:
     """
 
     config_cls: type
-    build: Callable[[Any, Any], Any]
+    build: type
     default_config: Callable[[Any], Any] | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.build, type):
+            raise TypeError(f"ModelEntry.build must be the model class (its class attributes are the family's "
+                            f"capabilities), got {self.build!r}")
 
     @property
     def model_cls(self) -> Any:

@@ -200,11 +200,12 @@ SampleFn = Callable[[nn.Module, torch.Generator], Tensor]
 
 
 def model_sample_fn(n: int, **kw) -> SampleFn:
-    """A sample_fn that calls ``model.sample(n, generator, **kw)`` (e.g. ``n = config.n_sample``)."""
+    """A sample_fn that calls ``model.draw(n, generator, **kw)`` (e.g. ``n = config.n_sample`` and
+    ``kw = model.preview()``, the family's cheap preview run)."""
 
     def sample_fn(model: nn.Module, generator: torch.Generator) -> Tensor:
         """``[n, *event_shape]`` samples of ``model``."""
-        return model.sample(n, generator, **kw)
+        return model.draw(n, generator, **kw).x0
 
     return sample_fn
 

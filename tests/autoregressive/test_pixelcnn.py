@@ -304,7 +304,7 @@ def test_registered_presets_and_config_round_trip():
         assert config_from_dict(PixelCNNConfig, config_to_dict(cfg)) == cfg
         model = entry.build(cfg, spec)
         assert isinstance(model, PixelCNN) and model.nll_kind == "exact"
-        assert model.sample_nfe == spec.dim
+        assert model.nfe() == spec.dim
 
 
 def test_clear_errors():

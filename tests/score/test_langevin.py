@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch import nn
 
+from genmodels.diffusion import pc as PC
 from genmodels.diffusion import samplers
 from genmodels.diffusion.ddpm import DDPM, DDPMConfig
 from genmodels.diffusion.schedules import ScheduleConfig
@@ -261,22 +262,22 @@ def test_diffusion_score_is_minus_eps_over_sigma():
     x = torch.randn(5, D, generator=gen(9))
     a2 = torch.sigmoid(lam[:, None])
     want = -(x.double() - a2.sqrt() * MU) / (a2 * S**2 + 1 - a2)  # ∇ log N(x; αμ, (α²s² + σ²) I)
-    torch.testing.assert_close(LG.diffusion_score(model, x, lam).double(), want, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(PC.diffusion_score(model, x, lam).double(), want, rtol=1e-4, atol=1e-4)
 
 
 def test_snr_step_size_rule():
     g = gen(10)
     s, z = torch.randn(6, 3, generator=g, dtype=F64) * 3, torch.randn(6, 3, generator=g, dtype=F64)
-    ex = LG.snr_step_size(s, z, 0.2, alpha=0.9, norm="example")
+    ex = PC.snr_step_size(s, z, 0.2, alpha=0.9, norm="example")
     torch.testing.assert_close(ex, 2 * 0.9 * (0.2 * z.norm(dim=1) / s.norm(dim=1)) ** 2)
-    ba = LG.snr_step_size(s, z, 0.2, alpha=0.9)
+    ba = PC.snr_step_size(s, z, 0.2, alpha=0.9)
     torch.testing.assert_close(ba, torch.full((6,), 2 * 0.9 * (0.2 * z.norm(dim=1).mean() / s.norm(dim=1).mean()) ** 2,
                                               dtype=F64))
     step = ba[:, None]
     ratio = (step * s).norm(dim=1).mean() / ((2 * step).sqrt() * z).norm(dim=1).mean()
     assert ratio.item() == pytest.approx(math.sqrt(0.9) * 0.2)  # drift : noise = √α r
     with pytest.raises(ValueError, match="norm"):
-        LG.snr_step_size(s, z, 0.2, norm="global")
+        PC.snr_step_size(s, z, 0.2, norm="global")
 
 
 def test_corrector_alone_converges_to_the_noised_law():
@@ -286,7 +287,7 @@ def test_corrector_alone_converges_to_the_noised_law():
     a2 = 1 / (1 + math.exp(-lam))
     mean, var = math.sqrt(a2) * MU, a2 * S**2 + 1 - a2
     x0 = (mean + 1.0 + 2 * math.sqrt(var) * torch.randn(n, D, generator=gen(11), dtype=F64)).float()
-    x = LG.langevin_corrector(model, x0, lam, n_steps=600, snr=0.1, generator=gen(12))
+    x = PC.langevin_corrector(model, x0, lam, n_steps=600, snr=0.1, generator=gen(12))
     _check_law(x, mean, var, "corrector")
     assert model.net.calls == 600
 
@@ -297,17 +298,17 @@ def test_predictor_corrector_reproduces_gaussian_data():
     short of the variance by ≈ 10% (> Z·SE): the ancestral step uses x̂_0 = E[x_0|x_t] and so leaves out
     Var[x_0|x_t] (Bao et al. 2022); the corrector restores it."""
     model = oracle_ddpm()
-    out = LG.predictor_corrector(model, 4000, steps=T_DDPM, corrector_steps=2, generator=gen(13))
+    out = PC.predictor_corrector(model, 4000, steps=T_DDPM, corrector_steps=2, generator=gen(13))
     assert out.nfe == 300 == model.net.calls
     _check_law(out.x0, MU, S**2, "pc")
-    pred_only = LG.predictor_corrector(oracle_ddpm(), 4000, steps=T_DDPM, corrector_steps=0, generator=gen(13)).x0
+    pred_only = PC.predictor_corrector(oracle_ddpm(), 4000, steps=T_DDPM, corrector_steps=0, generator=gen(13)).x0
     v = pred_only.double().var(0).mean().item()
     assert S**2 - v > Z * S**2 * math.sqrt(2 / (D * 3999)), v
 
 
 def test_predictor_alone_is_the_ancestral_sampler():
     """M = 0 on every training step ('time' spacing, N = T) is DDPM's ancestral sampler with β̃ (same draws)."""
-    pc = LG.predictor_corrector(oracle_ddpm(), 32, steps=T_DDPM, corrector_steps=0, generator=gen(15))
+    pc = PC.predictor_corrector(oracle_ddpm(), 32, steps=T_DDPM, corrector_steps=0, generator=gen(15))
     anc = samplers.ancestral(oracle_ddpm(), 32, steps=T_DDPM, generator=gen(15))
     assert pc.nfe == anc.nfe == T_DDPM
     torch.testing.assert_close(pc.x0, anc.x0, rtol=1e-4, atol=1e-4)
@@ -316,15 +317,15 @@ def test_predictor_alone_is_the_ancestral_sampler():
 def test_corrector_uses_the_vp_alpha(monkeypatch):
     """The corrector's α_i is 1 − β_i = ᾱ(λ_i)/ᾱ(λ_{i+1}) on the sampler's grid, and 1 at the last level."""
     seen = []
-    rule = LG.snr_step_size
+    rule = PC.snr_step_size
 
     def recording(score, z, snr, alpha=1.0, norm="batch"):
         seen.append(float(alpha))
         return rule(score, z, snr, alpha, norm)
 
-    monkeypatch.setattr(LG, "snr_step_size", recording)
+    monkeypatch.setattr(PC, "snr_step_size", recording)
     model = oracle_ddpm()
-    LG.predictor_corrector(model, 8, steps=5, corrector_steps=1, generator=gen(19))
+    PC.predictor_corrector(model, 8, steps=5, corrector_steps=1, generator=gen(19))
     abar = torch.sigmoid(samplers.logsnr_grid(model, 5, "time"))
     want = (abar[:-1] / abar[1:]).tolist() + [1.0]
     assert seen == pytest.approx(want) and all(a < 1 for a in want[:-1])
@@ -338,15 +339,15 @@ def test_corrector_only_sampling_and_trajectory():
         return it
 
     model = oracle_ddpm()
-    out = LG.predictor_corrector(model, 8, steps=6, corrector_steps=2, predictor="none", generator=gen(16),
+    out = PC.predictor_corrector(model, 8, steps=6, corrector_steps=2, predictor="none", generator=gen(16),
                                  keep_trajectory=True, progress=progress, norm="example")
     assert out.nfe == 6 * 2 + 1 == model.net.calls
     assert out.trajectory.shape == (7, 8, D) and torch.isfinite(out.x0).all() and calls == [1]
     torch.testing.assert_close(out.trajectory[-1], out.x0)
     with pytest.raises(ValueError, match="predictor"):
-        LG.predictor_corrector(model, 8, steps=6, predictor="euler")
+        PC.predictor_corrector(model, 8, steps=6, predictor="euler")
     with pytest.raises(ValueError, match="corrector_steps"):
-        LG.predictor_corrector(model, 8, steps=6, corrector_steps=-1)
+        PC.predictor_corrector(model, 8, steps=6, corrector_steps=-1)
 
 
 def test_predictor_corrector_runs_on_a_vdm():
@@ -359,11 +360,11 @@ def test_predictor_corrector_runs_on_a_vdm():
     torch.manual_seed(0)
     vdm = VDM(VDMConfig(schedule=GammaConfig(kind="fixed"), sample_steps=20,
                         mlp=MLPConfig(hidden=16, depth=1, emb_dim=8)), SPEC)
-    out = LG.predictor_corrector(vdm, 16, steps=5, corrector_steps=1, generator=gen(17))
+    out = PC.predictor_corrector(vdm, 16, steps=5, corrector_steps=1, generator=gen(17))
     assert out.x0.shape == (16, D) and torch.isfinite(out.x0).all() and out.nfe == 10
     with torch.no_grad():
         for p in vdm.net.parameters():
             p.normal_(0.0, 0.3, generator=gen(18))
-    out = LG.predictor_corrector(vdm, 16, steps=5, corrector_steps=1, generator=gen(17))
+    out = PC.predictor_corrector(vdm, 16, steps=5, corrector_steps=1, generator=gen(17))
     assert torch.isfinite(out.x0).all() and out.x0.abs().max() > 0
-    assert (LG.snr_step_size(torch.zeros(3, D), torch.ones(3, D), 0.16) == 0).all()
+    assert (PC.snr_step_size(torch.zeros(3, D), torch.ones(3, D), 0.16) == 0).all()

@@ -29,6 +29,7 @@ from genmodels.families import MODELS
 from genmodels.score import losses as L
 from genmodels.score.ebm import EBM, EBMConfig
 from genmodels.score.langevin import annealed_langevin_dynamics
+from genmodels.sampling import draw_in_batches
 from genmodels.score.ncsn import (NCSN, NCSNConfig, annealing_step_size, annealing_variance_ratio, default_config,
                                   ncsnv2_n_sigmas)
 from _gaussian_data import gen
@@ -202,7 +203,7 @@ def test_ebm_langevin_sampling_shapes_seeding_and_nfe():
     assert starts["gaussian"].std().item() == pytest.approx(1.0, rel=0.05)  # N(0, I)
     with pytest.raises(ValueError, match="init"):
         model.draw(2, gen(0), init="zeros")
-    assert model.preview_kwargs() == {"steps": 200}
+    assert model.preview() == {"steps": 200}
 
 
 def test_ncsn_annealed_sampling_shapes_seeding_and_nfe():
@@ -224,7 +225,7 @@ def test_ncsn_annealed_sampling_shapes_seeding_and_nfe():
     torch.testing.assert_close(out.x0, ref.x)
     start = model.draw(4000, gen(0), steps=1, init="gaussian", keep_trajectory=True).trajectory[0]
     assert start.std().item() == pytest.approx(2.0, rel=0.05)  # N(0, σ_1² I), the variance-exploding prior
-    assert model.preview_kwargs() == {"steps": 12}  # ⌊50/L⌋ updates per level
+    assert model.preview() == {"steps": 12}  # ⌊50/L⌋ updates per level
     img = ncsn(IMG).sample(3, gen(0), steps=1)
     assert img.shape == (3, *IMG.event_shape) and img.min() >= -1 and img.max() <= 1
     with pytest.raises(ValueError, match="≥ 1"):
@@ -299,7 +300,7 @@ def test_pc_sampler_is_registered_and_runs_on_a_ddpm():
                             clip_x0=False), VEC)
     out = samplers.SAMPLERS.get("pc")(model, 6, steps=5, generator=gen(0))
     assert out.x0.shape == (6, 2) and out.nfe == 10  # one corrector step and one predictor step per level
-    assert samplers.sample_in_batches(model, 7, "pc", steps=5, generator=gen(0), batch_size=4,
+    assert draw_in_batches(model, 7, "pc", steps=5, generator=gen(0), batch_size=4,
                                       corrector_steps=2).nfe == 15
     torch.testing.assert_close(model.sample(6, gen(0), sampler="pc", steps=5), out.x0)
     assert samplers.steps_for_nfe("pc", 10) == 5 and samplers.steps_for_nfe("pc", 1) == 0

@@ -388,10 +388,10 @@ def test_train_metrics_report_the_last_training_batch_parts_and_reach_metrics_js
     """The trainer writes a VAE's reconstruction, KL per layer and β into metrics.jsonl (to watch for collapse)."""
     import json
 
-    from genmodels.cli import run_train
+    from genmodels.jobs import run_train
 
     run_train("hvae", "digits", tmp_path / "run", False,
-              dict(steps=4, log_every=2, batch_size=16, progress=False, checkpoint_every=0), {}, {},
+              dict(steps=4, log_every=2, batch_size=16, progress=False, checkpoint_every=0),
               ["latent_dims=4,2", "coder.hidden=16", "coder.depth=1", "latent_hidden=8", "kl_warmup_steps=8"])
     lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     last = lines[-1]

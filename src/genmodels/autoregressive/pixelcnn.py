@@ -25,7 +25,7 @@ Notation:
 
 Units: ``nll_terms`` in nats per example (exact, ``{"autoregressive": nll}``); ``loss`` in bits/dim.
 
-Sampling is sequential, one (incremental) backbone evaluation per pixel and channel (``sample_nfe`` = C·H·W). By
+Sampling is sequential, one (incremental) backbone evaluation per pixel and channel (:meth:`PixelCNN.nfe` = C·H·W). By
 default the gated backbone keeps every layer's activations (:class:`~genmodels.nets.masked.GatedSamplingCache`):
 the vertical stack runs once per row, the horizontal stack on one pixel per step. The alternative ``cache="rows"``
 runs the whole backbone on the band of ``rows_above + 1`` rows that can influence the current row (the band's top
@@ -89,6 +89,8 @@ class PixelCNN(GenerativeModel):
     """
 
     nll_kind = "exact"
+    description = "PixelCNN: gated masked convolutions, exact likelihood (van den Oord et al. 2016)"
+    sampler_options = {"ancestral": ("temperature", "cache")}
 
     def __init__(self, config: PixelCNNConfig, spec: DataSpec):
         super().__init__()
@@ -106,10 +108,16 @@ class PixelCNN(GenerativeModel):
         params = self.n_bins if config.head == "softmax" else 3 * config.n_mixtures
         self.net = MaskedConvNet(spec.event_shape[0], params, config.net)
 
-    @property
-    def sample_nfe(self) -> int:
+    def nfe(self, sampler: str | None = None, steps: int | None = None) -> int:
         """Network evaluations per sample: one (incremental) evaluation per pixel and channel, C·H·W."""
         return self.spec.dim
+
+    def figures(self, data, out, generator=None):
+        """Samples at temperatures 1 and 0.7 (images), or waveforms and WAV files (audio sequences)
+        (:func:`genmodels.autoregressive.figures.write_figures`)."""
+        from .figures import write_figures
+
+        return write_figures(self, data, out, generator)
 
     # ------------------------------------------------------------------ data ↔ levels
     def levels(self, x: Tensor) -> Tensor:
@@ -189,13 +197,15 @@ class PixelCNN(GenerativeModel):
         return torch.logsumexp(log_pi + lp, dim=2)
 
     # ------------------------------------------------------------------ the interface
-    def nll_terms(self, x: Tensor, generator: torch.Generator | None = None, **kw) -> NLLOutput:
+    def nll_terms(self, x: Tensor, generator: torch.Generator | None = None, y: Tensor | None = None,
+                  **kw) -> NLLOutput:
         """Exact NLL −Σ_{i,c} log p(x_{i,c} | x_{<(i,c)}) (module docstring), ``[B]`` nats, one term
         ``autoregressive``. ``generator`` is unused (nothing is random).
 
         Raises:
             ValueError: for data off the level grid or of the wrong shape (:meth:`levels`), or unknown keywords.
         """
+        self.check_label(y)
         if kw:
             raise ValueError(f"PixelCNN.nll takes no options; got {', '.join(sorted(kw))}")
         k = self.levels(x)
@@ -203,8 +213,9 @@ class PixelCNN(GenerativeModel):
         nll = -self.log_prob_observed(self.params(x), x, k).flatten(1).sum(1)  # [B]
         return NLLOutput(nll=nll, terms={"autoregressive": nll}, kind="exact")
 
-    def loss(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def loss(self, x: Tensor, generator: torch.Generator | None = None, y: Tensor | None = None) -> Tensor:
         """The exact NLL in bits/dim, ``[B]``."""
+        self.check_label(y)
         return nats_to_bpd(self.nll_terms(x).nll, self.spec)
 
     @torch.no_grad()

@@ -85,6 +85,8 @@ class WaveNet(GenerativeModel):
     """
 
     nll_kind = "exact"
+    description = "WaveNet: dilated causal convolutions over sequences, exact likelihood (van den Oord et al. 2016)"
+    sampler_options = {"ancestral": ("temperature", "length", "cache")}
 
     def __init__(self, config: WaveNetConfig, spec: DataSpec):
         super().__init__()
@@ -103,10 +105,16 @@ class WaveNet(GenerativeModel):
         """R = 1 + Σ_layers (k−1)·d: x_t is predicted from the R samples x_{t−R}, …, x_{t−1}."""
         return self.config.receptive_field
 
-    @property
-    def sample_nfe(self) -> int:
+    def nfe(self, sampler: str | None = None, steps: int | None = None) -> int:
         """Network evaluations per sample: one (incremental) pass per position, L."""
         return self.spec.event_shape[-1]
+
+    def figures(self, data, out, generator=None):
+        """Samples at temperatures 1 and 0.7 (images), or waveforms and WAV files (audio sequences)
+        (:func:`genmodels.autoregressive.figures.write_figures`)."""
+        from .figures import write_figures
+
+        return write_figures(self, data, out, generator)
 
     # ------------------------------------------------------------------------- the network
 
@@ -146,7 +154,8 @@ class WaveNet(GenerativeModel):
 
     # ------------------------------------------------------------------------- likelihood
 
-    def nll_terms(self, x: Tensor, generator: torch.Generator | None = None, **kw) -> NLLOutput:
+    def nll_terms(self, x: Tensor, generator: torch.Generator | None = None, y: Tensor | None = None,
+                  **kw) -> NLLOutput:
         """Exact NLL ``−log p(x) = −Σ_t log p(x_t | x_{<t})`` (WaveNet Eq. 1), nats.
 
         Args:
@@ -157,13 +166,15 @@ class WaveNet(GenerativeModel):
         Raises:
             ValueError: if ``x`` is not ``[B, 1, L]``.
         """
+        self.check_label(y)
         k = self.codes(x)  # [B, L]
         logp = F.log_softmax(self.logits(k), dim=1)  # [B, n_bins, L], §2.2
         nll = -logp.gather(1, k[:, None]).squeeze(1).sum(dim=1)  # [B], Eq. 1
         return NLLOutput(nll=nll, terms={"autoregressive": nll}, kind="exact")
 
-    def loss(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def loss(self, x: Tensor, generator: torch.Generator | None = None, y: Tensor | None = None) -> Tensor:
         """``[B]`` exact NLL in bits per sample (the maximum-likelihood objective). Raises as :meth:`nll_terms`."""
+        self.check_label(y)
         return nats_to_bpd(self.nll_terms(x).nll, x[0].numel())
 
     # ------------------------------------------------------------------------- sampling

@@ -18,19 +18,20 @@ useless because the terms are heavy-tailed at small t), or summed exactly with `
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, get_args
+from typing import Any, get_args
 
 import torch
 from torch import Tensor, nn
 
-from ..core import DataSpec, GenerativeModel, NLLOutput
+from ..core import DataSpec, EvalOptions, NLLOutput
 from ..nets import noise_conditional_net
 from ..nets.mlp import MLPConfig
 from ..nets.unet import UNetConfig
 from . import gaussian as G
+from .base import DiffusionModel, ModelOutput
 from .schedules import DiscreteSchedule, ScheduleConfig
 
-__all__ = ["DDPMConfig", "DDPM", "ModelOutput"]
+__all__ = ["DDPMConfig", "DDPM", "ModelOutput", "default_config"]
 
 
 @dataclass(frozen=True)
@@ -62,20 +63,7 @@ class DDPMConfig:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
 
 
-@dataclass
-class ModelOutput:
-    """The network at one step, read in every parameterization.
-
-    Attributes:
-        pred: ε̂, x̂_0, v̂, each ``[B, ...]``.
-        logsnr: ``[B]`` λ_t of the step.
-    """
-
-    pred: G.Prediction
-    logsnr: Tensor
-
-
-class DDPM(GenerativeModel):
+class DDPM(DiffusionModel):
     """Denoising diffusion probabilistic model on images (UNet) or vectors (MLP).
 
     Args:
@@ -85,7 +73,8 @@ class DDPM(GenerativeModel):
             with zero terminal SNR.
     """
 
-    nll_kind = "bound"
+    description = "denoising diffusion probabilistic model, discrete time (Ho et al. 2020)"
+    eval_options = ("t_samples", "exact", "calibrate")
 
     def __init__(self, config: DDPMConfig, spec: DataSpec):
         super().__init__()
@@ -147,12 +136,13 @@ class DDPM(GenerativeModel):
         return ModelOutput(G.predict(out, x_t, logsnr, self.config.parameterization, clip_x0), logsnr)
 
     # ------------------------------------------------------------------ training
-    def loss(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def loss(self, x: Tensor, generator: torch.Generator | None = None, y: Tensor | None = None) -> Tensor:
         """Per-example loss ``[B]`` at a uniformly drawn step (DDPM Algorithm 1; seed 003's training loop).
 
         For ``loss="elbo"`` it is the unbiased one-step estimate of the bound's diffusion and reconstruction
         terms, T·L_i (nats per example, summed over dimensions).
         """
+        self.check_label(y)
         B = x.shape[0]
         i = torch.randint(0, self.T, (B,), generator=generator, device=x.device)
         eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
@@ -218,7 +208,7 @@ class DDPM(GenerativeModel):
         return 0.9 * w / w.sum() + 0.1 * self.default_proposal().cpu()
 
     @torch.no_grad()
-    def nll_terms(self, x: Tensor, generator: torch.Generator | None = None, *, t_samples: int = 4,
+    def nll_terms(self, x: Tensor, generator: torch.Generator | None = None, *, y: Tensor | None = None, t_samples: int = 4,
                   proposal: Tensor | None = None, exact: bool = False) -> NLLOutput:
         """Negative ELBO per example (DDPM Eq. 5), nats, with its three parts.
 
@@ -237,6 +227,7 @@ class DDPM(GenerativeModel):
         Returns:
             :class:`NLLOutput` with ``nll`` ``[B]`` and terms ``prior``, ``diffusion``, ``reconstruction``.
         """
+        self.check_label(y)
         B, dev = x.shape[0], x.device
         s = self.schedule
         prior = G.prior_kl(x, s.logsnr[-1].expand(B))
@@ -259,25 +250,26 @@ class DDPM(GenerativeModel):
         return NLLOutput(nll=prior + diffusion + recon,
                          terms={"prior": prior, "diffusion": diffusion, "reconstruction": recon}, kind="bound")
 
-    # ------------------------------------------------------------------ sampling
-    @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None, *, sampler: str = "ancestral",
-               steps: int | None = None, progress: Callable | None = None, **sampler_kwargs) -> Tensor:
-        """``[n, *event_shape]`` samples on the data scale.
+    # ------------------------------------------------------------------ evaluation and pictures
+    def nll_kwargs(self, options: EvalOptions, train: Tensor | None = None,
+                   generator: torch.Generator | None = None) -> dict[str, Any]:
+        """The bound's estimator: ``exact`` (all T terms) or ``t_samples`` stratified draws from the step proposal,
+        calibrated (:meth:`calibrate_proposal`, 32 steps) on the first 128 of ``train`` when ``options.calibrate``
+        (pilot examples, never the evaluated ones, so the estimate stays unbiased)."""
+        kwargs = super().nll_kwargs(options, train, generator)
+        if options.calibrate and not options.exact and train is not None:
+            kwargs["proposal"] = self.calibrate_proposal(train[:128].to(self.device), generator, grid=32)
+        return kwargs
 
-        Args:
-            sampler: a name in :data:`genmodels.diffusion.samplers.SAMPLERS`: ``ancestral`` (DDPM Algorithm 2),
-                ``ddim`` (Song et al. 2021, Eq. 12), ``dpm++``, ``heun``, ``euler_maruyama`` or ``ode``.
-            steps: the sampler's number of steps/noise levels (default: all T).
-            progress: optional wrapper of the step iterator, e.g. ``tqdm``.
-            **sampler_kwargs: the sampler's own options (``eta`` for ddim, ``rtol``/``atol`` for ode, …).
-        Raises:
-            KeyError: for an unknown sampler.
-        """
-        from .samplers import SAMPLERS
+    def eval_extras(self, x: Tensor, report: Any, options: EvalOptions) -> dict[str, Any]:
+        """The estimator's proposal, when calibrated."""
+        if "proposal" not in report.estimator:
+            return {}
+        return {"estimator": {**report.estimator, "proposal": "calibrated on 128 training examples, 32 steps"}}
 
-        fn = SAMPLERS.get(sampler)
-        return fn(self, n, steps=steps or self.T, generator=generator, progress=progress, **sampler_kwargs).x0
+    def schedule_curves(self) -> dict[str, DiscreteSchedule]:
+        """The linear and cosine schedules at this T, for the schedule plot."""
+        return {f"DDPM {k}": DiscreteSchedule.from_config(ScheduleConfig(kind=k, T=self.T)) for k in ("linear", "cosine")}
 
 
 def default_config(spec: DataSpec) -> DDPMConfig:

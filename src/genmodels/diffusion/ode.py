@@ -44,7 +44,7 @@ from torch import Tensor
 from . import gaussian as G
 
 if TYPE_CHECKING:
-    from .ddpm import DDPM
+    from .base import DiffusionModel
 
 __all__ = [
     "TraceMethod",
@@ -70,7 +70,7 @@ EXACT_TRACE_MAX_DIM = 16
 """Largest D for which ``trace="auto"`` computes the exact trace."""
 
 
-def _net_dtype(model: "DDPM", default: torch.dtype) -> torch.dtype:
+def _net_dtype(model: "DiffusionModel", default: torch.dtype) -> torch.dtype:
     """dtype of the network's first floating parameter; ``default`` for a network without parameters."""
     for p in model.net.parameters():
         if p.is_floating_point():
@@ -78,7 +78,7 @@ def _net_dtype(model: "DDPM", default: torch.dtype) -> torch.dtype:
     return default
 
 
-def probability_flow_drift(model: "DDPM", x: Tensor, logsnr: Tensor, clip_x0: bool = False) -> Tensor:
+def probability_flow_drift(model: "DiffusionModel", x: Tensor, logsnr: Tensor, clip_x0: bool = False) -> Tensor:
     """dx/dλ of the probability-flow ODE at ``x`` (``[B, ...]``) and λ (``[B]``): ½σ²x − ½σε̂ (module docstring).
 
     The network runs in its parameters' dtype (x is cast for it); the drift is formed in x's dtype, so a
@@ -192,7 +192,7 @@ def _standard_normal_log_prob(z: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def ode_log_likelihood(model: "DDPM", x: Tensor, *, trace: TraceMethod = "auto", hutchinson_samples: int = 1,
+def ode_log_likelihood(model: "DiffusionModel", x: Tensor, *, trace: TraceMethod = "auto", hutchinson_samples: int = 1,
                        noise: ProbeNoise = "rademacher", rtol: float = 1e-5, atol: float = 1e-5,
                        method: str = "dopri5", generator: torch.Generator | None = None,
                        logsnr_max: float | None = None, logsnr_min: float | None = None,

@@ -21,60 +21,45 @@ heun            Heun on the PF-ODE, EDM Algorithm 1 (Karras et al. 2022)     2N 
 euler_maruyama  Euler–Maruyama on the reverse SDE (Song et al. 2021, Eq. 6)  N NFE       DDPM's steps
 ode             the PF-ODE with an adaptive solver (torchdiffeq dopri5)      adaptive    —
 pc              predictor–corrector (score SDE §4.2, App. G; M corrector     N(M + 1)    DDPM's steps
-                steps per level, :func:`genmodels.score.langevin.predictor_corrector`)
+                steps per level, :func:`genmodels.diffusion.pc.predictor_corrector`)
 ==============  ===========================================================  ==========  ================
 
-``steps`` is N, the number of noise levels; :func:`steps_for_nfe` gives the N that spends a budget of NFE.
+``steps`` is N, the number of noise levels; :func:`~.grids.steps_for_nfe` gives the N that spends a budget of NFE.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable, Literal, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 import torch
 from torch import Tensor
 
+from ..core import Progress, SampleOutput
 from ..registry import Registry
 from . import gaussian as G
-from .schedules import DiscreteSchedule, respaced_timesteps
+from .grids import Spacing, logsnr_grid, steps_for_nfe
+from .pc import predictor_corrector
+from .schedules import DiscreteSchedule
 
 if TYPE_CHECKING:
-    from .ddpm import DDPM
+    from .base import DiffusionModel
 
-__all__ = ["SamplerOutput", "ancestral", "ddim", "dpm_solver_pp", "heun", "euler_maruyama", "pf_ode",
-           "predictor_corrector", "logsnr_grid", "steps_for_nfe", "sample_in_batches", "SAMPLERS"]
-
-
-@dataclass
-class SamplerOutput:
-    """What a sampler returns.
-
-    Attributes:
-        x0: ``[n, *event_shape]`` samples on the data scale.
-        nfe: number of network evaluations used.
-        trajectory: ``[S+1, n, ...]`` x_T, …, x_0 when asked for (``keep_trajectory=True``), else None.
-        timesteps: the original step indices visited, from high noise to low.
-    """
-
-    x0: Tensor
-    nfe: int
-    trajectory: Tensor | None = None
-    timesteps: list[int] = field(default_factory=list)
+__all__ = ["Sampler", "ancestral", "ddim", "dpm_solver_pp", "heun", "euler_maruyama", "pf_ode",
+           "predictor_corrector", "logsnr_grid", "steps_for_nfe", "SAMPLERS"]
 
 
 class Sampler(Protocol):
     """The signature every sampler has."""
 
-    def __call__(self, model: "DDPM", n: int, *, steps: int, generator: torch.Generator | None = None,
-                 progress: Callable[[Iterable], Iterable] | None = None,
-                 keep_trajectory: bool = False) -> SamplerOutput: ...
+    def __call__(self, model: "DiffusionModel", n: int, *, steps: int, generator: torch.Generator | None = None,
+                 progress: Progress | None = None,
+                 keep_trajectory: bool = False) -> SampleOutput: ...
 
 
-def _run(model: "DDPM", n: int, sched: DiscreteSchedule, generator: torch.Generator | None,
-         progress: Callable[[Iterable], Iterable] | None, keep_trajectory: bool,
-         update: Callable[[Tensor, G.Prediction, int, Tensor, Tensor], Tensor]) -> SamplerOutput:
+def _run(model: "DiffusionModel", n: int, sched: DiscreteSchedule, generator: torch.Generator | None,
+         progress: Progress | None, keep_trajectory: bool,
+         update: Callable[[Tensor, G.Prediction, int, Tensor, Tensor], Tensor]) -> SampleOutput:
     """Shared loop over the respaced process ``sched``: x_T ~ N(0, I), then for j = S−1 … 0 evaluate the
     network and apply ``update``."""
     dev = model.device
@@ -89,13 +74,13 @@ def _run(model: "DDPM", n: int, sched: DiscreteSchedule, generator: torch.Genera
         x = update(x, pred, j, ls, lt)
         if traj is not None:
             traj.append(x)
-    return SamplerOutput(x0=x, nfe=sched.num_steps, trajectory=torch.stack(traj) if traj else None,
+    return SampleOutput(x0=x, nfe=sched.num_steps, trajectory=torch.stack(traj) if traj else None,
                          timesteps=sched.timesteps.flip(0).tolist())
 
 
 @torch.no_grad()
-def ancestral(model: "DDPM", n: int, *, steps: int, generator: torch.Generator | None = None,
-              progress: Callable[[Iterable], Iterable] | None = None, keep_trajectory: bool = False) -> SamplerOutput:
+def ancestral(model: "DiffusionModel", n: int, *, steps: int, generator: torch.Generator | None = None,
+              progress: Progress | None = None, keep_trajectory: bool = False) -> SampleOutput:
     """Ancestral sampling of p_θ(x_{0:T}) (DDPM Algorithm 2) on an S-step respaced process.
 
     The reverse variance is the model's (``fixed_small`` β̃ or ``fixed_large`` β) of the respaced process;
@@ -104,7 +89,7 @@ def ancestral(model: "DDPM", n: int, *, steps: int, generator: torch.Generator |
     Args:
         model: a :class:`~genmodels.diffusion.ddpm.DDPM`. n: number of samples. steps: S, 1 ≤ S ≤ T.
     Returns:
-        :class:`SamplerOutput` with S network evaluations.
+        :class:`SampleOutput` with S network evaluations.
     """
     sched = model.schedule.respace(steps)
     log_var = G.reverse_log_variance(sched.betas, sched.alphas_cumprod_prev, sched.alphas_cumprod,
@@ -122,8 +107,8 @@ def ancestral(model: "DDPM", n: int, *, steps: int, generator: torch.Generator |
 
 
 @torch.no_grad()
-def ddim(model: "DDPM", n: int, *, steps: int, eta: float = 0.0, generator: torch.Generator | None = None,
-         progress: Callable[[Iterable], Iterable] | None = None, keep_trajectory: bool = False) -> SamplerOutput:
+def ddim(model: "DiffusionModel", n: int, *, steps: int, eta: float = 0.0, generator: torch.Generator | None = None,
+         progress: Progress | None = None, keep_trajectory: bool = False) -> SampleOutput:
     """DDIM (Song et al. 2021, Eq. 12) on an S-step respaced process.
 
     x_s = α_s x̂_0 + √(σ_s² − η²σ̃²) ε̂ + η σ̃ z with σ̃² = r σ_s² the true posterior variance; η = 0 is the
@@ -153,78 +138,25 @@ def ddim(model: "DDPM", n: int, *, steps: int, eta: float = 0.0, generator: torc
 
 
 # ============================================================================ continuous-time samplers
-Spacing = Literal["time", "logsnr", "edm"]
 
 
-def logsnr_grid(model: "DDPM", steps: int, spacing: Spacing, rho: float = 7.0) -> Tensor:
-    """N = ``steps`` noise levels λ_0 < … < λ_{N−1} from ``model.logsnr_min`` to ``model.logsnr_max``.
-
-    ``time``: the training steps DDIM keeps (evenly spaced indices, :func:`respaced_timesteps`).
-    ``logsnr``: uniform in λ (DPM-Solver's ``logSNR`` skip type, Lu et al. 2022, §3.3).
-    ``edm``: σ̃_i = (σ̃_max^{1/ρ} + i/(N−1)(σ̃_min^{1/ρ} − σ̃_max^{1/ρ}))^ρ with σ̃ = σ/α = e^{−λ/2}
-    (Karras et al. 2022, Eq. 5).
-
-    Returns:
-        ``[N]`` float64, increasing.
-    Raises:
-        ValueError: for ``steps`` < 1 or an unknown spacing.
-    """
-    if steps < 1:
-        raise ValueError(f"steps must be ≥ 1, got {steps}")
-    lo, hi = model.logsnr_min, model.logsnr_max
-    dev = model.schedule.logsnr.device
-    if steps == 1:
-        return torch.tensor([lo], dtype=torch.float64, device=dev)
-    if spacing == "time":
-        idx = respaced_timesteps(model.T, min(steps, model.T))
-        if steps > model.T:
-            raise ValueError(f"'time' spacing has at most T={model.T} levels, got steps={steps}")
-        return model.schedule.logsnr[torch.as_tensor(idx, device=dev)].flip(0)
-    if spacing == "logsnr":
-        return torch.linspace(lo, hi, steps, dtype=torch.float64, device=dev)
-    if spacing == "edm":
-        s_max, s_min = math.exp(-lo / 2), math.exp(-hi / 2)
-        k = torch.linspace(0, 1, steps, dtype=torch.float64, device=dev)
-        sig = (s_max ** (1 / rho) + k * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho
-        return (-2 * sig.log()).clamp(lo, hi)
-    raise ValueError(f"unknown spacing {spacing!r}; use 'time', 'logsnr' or 'edm'")
-
-
-def steps_for_nfe(sampler: str, nfe: int) -> int:
-    """The ``steps`` that make ``sampler`` spend at most ``nfe`` network evaluations (Heun: 2N − 1; pc with its
-    default one corrector step: 2N, so 0 for a budget of 1, which no run meets).
-
-    Raises:
-        ValueError: for ``nfe`` < 1 or the adaptive ``ode`` sampler (its NFE follows from its tolerance).
-    """
-    if nfe < 1:
-        raise ValueError(f"nfe must be ≥ 1, got {nfe}")
-    if sampler == "heun":
-        return (nfe + 1) // 2
-    if sampler == "pc":
-        return nfe // 2
-    if sampler == "ode":
-        raise ValueError("the adaptive 'ode' sampler sets its NFE through rtol/atol, not a step count")
-    return nfe
-
-
-def _x0(model: "DDPM", x: Tensor, lam: Tensor, clip_x0: bool) -> Tensor:
+def _x0(model: "DiffusionModel", x: Tensor, lam: Tensor, clip_x0: bool) -> Tensor:
     """x̂_0(x, λ) for a batch ``[n, ...]`` at one level λ (0-d)."""
     return model.denoise(x, lam.expand(len(x)), clip_x0=clip_x0).pred.x0
 
 
-def _clip(model: "DDPM", clip_x0: bool | None) -> bool:
+def _clip(model: "DiffusionModel", clip_x0: bool | None) -> bool:
     return model.config.clip_x0 if clip_x0 is None else clip_x0
 
 
-def _prior(model: "DDPM", n: int, generator: torch.Generator | None) -> Tensor:
+def _prior(model: "DiffusionModel", n: int, generator: torch.Generator | None) -> Tensor:
     return torch.randn((n, *model.spec.event_shape), generator=generator, device=model.device)
 
 
 @torch.no_grad()
-def dpm_solver_pp(model: "DDPM", n: int, *, steps: int, generator: torch.Generator | None = None,
-                  progress: Callable[[Iterable], Iterable] | None = None, keep_trajectory: bool = False,
-                  spacing: Spacing = "logsnr", clip_x0: bool | None = None) -> SamplerOutput:
+def dpm_solver_pp(model: "DiffusionModel", n: int, *, steps: int, generator: torch.Generator | None = None,
+                  progress: Progress | None = None, keep_trajectory: bool = False,
+                  spacing: Spacing = "logsnr", clip_x0: bool | None = None) -> SampleOutput:
     """DPM-Solver++(2M): second-order multistep, data prediction (Lu et al. 2022b, Algorithm 2).
 
     With h_i = (λ_i − λ_{i−1})/2 (the paper's λ is half our logSNR) and D the data prediction,
@@ -260,14 +192,14 @@ def dpm_solver_pp(model: "DDPM", n: int, *, steps: int, generator: torch.Generat
             x0_prev, h_prev = x0, h
         if traj is not None:
             traj.append(x)
-    return SamplerOutput(x0=x, nfe=steps, trajectory=torch.stack(traj) if traj else None)
+    return SampleOutput(x0=x, nfe=steps, trajectory=torch.stack(traj) if traj else None)
 
 
 @torch.no_grad()
-def heun(model: "DDPM", n: int, *, steps: int, generator: torch.Generator | None = None,
-         progress: Callable[[Iterable], Iterable] | None = None, keep_trajectory: bool = False,
+def heun(model: "DiffusionModel", n: int, *, steps: int, generator: torch.Generator | None = None,
+         progress: Progress | None = None, keep_trajectory: bool = False,
          rho: float = 7.0, spacing: Spacing = "edm", clip_x0: bool | None = None, s_churn: float = 0.0,
-         s_tmin: float = 0.0, s_tmax: float = float("inf"), s_noise: float = 1.0) -> SamplerOutput:
+         s_tmin: float = 0.0, s_tmax: float = float("inf"), s_noise: float = 1.0) -> SampleOutput:
     """Heun's second-order method on the probability-flow ODE: EDM Algorithm 1 (Karras et al. 2022), or with
     ``s_churn`` > 0 the stochastic sampler of EDM Algorithm 2.
 
@@ -318,13 +250,13 @@ def heun(model: "DDPM", n: int, *, steps: int, generator: torch.Generator | None
         x_tilde = x_next
         if traj is not None:
             traj.append(x_tilde / math.sqrt(1 + t[i + 1] ** 2))
-    return SamplerOutput(x0=x_tilde, nfe=nfe, trajectory=torch.stack(traj) if traj else None)
+    return SampleOutput(x0=x_tilde, nfe=nfe, trajectory=torch.stack(traj) if traj else None)
 
 
 @torch.no_grad()
-def euler_maruyama(model: "DDPM", n: int, *, steps: int, generator: torch.Generator | None = None,
-                   progress: Callable[[Iterable], Iterable] | None = None, keep_trajectory: bool = False,
-                   spacing: Spacing = "time", clip_x0: bool | None = None) -> SamplerOutput:
+def euler_maruyama(model: "DiffusionModel", n: int, *, steps: int, generator: torch.Generator | None = None,
+                   progress: Progress | None = None, keep_trajectory: bool = False,
+                   spacing: Spacing = "time", clip_x0: bool | None = None) -> SampleOutput:
     """Euler–Maruyama on the reverse-time SDE (Song et al. 2021, Eq. 6), written in λ.
 
     The VP forward SDE in λ has drift ½σ²x and squared diffusion −σ² per unit dλ (see :mod:`.ode`), so the
@@ -354,14 +286,14 @@ def euler_maruyama(model: "DDPM", n: int, *, steps: int, generator: torch.Genera
             x = x * (1 + 0.5 * s**2 * dl) - s * dl * out.pred.eps + s * math.sqrt(dl) * z
         if traj is not None:
             traj.append(x)
-    return SamplerOutput(x0=x, nfe=steps, trajectory=torch.stack(traj) if traj else None)
+    return SampleOutput(x0=x, nfe=steps, trajectory=torch.stack(traj) if traj else None)
 
 
 @torch.no_grad()
-def pf_ode(model: "DDPM", n: int, *, steps: int | None = None, generator: torch.Generator | None = None,
-           progress: Callable[[Iterable], Iterable] | None = None, keep_trajectory: bool = False,
+def pf_ode(model: "DiffusionModel", n: int, *, steps: int | None = None, generator: torch.Generator | None = None,
+           progress: Progress | None = None, keep_trajectory: bool = False,
            rtol: float = 1e-3, atol: float = 1e-3, method: str = "dopri5",
-           clip_x0: bool | None = None) -> SamplerOutput:
+           clip_x0: bool | None = None) -> SampleOutput:
     """The probability-flow ODE (Song et al. 2021, Eq. 13) from λ_min to λ_max with an adaptive solver
     (torchdiffeq's ``dopri5`` by default; score SDE uses RK45 with tolerances 1e-5), then x̂_0 at λ_max.
 
@@ -396,68 +328,7 @@ def pf_ode(model: "DDPM", n: int, *, steps: int | None = None, generator: torch.
     x0 = _x0(model, xs[-1], lams[-1].double(), clip)
     nfe += 1
     traj = torch.cat([xs, x0[None]]) if keep_trajectory else None
-    return SamplerOutput(x0=x0, nfe=nfe, trajectory=traj)
-
-
-def sample_in_batches(model: "DDPM", n: int, sampler: str, *, steps: int | None = None,
-                      generator: torch.Generator | None = None, batch_size: int = 100,
-                      progress: Callable[[Iterable], Iterable] | None = None, **kwargs) -> SamplerOutput:
-    """``n`` samples from the sampler named ``sampler``, drawn ``batch_size`` at a time from one generator.
-
-    ``model`` is a diffusion model (``sampler`` a name in :data:`SAMPLERS`) or a score-based model
-    (:class:`~genmodels.score.base.ScoreModel`: ``sampler`` one of its own, e.g. ``langevin`` or ``annealed``,
-    ``steps`` its own meaning, None its default).
-
-    About 100 per batch is fastest on CPU (measured for the 28×28 UNet, 2 threads: 161 images·evaluations/s
-    at 100, 140 at 250, 82 at 500). ``nfe`` is the evaluations per sample (the mean over batches for ``ode``).
-
-    Args:
-        sampler: a name in :data:`SAMPLERS`. steps: its ``steps`` (ignored by ``ode``). **kwargs: the sampler's
-            own options (``eta``, ``rtol``, ``spacing``, …). progress: wraps the batch iterator.
-    Returns:
-        :class:`SamplerOutput` with ``x0`` ``[n, *event_shape]`` (no trajectory).
-    Raises:
-        KeyError: for an unknown sampler (the message lists the known ones). ValueError: for ``n`` < 1.
-    """
-    from ..score.base import ScoreModel  # here, not at the top: genmodels.score imports this module
-
-    if n < 1 or batch_size < 1:
-        raise ValueError(f"n and batch_size must be ≥ 1, got n={n}, batch_size={batch_size}")
-    if isinstance(model, ScoreModel):  # score-based models run their own samplers (Langevin, annealed Langevin)
-        name = model.check_sampler(sampler)
-
-        def fn(b: int) -> SamplerOutput:
-            """``b`` samples from the model's own sampler."""
-            return model.draw(b, generator, sampler=name, steps=steps, **kwargs)
-    else:
-        sampler_fn = SAMPLERS.get(sampler)
-
-        def fn(b: int) -> SamplerOutput:
-            """``b`` samples from the diffusion sampler."""
-            return sampler_fn(model, b, steps=steps if steps is not None else model.T, generator=generator, **kwargs)
-    sizes = [min(batch_size, n - k) for k in range(0, n, batch_size)]
-    xs, nfes = [], []
-    for b in progress(sizes) if progress else sizes:
-        out = fn(b)
-        xs.append(out.x0)
-        nfes.append(out.nfe * b)
-    return SamplerOutput(x0=torch.cat(xs), nfe=round(sum(nfes) / n))
-
-
-def predictor_corrector(model: "DDPM", n: int, *, steps: int, generator: torch.Generator | None = None,
-                        progress: Callable[[Iterable], Iterable] | None = None, keep_trajectory: bool = False,
-                        **kwargs) -> SamplerOutput:
-    """Predictor–corrector sampling: :func:`genmodels.score.langevin.predictor_corrector` (its options pass through:
-    ``corrector_steps``, ``snr``, ``predictor``, ``norm``, ``spacing``, ``clip_x0``; a whole-number float
-    ``corrector_steps``, as the NFE sweep's option parser gives, is taken as that integer). Imported on the first
-    call, because :mod:`genmodels.score.langevin` imports this module."""
-    from ..score.langevin import predictor_corrector as pc
-
-    m = kwargs.get("corrector_steps")
-    if isinstance(m, float) and m.is_integer():
-        kwargs["corrector_steps"] = int(m)
-    return pc(model, n, steps=steps, generator=generator, progress=progress, keep_trajectory=keep_trajectory,
-              **kwargs)
+    return SampleOutput(x0=x0, nfe=nfe, trajectory=traj)
 
 
 SAMPLERS: Registry[Sampler] = Registry("sampler")

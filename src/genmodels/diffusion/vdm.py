@@ -40,12 +40,12 @@ from typing import Callable, Literal, get_args
 import torch
 from torch import Tensor, nn
 
-from ..core import DataSpec, GenerativeModel, NLLOutput
+from ..core import DataSpec, NLLOutput
 from ..nets.embeddings import base2_fourier_features
 from ..nets.mlp import MLP, MLPConfig
 from ..nets.unet import UNet, UNetConfig
 from . import gaussian as G
-from .ddpm import ModelOutput
+from .base import DiffusionModel, ModelOutput
 from .schedules import DiscreteSchedule, GammaConfig, GammaSchedule, build_gamma_schedule
 
 __all__ = ["VDMConfig", "VDM", "continuous_diffusion_loss", "discrete_diffusion_loss", "snr_form_term",
@@ -171,7 +171,7 @@ class VDMConfig:
         return "fixed_small"
 
 
-class VDM(GenerativeModel):
+class VDM(DiffusionModel):
     """Variational diffusion model on images (UNet) or vectors (MLP); ε-prediction.
 
     Args:
@@ -180,7 +180,7 @@ class VDM(GenerativeModel):
         ValueError: for an event shape that is neither an image nor a vector.
     """
 
-    nll_kind = "bound"
+    description = "variational diffusion model, continuous time, learned noise schedule (Kingma et al. 2021)"
 
     def __init__(self, config: VDMConfig, spec: DataSpec):
         super().__init__()
@@ -306,9 +306,10 @@ class VDM(GenerativeModel):
         return torch.rand(B, generator=generator, device=device, dtype=torch.float64)
 
     # ------------------------------------------------------------------ training
-    def loss(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def loss(self, x: Tensor, generator: torch.Generator | None = None, y: Tensor | None = None) -> Tensor:
         """The negative ELBO per example in bits/dim, ``[B]`` (VDM's training objective): L_prior + L_recon + one
         draw of the diffusion term at antithetic times. Unbiased for the bound."""
+        self.check_label(y)
         B, dev = x.shape[0], x.device
         t = self._times(B, generator, dev)
         eps0 = torch.randn(x.shape, generator=generator, device=dev, dtype=x.dtype)
@@ -329,7 +330,7 @@ class VDM(GenerativeModel):
 
     # ------------------------------------------------------------------ likelihood
     @torch.no_grad()
-    def nll_terms(self, x: Tensor, generator: torch.Generator | None = None, *, t_samples: int = 4,
+    def nll_terms(self, x: Tensor, generator: torch.Generator | None = None, *, y: Tensor | None = None, t_samples: int = 4,
                   exact: bool = False) -> NLLOutput:
         """Negative ELBO per example (VDM Eq. 11), nats, with its three parts.
 
@@ -342,6 +343,7 @@ class VDM(GenerativeModel):
         Raises:
             ValueError: ``exact`` in continuous time, or ``t_samples`` < 1.
         """
+        self.check_label(y)
         if t_samples < 1:
             raise ValueError(f"t_samples must be ≥ 1, got {t_samples}")
         B, dev, T = x.shape[0], x.device, self.config.T
@@ -366,17 +368,16 @@ class VDM(GenerativeModel):
         return NLLOutput(nll=prior + recon + diffusion,
                          terms={"prior": prior, "diffusion": diffusion, "reconstruction": recon}, kind="bound")
 
-    # ------------------------------------------------------------------ sampling
-    @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None, *, sampler: str = "ancestral",
-               steps: int | None = None, progress: Callable | None = None, **sampler_kwargs) -> Tensor:
-        """``[n, *event_shape]`` samples on the data scale, from any sampler of
-        :data:`genmodels.diffusion.samplers.SAMPLERS` (``ancestral`` is VDM's own, Eq. 28–29), on ``steps`` steps
-        (default T)."""
-        from .samplers import SAMPLERS
+    # ------------------------------------------------------------------ pictures
+    def schedule_curves(self) -> dict[str, DiscreteSchedule]:
+        """The learned γ beside VDM's fixed linear one with the initial end points and DDPM's linear and cosine
+        schedules (T = 1000), for the schedule plot."""
+        from .schedules import FixedLinearGamma, ScheduleConfig
 
-        fn = SAMPLERS.get(sampler)
-        return fn(self, n, steps=steps or self.T, generator=generator, progress=progress, **sampler_kwargs).x0
+        init = self.config.schedule
+        ddpm = {f"DDPM {k}": DiscreteSchedule.from_config(ScheduleConfig(kind=k, T=1000)) for k in ("linear", "cosine")}
+        return {f"this run ({init.kind})": self.schedule,
+                "VDM fixed linear": FixedLinearGamma(init.gamma_0, init.gamma_1).discrete(self.T), **ddpm}
 
 
 def default_config(spec: DataSpec) -> VDMConfig:

@@ -220,8 +220,9 @@ class Flow(GenerativeModel):
     """
 
     nll_kind: ClassVar[str] = "exact"
-    sampler_name: ClassVar[str] = "inverse"  # the CLI's name for the one sampler: z ~ N(0, T²I), x = f⁻¹(z)
-    sample_nfe: ClassVar[int] = 1  # one inverse pass per sample
+    samplers: ClassVar[tuple[str, ...]] = ("inverse",)
+    """``inverse``: z ~ N(0, T²I), x = f⁻¹(z); one inverse pass per sample (:meth:`nfe` = 1)."""
+    sampler_options: ClassVar[dict[str, tuple[str, ...]]] = {"inverse": ("temperature",)}
     family: ClassVar[str] = "flow"
 
     def __init__(self, config: FlowConfig, spec: DataSpec):
@@ -334,7 +335,7 @@ class Flow(GenerativeModel):
         return NLLOutput(sum(terms.values()), terms, "exact")
 
     @torch.no_grad()
-    def nll_terms(self, x: Tensor, generator: torch.Generator | None = None) -> NLLOutput:
+    def nll_terms(self, x: Tensor, generator: torch.Generator | None = None, y: Tensor | None = None) -> NLLOutput:
         """The exact NLL per example in nats (for discrete data: the dequantized upper bound on the discrete NLL,
         one noise draw u per call), with the parts ``prior``, ``log_det``, ``logit`` (discrete data with a logit)
         and ``dequantization`` (discrete data) that sum to it (module docstring).
@@ -344,11 +345,13 @@ class Flow(GenerativeModel):
         Raises:
             ValueError: for a wrong event shape.
         """
+        self.check_label(y)
         return self._nll_terms(x, generator)
 
-    def loss(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def loss(self, x: Tensor, generator: torch.Generator | None = None, y: Tensor | None = None) -> Tensor:
         """The NLL of :meth:`nll_terms` in bits/dim, ``[B]`` (nats / (D ln 2), so learning rates transfer across
         data sizes), with gradients."""
+        self.check_label(y)
         return nats_to_bpd(self._nll_terms(x, generator).nll, self.spec)
 
     # ------------------------------------------------------------------ sampling
@@ -372,9 +375,18 @@ class Flow(GenerativeModel):
 
 # ============================================================================ the three families
 
+    def figures(self, data, out, generator=None):
+        """Samples at temperatures 1 and 0.7 (images), or the learned density map and samples (2-D data)
+        (:func:`genmodels.flows.figures.write_figures`)."""
+        from .figures import write_figures
+
+        return write_figures(self, data, out, generator)
+
 
 class NICE(Flow):
     """NICE (Dinh et al. 2014; module docstring). Images are flattened and coupled by MLPs, as in NICE §5.1."""
+
+    description = "NICE: additive coupling flow, exact likelihood (Dinh et al. 2014)"
 
     family = "nice"
 
@@ -391,6 +403,8 @@ class NICE(Flow):
 
 class RealNVP(Flow):
     """RealNVP (Dinh et al. 2017; module docstring): the multiscale architecture of §3.6 for images."""
+
+    description = "RealNVP: affine coupling flow, multiscale, exact likelihood (Dinh et al. 2017)"
 
     family = "realnvp"
 
@@ -420,6 +434,8 @@ class RealNVP(Flow):
 
 class Glow(Flow):
     """Glow (Kingma & Dhariwal 2018; module docstring): steps of actnorm → 1×1 conv → affine coupling."""
+
+    description = "Glow: actnorm, invertible 1×1 convolutions, affine couplings (Kingma & Dhariwal 2018)"
 
     family = "glow"
 

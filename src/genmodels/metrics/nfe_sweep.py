@@ -23,7 +23,7 @@ from torch import Tensor
 from ..fileio import atomic_path
 
 if TYPE_CHECKING:
-    from ..diffusion.ddpm import DDPM
+    from ..core import GenerativeModel
 
 __all__ = ["SweepRow", "nfe_sweep", "parse_sampler", "sweep_table"]
 
@@ -83,17 +83,17 @@ def parse_sampler(text: str) -> tuple[str, dict[str, float]]:
     return name.strip(), options
 
 
-def _draw(model: "DDPM", sampler: str, steps: int | None, n: int, seed: int, batch_size: int, options: dict,
+def _draw(model: "GenerativeModel", sampler: str, steps: int | None, n: int, seed: int, batch_size: int, options: dict,
           path: Path | None, progress: Callable[[Iterable], Iterable] | None) -> tuple[Tensor, int, float]:
     """Samples, NFE and seconds, from the cache when present."""
-    from ..diffusion.samplers import sample_in_batches
+    from ..sampling import draw_in_batches
 
     if path is not None and path.is_file():
         with np.load(path) as f:
             meta = json.loads(str(f["meta"]))
             return torch.from_numpy(f["x"]), int(meta["nfe"]), float(meta["seconds"])
     start = time.perf_counter()
-    out = sample_in_batches(model, n, sampler, steps=steps, generator=torch.Generator().manual_seed(seed),
+    out = draw_in_batches(model, n, sampler, steps=steps, generator=torch.Generator().manual_seed(seed),
                             batch_size=batch_size, progress=progress, **options)
     seconds = time.perf_counter() - start
     if path is not None:
@@ -104,7 +104,7 @@ def _draw(model: "DDPM", sampler: str, steps: int | None, n: int, seed: int, bat
     return out.x0.cpu(), out.nfe, seconds
 
 
-def nfe_sweep(model: "DDPM", samplers: Sequence[str], nfes: Sequence[int] | Mapping[str, Sequence[int]],
+def nfe_sweep(model: "GenerativeModel", samplers: Sequence[str], nfes: Sequence[int] | Mapping[str, Sequence[int]],
               quality: Callable[[Tensor], dict],
               *, n: int = 500, seed: int = 0, batch_size: int = 100, ode_tolerances: Sequence[float] = (1e-2, 1e-3),
               cache_dir: str | Path | None = None, sampler_options: dict[str, dict] | None = None,
@@ -113,14 +113,14 @@ def nfe_sweep(model: "DDPM", samplers: Sequence[str], nfes: Sequence[int] | Mapp
     """Quality and wall time of ``n`` samples for every sampler at every NFE budget.
 
     Args:
-        model: a trained :class:`~genmodels.diffusion.ddpm.DDPM` or VDM, or a score-based model
-            (:class:`~genmodels.score.base.ScoreModel`, whose own samplers and ``steps_for_nfe`` are used).
-        samplers: names in :data:`~genmodels.diffusion.samplers.SAMPLERS`, optionally with numeric options in
+        model: any trained model whose samplers have a step count (``model.steps_for_nfe`` not None: diffusion
+            and score-based models); its own samplers and ``steps_for_nfe`` are used.
+        samplers: names in ``model.samplers``, optionally with numeric options in
             brackets (``heun[s_churn=40]``, ``ddim[eta=0.5]``; :func:`parse_sampler`), which become part of the
             row's name. ``ode`` is run once per tolerance in ``ode_tolerances`` (its NFE is measured).
         nfes: NFE budgets, or sampler name -> budgets (key ``"*"``: the default for the others); each sampler
-            gets the steps of :func:`~genmodels.diffusion.samplers.steps_for_nfe`. Budgets a sampler cannot
-            meet (more than T steps on DDPM's own grid, or too few evaluations for one step) are skipped.
+            gets the steps of ``model.steps_for_nfe``. Budgets a sampler cannot meet (more than T steps on DDPM's
+            own grid, or too few evaluations for one step: ``steps_for_nfe`` gives 0) are skipped.
         quality: maps samples ``[n, *event_shape]`` to a dict of metrics.
         n, seed, batch_size: samples per point, the seed of every point (same x_T), samples drawn at once.
         cache_dir: where samples are cached (resume); ``None`` disables the cache.
@@ -129,10 +129,10 @@ def nfe_sweep(model: "DDPM", samplers: Sequence[str], nfes: Sequence[int] | Mapp
     Returns:
         One :class:`SweepRow` per point, in the order run.
     Raises:
-        ValueError: for empty ``samplers``/``nfes`` or ``n`` < 2.
+        ValueError: for empty ``samplers``/``nfes``, ``n`` < 2, or a sampler without a step count that is not
+            adaptive (e.g. a flow's ``inverse``: its cost is fixed, there is nothing to sweep).
+        KeyError: for a sampler the model does not have.
     """
-    from ..diffusion.samplers import SAMPLERS, steps_for_nfe
-    from ..score.base import ScoreModel
 
     per = dict(nfes) if isinstance(nfes, Mapping) else {"*": list(nfes)}
     if not samplers or not any(per.values()):
@@ -140,21 +140,23 @@ def nfe_sweep(model: "DDPM", samplers: Sequence[str], nfes: Sequence[int] | Mapp
     if n < 2:
         raise ValueError(f"n must be ≥ 2 samples, got {n}")
     parsed = [(label, *parse_sampler(label)) for label in samplers]
-    score_model = isinstance(model, ScoreModel)  # its own samplers and its own steps for a budget
-    for _, name, _ in parsed:
-        model.check_sampler(name) if score_model else SAMPLERS.get(name)  # unknown names fail before any work
+    for _, name, opts in parsed:  # unknown names and options fail before any work
+        model.check_sampler(name, opts)
+        adaptive = "rtol" in model.sampler_options.get(name, ())
+        if model.steps_for_nfe(name, 1) is None and not adaptive:
+            raise ValueError(f"the {name!r} sampler of a {type(model).__name__} has a fixed cost of "
+                             f"{model.nfe(name)} evaluations per sample: there is no NFE to sweep")
     cache = Path(cache_dir) if cache_dir is not None else None
     rows: list[SweepRow] = []
-    grid_limited = {"ancestral", "ddim", "euler_maruyama", "pc"}
     for s, name, opts in parsed:
         base = {**(sampler_options or {}).get(name, {}), **opts}
-        if name == "ode":
+        if model.steps_for_nfe(name, 1) is None:  # adaptive: its tolerance sets its NFE
             points = [(None, None, {**base, "rtol": tol, "atol": tol}, f"tol{tol:g}") for tol in ode_tolerances]
         else:
             points = []
             for budget in per.get(s, per.get(name, per.get("*", []))):
-                steps = model.steps_for_nfe(name, budget) if score_model else steps_for_nfe(name, budget)
-                if steps < 1 or (not score_model and name in grid_limited and steps > model.T):
+                steps = model.steps_for_nfe(name, budget)
+                if steps < 1:
                     continue
                 points.append((budget, steps, base, f"nfe{budget}"))
         for budget, steps, options, tag in points:

@@ -6,39 +6,36 @@ normalizing constant Z_θ = ∫ e^{−f_θ(x)} dx is intractable, and a score ne
 raises :class:`~genmodels.core.NoLikelihoodError` instead of returning a made-up number, and the models are compared
 by the quality of their samples (``genmodels evaluate RUN --sampler …``).
 
-The samplers are the model's own (a name in :attr:`ScoreModel.samplers`), not the diffusion samplers of
-:data:`genmodels.diffusion.samplers.SAMPLERS`; :meth:`ScoreModel.draw` runs one and returns the diffusion samplers'
-:class:`~genmodels.diffusion.samplers.SamplerOutput` (samples, NFE, trajectory), so
-:func:`~genmodels.diffusion.samplers.sample_in_batches` and the NFE sweep take these models too.
+The samplers are the model's own (a name in :attr:`ScoreModel.samplers`); :meth:`ScoreModel.draw` runs one and
+returns the interface's :class:`~genmodels.core.SampleOutput` (samples, NFE, trajectory), so the batched sampler,
+the NFE sweep and the CLI take these models like any other family.
 """
 
 from __future__ import annotations
 
-from typing import Callable, ClassVar, Iterable, Literal, get_args
+from typing import ClassVar, Literal, get_args
 
 import torch
 from torch import Tensor
 
-from ..core import GenerativeModel, NLLOutput, NoLikelihoodError
-from ..diffusion.samplers import SamplerOutput
+from ..core import GenerativeModel, NLLOutput, NoLikelihoodError, Progress
 
 __all__ = ["ScoreModel", "Init"]
 
 Init = Literal["uniform", "gaussian"]
 """Where a sampling chain starts: ``uniform`` on the data's ``value_range`` in every dimension (NCSN's uniform-noise
 initialization, Song & Ermon 2019, from memory) or ``gaussian`` (a normal whose scale each family documents)."""
-Progress = Callable[[Iterable], Iterable]
 
 
 class ScoreModel(GenerativeModel):
     """Base class of the score-based families.
 
-    Subclasses set :attr:`samplers` (the first is the default) and :attr:`no_likelihood_reason`, and implement
-    :meth:`draw`, :meth:`default_steps`, :meth:`steps_for_nfe` and :meth:`preview_kwargs`.
+    Subclasses set :attr:`samplers` (the first is the default), :attr:`sampler_options` and
+    :attr:`no_likelihood_reason`, and implement :meth:`draw`, :meth:`default_steps`, :meth:`nfe`,
+    :meth:`steps_for_nfe` and :meth:`preview`.
     """
 
-    samplers: ClassVar[tuple[str, ...]] = ()
-    """Names of this family's samplers; the first is the default."""
+    has_likelihood = False
     no_likelihood_reason: ClassVar[str] = ""
     """Why the family has no likelihood, one clause (used in :class:`NoLikelihoodError` messages)."""
 
@@ -54,41 +51,17 @@ class ScoreModel(GenerativeModel):
             f"(genmodels.metrics.sample_quality, or `genmodels evaluate RUN --sampler {self.samplers[0]}`)")
 
     # ------------------------------------------------------------------ sampling
-    def check_sampler(self, sampler: str | None) -> str:
-        """The sampler's name (``None``: the default, ``samplers[0]``).
-
-        Raises:
-            KeyError: for a name this family does not have; the message lists the ones it has.
-        """
-        if sampler is None:
-            return self.samplers[0]
-        if sampler not in self.samplers:
-            raise KeyError(f"a {type(self).__name__} samples with {' or '.join(self.samplers)}, not {sampler!r}")
-        return sampler
-
-    def draw(self, n: int, generator: torch.Generator | None = None, *, sampler: str | None = None,
-             steps: int | None = None, progress: Progress | None = None, keep_trajectory: bool = False,
-             trajectory_stride: int = 1, **kw) -> SamplerOutput:
-        """Run a sampler: ``SamplerOutput(x0 [n, *event_shape], nfe, trajectory)``; see the subclass."""
-        raise NotImplementedError
-
     def sample(self, n: int, generator: torch.Generator | None = None, **kw) -> Tensor:
         """``[n, *event_shape]`` samples on the data scale: :meth:`draw` (all keywords pass through) without the
         NFE and trajectory."""
         return self.draw(n, generator, **kw).x0
 
-    def default_steps(self, sampler: str | None = None) -> int:
-        """The ``steps`` a sampler uses when none is given (from the config)."""
-        raise NotImplementedError
+    def figures(self, data, out, generator=None):
+        """Samples, Langevin chains over time and, on 2-D data, the learned score field beside the data's
+        (:func:`genmodels.score.figures.write_figures`)."""
+        from .figures import write_figures
 
-    def steps_for_nfe(self, sampler: str, nfe: int) -> int:
-        """The largest ``steps`` whose default run spends at most ``nfe`` score evaluations (0 if none does)."""
-        raise NotImplementedError
-
-    def preview_kwargs(self) -> dict:
-        """Keywords of :meth:`sample` for the sample grids drawn during training: a cheaper run of the default sampler
-        (fewer steps); empty: the default run."""
-        return {}
+        return write_figures(self, data, out, generator)
 
     # ------------------------------------------------------------------ helpers for subclasses
     def initial_state(self, n: int, generator: torch.Generator | None, init: Init, gaussian_std: float) -> Tensor:

@@ -32,9 +32,8 @@ from typing import ClassVar, Literal, get_args
 import torch
 from torch import Tensor, nn
 
-from ..core import DataSpec
+from ..core import DataSpec, SampleOutput
 from ..diffusion.ode import EXACT_TRACE_MAX_DIM, ProbeNoise
-from ..diffusion.samplers import SamplerOutput
 from ..nets.energy import EnergyConvConfig, EnergyConvNet, EnergyMLP, EnergyMLPConfig
 from . import losses as L
 from .base import Init, Progress, ScoreModel
@@ -101,7 +100,10 @@ class EBM(ScoreModel):
         ValueError: for any other event shape.
     """
 
+    description = "energy-based model f_θ trained by score matching, sampled by Langevin dynamics (seed 003)"
     samplers: ClassVar[tuple[str, ...]] = ("langevin",)
+    sampler_options: ClassVar[dict[str, tuple[str, ...]]] = {
+        "langevin": ("step_size", "init", "final_denoise", "trajectory_stride")}
     no_likelihood_reason: ClassVar[str] = ("an energy-based model p = e^{−f_θ}/Z_θ has an intractable normalizing "
                                            "constant Z_θ (score matching never computes it)")
 
@@ -140,9 +142,10 @@ class EBM(ScoreModel):
         return -grad  # ∇_x log p_θ = −∇_x f_θ (Z_θ does not depend on x)
 
     # ------------------------------------------------------------------ training
-    def loss(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def loss(self, x: Tensor, generator: torch.Generator | None = None, y: Tensor | None = None) -> Tensor:
         """Per-example score-matching loss ``[B]`` (``loss_type``; module docstring), in units of
         (log-density / data unit)², summed over dimensions."""
+        self.check_label(y)
         cfg = self.config
         if cfg.loss_type == "dsm":
             return L.denoising_score_matching(self.score, x, cfg.sigma, generator=generator)
@@ -159,38 +162,44 @@ class EBM(ScoreModel):
         self.check_sampler(sampler)
         return self.config.sample_steps
 
+    def nfe(self, sampler: str | None = None, steps: int | None = None) -> int:
+        """K score evaluations, +1 for the final denoising of a DSM model."""
+        return (self.default_steps(sampler) if steps is None else steps) + (self.config.loss_type == "dsm")
+
     def steps_for_nfe(self, sampler: str, nfe: int) -> int:
         """K = nfe, less the final denoising evaluation of a DSM model (0 if the budget is too small)."""
         self.check_sampler(sampler)
         return max(0, nfe - (self.config.loss_type == "dsm"))
 
-    def preview_kwargs(self) -> dict:
+    def preview(self) -> dict:
         """At most 200 Langevin steps (a fifth of the default chain): where the chains are heading, at a cost of about
         200 energy gradients (11 s for 64 28×28 images on one CPU thread with the default conv net)."""
         return {"steps": min(self.config.sample_steps, 200)}
 
     @torch.no_grad()
     def draw(self, n: int, generator: torch.Generator | None = None, *, sampler: str | None = None,
-             steps: int | None = None, step_size: float | None = None, init: Init = "uniform",
-             final_denoise: bool | None = None, progress: Progress | None = None, keep_trajectory: bool = False,
-             trajectory_stride: int = 1) -> SamplerOutput:
+             steps: int | None = None, y: Tensor | None = None, step_size: float | None = None,
+             init: Init = "uniform", final_denoise: bool | None = None, progress: Progress | None = None,
+             keep_trajectory: bool = False, trajectory_stride: int = 1, **options) -> SampleOutput:
         """Langevin dynamics with the learned score (module docstring), from uniform noise on the data range.
 
         Args:
             n: number of chains (samples). generator: draws the start and every step's noise.
             sampler: ``langevin`` (the only one; None picks it). steps: K ≥ 0 (default ``config.sample_steps``).
+            y: must be None (the model is unconditional).
             step_size: τ > 0 (default ``config.step_size``). init: ``uniform`` on ``spec.value_range`` or
                 ``gaussian`` N(0, I). final_denoise: end with Tweedie's x + σ² s(x) (default: for a DSM model only).
             progress: wraps the step iterator. keep_trajectory, trajectory_stride: keep every stride-th state.
         Returns:
-            ``SamplerOutput`` with ``x0`` ``[n, *event_shape]`` (clamped to the data range for discrete data),
+            ``SampleOutput`` with ``x0`` ``[n, *event_shape]`` (clamped to the data range for discrete data),
             ``nfe`` = K (+1 with the final denoising) and the trajectory ``[S, n, ...]`` when asked for (the
             denoised state last).
         Raises:
             KeyError: for another sampler. ValueError: for a bad K, τ or init, or ``final_denoise`` on a model not
             trained by DSM.
         """
-        self.check_sampler(sampler)
+        self.check_sampler(sampler, options)  # an option this sampler does not take: ValueError
+        self.check_label(y)
         cfg = self.config
         dsm = cfg.loss_type == "dsm"
         denoise = dsm if final_denoise is None else bool(final_denoise)
@@ -207,7 +216,7 @@ class EBM(ScoreModel):
             x = x + cfg.sigma**2 * self.score(x)  # Tweedie: E[x | x̃] = x̃ + σ² ∇log q_σ(x̃)
             nfe += 1
             traj = torch.cat([traj, x[None]]) if traj is not None else None
-        return SamplerOutput(x0=self.finish(x), nfe=nfe, trajectory=traj)
+        return SampleOutput(x0=self.finish(x), nfe=nfe, trajectory=traj)
 
 
 def default_config(spec: DataSpec) -> EBMConfig:

@@ -46,8 +46,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from ..core import DataSpec
-from ..diffusion.samplers import SamplerOutput
+from ..core import DataSpec, SampleOutput
 from ..nets import noise_conditional_net
 from ..nets.mlp import MLPConfig
 from ..nets.unet import UNetConfig
@@ -97,6 +96,9 @@ class NCSN(ScoreModel):
     """
 
     samplers: ClassVar[tuple[str, ...]] = ("annealed",)
+    description = "noise-conditional score network, annealed Langevin dynamics (Song & Ermon 2019)"
+    sampler_options: ClassVar[dict[str, tuple[str, ...]]] = {
+        "annealed": ("eps", "final_denoise", "init", "trajectory_stride")}
     no_likelihood_reason: ClassVar[str] = (
         "a noise-conditional score network models only the scores ∇_x log q_σ of the noised data at its σ levels, "
         "not a normalized density (a likelihood would need the probability-flow ODE of a continuous-σ model, "
@@ -128,9 +130,10 @@ class NCSN(ScoreModel):
         return out / sigma.reshape(-1, *([1] * (x.ndim - 1)))
 
     # ------------------------------------------------------------------ training
-    def loss(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def loss(self, x: Tensor, generator: torch.Generator | None = None, y: Tensor | None = None) -> Tensor:
         """Multi-σ DSM with λ(σ) = σ², one level per example drawn uniformly (NCSN Eq. 5–6): ``[B]``
         = ½‖σ s_θ(x + σz, σ) + z‖², summed over dimensions."""
+        self.check_label(y)
         return multiscale_denoising_score_matching(self.score, x, self.sigmas, weighting="sigma2",
                                                    generator=generator)
 
@@ -140,12 +143,16 @@ class NCSN(ScoreModel):
         self.check_sampler(sampler)
         return self.config.sample_steps_each
 
+    def nfe(self, sampler: str | None = None, steps: int | None = None) -> int:
+        """L·T score evaluations and the final denoising step (NCSN Algorithm 1 with Tweedie's step)."""
+        return self.config.n_sigmas * (self.default_steps(sampler) if steps is None else steps) + 1
+
     def steps_for_nfe(self, sampler: str, nfe: int) -> int:
         """T = ⌊(nfe − 1)/L⌋ (the 1: the final denoising step); 0 if the budget is below L + 1."""
         self.check_sampler(sampler)
         return max(0, (nfe - 1) // self.config.n_sigmas)
 
-    def preview_kwargs(self) -> dict:
+    def preview(self) -> dict:
         """T = max(1, ⌊50/L⌋): about 50 evaluations, like the 50-step DDIM grids of diffusion runs (L + 1 for a ladder
         of more than 50 levels, e.g. 112 on 28×28 images)."""
         return {"steps": max(1, 50 // self.config.n_sigmas)}
@@ -159,9 +166,10 @@ class NCSN(ScoreModel):
 
     @torch.no_grad()
     def draw(self, n: int, generator: torch.Generator | None = None, *, sampler: str | None = None,
-             steps: int | None = None, eps: float | None = None, final_denoise: bool = True, init: Init = "uniform",
+             steps: int | None = None, y: Tensor | None = None, eps: float | None = None,
+             final_denoise: bool = True, init: Init = "uniform",
              progress: Progress | None = None, keep_trajectory: bool = False,
-             trajectory_stride: int = 1) -> SamplerOutput:
+             trajectory_stride: int = 1, **options) -> SampleOutput:
         """Annealed Langevin dynamics over the training ladder (NCSN Algorithm 1), from uniform noise.
 
         Args:
@@ -173,12 +181,13 @@ class NCSN(ScoreModel):
                 (NCSN) or ``gaussian`` N(0, σ_1² I) (the variance-exploding prior of the score SDE).
             progress: wraps the loop over levels. keep_trajectory, trajectory_stride: keep every stride-th state.
         Returns:
-            ``SamplerOutput`` with ``x0`` ``[n, *event_shape]`` (clamped to the data range for discrete data, at the
+            ``SampleOutput`` with ``x0`` ``[n, *event_shape]`` (clamped to the data range for discrete data, at the
             end only), ``nfe`` = L·T (+1) and the trajectory when asked for.
         Raises:
             KeyError: for another sampler. ValueError: for T < 1, ε ≤ 0 or a bad init.
         """
-        self.check_sampler(sampler)
+        self.check_sampler(sampler, options)  # an option this sampler does not take: ValueError
+        self.check_label(y)
         T = self.config.sample_steps_each if steps is None else int(steps)
         if T < 1:
             raise ValueError(f"annealed sampling needs steps (per noise level) ≥ 1, got {T}")
@@ -187,7 +196,7 @@ class NCSN(ScoreModel):
                                          float(eps), n_steps_each=T, final_denoise=bool(final_denoise),
                                          generator=generator, progress=progress, keep_trajectory=keep_trajectory,
                                          trajectory_stride=trajectory_stride)
-        return SamplerOutput(x0=self.finish(out.x), nfe=out.nfe, trajectory=out.trajectory)
+        return SampleOutput(x0=self.finish(out.x), nfe=out.nfe, trajectory=out.trajectory)
 
 
 # ============================================================================ NCSNv2's rules for the ladder and ε

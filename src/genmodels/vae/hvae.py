@@ -90,6 +90,8 @@ class HVAE(LatentVariableModel):
         ValueError: if the decoder distribution does not fit the data, or ``conv`` is asked for vectors.
     """
 
+    description = "hierarchical VAE, Markovian latent layers with top-down inference (LVAE/NVAE style)"
+
     def __init__(self, config: HVAEConfig, spec: DataSpec):
         super().__init__()
         self._init_common(config, spec)

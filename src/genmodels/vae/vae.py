@@ -25,15 +25,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
-from ..core import DataSpec, GenerativeModel, NLLOutput
+from ..core import DataSpec, EvalOptions, GenerativeModel, NLLOutput, Progress, SampleOutput
 from ..distributions import normal_log_prob, standard_normal_kl
 from ..nets.coders import CoderConfig, make_decoder, make_encoder
 from . import likelihoods as L
+
+if TYPE_CHECKING:
+    from ..data.base import Dataset
 
 __all__ = ["LatentVariableConfig", "VAEConfig", "VAE", "LatentVariableModel", "LatentPass", "logmeanexp"]
 
@@ -121,6 +125,9 @@ class LatentVariableModel(GenerativeModel):
     """
 
     nll_kind = "bound"
+    samplers: ClassVar[tuple[str, ...]] = ("ancestral", "mean")
+    """``ancestral``: z ~ p(z), x ~ p(x | z); ``mean``: the decoder's mean E[x | z] (one network pass either way)."""
+    eval_options: ClassVar[tuple[str, ...]] = ("k",)
     latent_dims: tuple[int, ...]
     likelihood: str
 
@@ -153,10 +160,11 @@ class LatentVariableModel(GenerativeModel):
         w = self.config.kl_warmup_steps
         return 1.0 if w == 0 else min(1.0, (int(self.train_steps) + 1) / w)
 
-    def loss(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def loss(self, x: Tensor, generator: torch.Generator | None = None, y: Tensor | None = None) -> Tensor:
         """Negative training objective per example, ``[B]`` nats: −ELBO with β-weighted (warm-up) and free-bits
         KL terms, or −IWAE_k (``objective='iwae'``, k = ``train_samples``). Each call in training mode counts one
         step for the warm-up."""
+        self.check_label(y)
         cfg = self.config
         beta = self.kl_weight()
         if self.training and torch.is_grad_enabled():
@@ -177,7 +185,7 @@ class LatentVariableModel(GenerativeModel):
         return -(p.log_px - beta * kl_total).mean(0)
 
     @torch.no_grad()
-    def nll_terms(self, x: Tensor, generator: torch.Generator | None = None, k: int = 1,
+    def nll_terms(self, x: Tensor, generator: torch.Generator | None = None, y: Tensor | None = None, k: int = 1,
                   chunk: int | None = None) -> NLLOutput:
         """−ELBO (``k = 1``) or −IWAE_k per example, nats, with its parts.
 
@@ -191,6 +199,7 @@ class LatentVariableModel(GenerativeModel):
         Raises:
             ValueError: if k < 1.
         """
+        self.check_label(y)
         if k < 1:
             raise ValueError(f"k (importance samples) must be ≥ 1, got {k}")
         chunk = max(1, min(k, chunk or 4096 // max(1, len(x))))
@@ -236,6 +245,48 @@ class LatentVariableModel(GenerativeModel):
             return L.decoder_mean(params, self.likelihood)
         return L.decoder_sample(params, self.likelihood, self.spec, generator)
 
+    def draw(self, n: int, generator: torch.Generator | None = None, *, sampler: str | None = None,
+             steps: int | None = None, y: Tensor | None = None, progress: Progress | None = None,
+             keep_trajectory: bool = False, **options: Any) -> SampleOutput:
+        """:meth:`sample` with ``sampler`` ``ancestral`` (a draw from p(x | z)) or ``mean`` (E[x | z]); one network
+        evaluation per sample.
+
+        Raises:
+            KeyError: another sampler. ValueError: ``steps`` given (there are none) or a label.
+        """
+        name = self.check_sampler(sampler, options)
+        self.check_label(y)
+        if steps is not None:
+            raise ValueError(f"a {type(self).__name__} samples in one pass: --steps does not apply")
+        return SampleOutput(x0=self.sample(n, generator, mean=name == "mean"), nfe=1)
+
+    def preview(self) -> dict[str, Any]:
+        """The decoder's mean, as VAE papers show."""
+        return {"sampler": "mean"}
+
+    def nll_kwargs(self, options: EvalOptions, train: Tensor | None = None,
+                   generator: torch.Generator | None = None) -> dict[str, Any]:
+        """``k`` importance samples: the IWAE bound (Burda et al. 2016, Eq. 8); k = 1 is the ELBO."""
+        return {"k": options.k}
+
+    @torch.no_grad()
+    def eval_extras(self, x: Tensor, report: Any, options: EvalOptions) -> dict[str, Any]:
+        """The bound's name, the ELBO of the same samples beside an IWAE bound (``elbo_bpd``, ``elbo_nats``), the
+        terms in nats, the active units of each layer (Burda et al. 2016, §5.2) and the latent sizes."""
+        gap = report.terms_bpd.get("iwae_gap", 0.0)
+        nats_per_bpd = self.spec.dim * math.log(2)
+        return {"bound": f"IWAE-{options.k}" if options.k > 1 else "ELBO",
+                "elbo_bpd": report.bpd - gap, "elbo_nats": report.nats - gap * nats_per_bpd,
+                "terms_nats": {n: v * nats_per_bpd for n, v in report.terms_bpd.items()},
+                "active_units": self.active_units(x.to(self.device)), "latent_dims": list(self.latent_dims)}
+
+    def figures(self, data: Dataset, out: Path, generator: torch.Generator | None = None) -> list[Path]:
+        """Samples, reconstructions, latent interpolations and the 2-D latent spaces by label
+        (:func:`genmodels.vae.figures.write_figures`)."""
+        from .figures import write_figures
+
+        return write_figures(self, data, out, generator)
+
     @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:
         """The decoder's mean at the posterior mean of z_1, ``[B, *event_shape]``."""
@@ -257,6 +308,8 @@ class VAE(LatentVariableModel):
     Raises:
         ValueError: if the decoder distribution does not fit the data, or ``conv`` is asked for vectors.
     """
+
+    description = "variational autoencoder, Gaussian latent; ELBO and IWAE bounds (Kingma & Welling 2014)"
 
     def __init__(self, config: VAEConfig, spec: DataSpec):
         super().__init__()
