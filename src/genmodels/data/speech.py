@@ -150,7 +150,7 @@ def save_wav(x: np.ndarray | Tensor, path: str | os.PathLike, rate: int = SAMPLE
     """
     from scipy.io import wavfile
 
-    from genmodels.checkpoint import atomic_write_bytes
+    from genmodels.fileio import atomic_write_bytes
 
     a = x.detach().cpu().double().numpy() if isinstance(x, Tensor) else np.asarray(x, dtype=np.float64)
     if a.size == 0 or not np.all(np.isfinite(a)):
@@ -358,7 +358,7 @@ def _cache_path(settings: dict) -> Path:
 
 
 def _save(corpus: SpeechCorpus, path: Path) -> None:
-    from genmodels.checkpoint import atomic_write_bytes
+    from genmodels.fileio import atomic_write_bytes
 
     buf = io.BytesIO()
     np.savez(buf, codes=corpus.codes, sentence=corpus.sentence, texts=np.array(corpus.texts),
@@ -408,7 +408,7 @@ def load_speech() -> Dataset:
     """
     c = speech_corpus(SPEECH_N_SENTENCES)
     test = c.test_mask
-    spec = DataSpec(name="speech", event_shape=tuple(c.codes.shape[1:]), n_bins=MU + 1)
+    spec = DataSpec(name="speech", event_shape=tuple(c.codes.shape[1:]), n_bins=MU + 1, sample_rate=SAMPLE_RATE)
     return Dataset(spec, scale_discrete(c.codes[~test], MU + 1), scale_discrete(c.codes[test], MU + 1))
 
 
