@@ -16,7 +16,7 @@ from PIL import Image
 
 import genmodels
 from genmodels.core import DataSpec
-from genmodels.data import Dataset, load_dataset, save_wav
+from genmodels.data import Dataset, load_dataset
 from genmodels.viz import save_samples
 
 FAMILY = {"ddpm": "diffusion", "vdm": "diffusion", "vae": "vae", "hvae": "vae", "ebm": "score", "ncsn": "score",
@@ -45,12 +45,7 @@ def _model(name: str, spec):
     entry = genmodels.MODELS.get(name)
     torch.manual_seed(0)
     model = entry.build(_small(name, entry.preset(spec), spec), spec).eval()
-    figures = importlib.import_module(f"genmodels.{FAMILY[name]}.figures")
-    if FAMILY[name] == "score" and not hasattr(model, "score_field_rows"):
-        # until EBM and NCSN declare ``score_field_rows`` (one-line methods calling these two functions)
-        rows = figures.ebm_score_field_rows if name == "ebm" else figures.ncsn_score_field_rows
-        model.score_field_rows = types.MethodType(rows, model)
-    return model, figures
+    return model, importlib.import_module(f"genmodels.{FAMILY[name]}.figures")
 
 
 def _check_pictures(paths, out, names):
@@ -168,12 +163,9 @@ def test_save_samples_images_points_and_sequences(tmp_path):
 def test_save_samples_audio_writes_wavs_beside_the_picture(tmp_path):
     x = torch.rand(10, 1, 64) * 2 - 1
     spec = DataSpec("speech", (1, 64), 256, sample_rate=8000)
-    paths = save_samples(x, spec, tmp_path / "s.png", write_wav=save_wav)
+    paths = save_samples(x, spec, tmp_path / "s.png")
     assert [p.name for p in paths] == ["s.png"] + [f"s_{i}.wav" for i in range(8)]  # the first 8
     assert all(p.is_file() and p.stat().st_size > 0 for p in paths)
-    with pytest.raises(ValueError, match="write_wav"):
-        save_samples(x, spec, tmp_path / "t.png")
-    assert not (tmp_path / "t.png").exists()
 
 
 def test_speech_spec_declares_its_sample_rate(monkeypatch):

@@ -1,14 +1,14 @@
 """The ``genmodels`` command line: it parses commands and prints what :mod:`genmodels.jobs` returns.
 
     genmodels demo                                   # the main job on an embedded dataset
-    genmodels train ddpm --data fashion-mnist --minutes 30 --out runs/fmnist
-    genmodels sample runs/fmnist --n 64 --sampler ddim --steps 50
-    genmodels evaluate runs/fmnist --split test      # JSON: bits/dim with its parts and standard error
-    genmodels evaluate runs/fmnist --likelihood ode --limit 200     # bits/dim through the probability-flow ODE
-    genmodels evaluate runs/fmnist --sampler dpm++,heun --nfe 5,10,20,50   # sample quality against NFE
-    genmodels pictures runs/fmnist                   # the family's own pictures and the loss curve
     genmodels models                                 # every family: what it is, its samplers, its likelihood
-    genmodels datasets
+    genmodels datasets                               # the datasets, and the patterns for your own data
+    genmodels train MODEL --data DATA --minutes 30 --out RUN
+    genmodels sample RUN --n 64 --sampler SAMPLER --steps 50
+    genmodels evaluate RUN --split test              # JSON: bits/dim with its parts and standard error
+    genmodels evaluate RUN --likelihood ode --limit 200     # bits/dim through the probability-flow ODE
+    genmodels evaluate RUN --sampler S1,S2 --nfe 5,10,20,50   # sample quality against NFE
+    genmodels pictures RUN                           # the family's own pictures and the loss curve
 
 Nothing here knows the families: what a run can do (samplers, options, likelihood) comes from its family's
 declarations, so a new family needs no line here. Importing this module loads neither torch nor any family, so
@@ -51,12 +51,18 @@ def _friendly(fn: Callable) -> Callable:
             if kwargs.get("threads") is not None:
                 _set_threads(kwargs["threads"])
             return fn(*args, **kwargs)
+        except KeyError as e:  # str(KeyError) quotes its message: print the message itself
+            _fail(e.args[0] if e.args else e)
         except _ERRORS as e:
-            msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-            typer.secho(f"error: {msg}", err=True, fg=typer.colors.RED)
-            raise typer.Exit(2) from None
+            _fail(e)
 
     return wrapper
+
+
+def _fail(msg: object) -> None:
+    """``error: msg`` on stderr and exit status 2 (no traceback)."""
+    typer.secho(f"error: {msg}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(2) from None
 
 
 def _set_threads(threads: int) -> None:
@@ -115,9 +121,11 @@ def _echo(result: Any, indent: int | None = 2) -> None:
 @app.command()
 @_friendly
 def train(
-    model: str = typer.Argument("ddpm", help="Model family (see `genmodels models`)."),
+    model: Optional[str] = typer.Argument(None, help="Model family (see `genmodels models`); a resumed run keeps its "
+                                                     "own."),
     data: str = typer.Option("", "--data", "-d", help="Dataset name or idx:DIR / folder:DIR / npz:FILE."),
-    out: Path = typer.Option(Path("runs/ddpm"), "--out", "-o", help="Run folder (config.json, weights, metrics)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (config.json, weights, metrics) "
+                                                                 "[default: runs/MODEL]."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     steps: Optional[int] = typer.Option(None, help="Optimizer steps in total [default 10000]."),
     minutes: Optional[float] = typer.Option(None, help="Stop cleanly (with a checkpoint) after this many minutes."),
@@ -185,7 +193,7 @@ def sample(
                                                    "[default: the family's]."),
     eta: Optional[float] = typer.Option(None, help="DDIM η (0: deterministic, 1: ancestral), for samplers that take it."),
     temperature: Optional[float] = typer.Option(None, help="Samplers that take it: the base distribution's std of a "
-                                                           "flow (Glow's T, e.g. 0.7), the softmax temperature of an "
+                                                           "flow (e.g. 0.7), the softmax temperature of an "
                                                            "autoregressive model. 1: the model itself."),
     seed: int = typer.Option(0, help="Seed of the sampler's noise."),
     out: Optional[Path] = typer.Option(None, help="PNG path [default RUN/samples/SAMPLER_STEPS.png]."),
@@ -207,11 +215,13 @@ def evaluate(
     run: Path = typer.Argument(..., help="Run folder."),
     split: str = typer.Option("test", help="test | train."),
     limit: Optional[int] = typer.Option(None, help="Evaluate only the first N examples."),
-    t_samples: int = typer.Option(4, help="Diffusion bounds: stratified steps or times per example."),
-    exact: bool = typer.Option(False, "--exact", help="Diffusion bounds: sum all T steps (T evaluations per example)."),
-    k: int = typer.Option(1, "--k", help="VAEs: importance samples of the IWAE bound (1: the ELBO); e.g. 5000."),
+    t_samples: int = typer.Option(4, help="Bounds over noise levels: stratified steps or times per example."),
+    exact: bool = typer.Option(False, "--exact", help="Bounds over noise levels: sum all T steps (T evaluations per "
+                                                     "example)."),
+    k: int = typer.Option(1, "--k", help="Latent-variable bounds: importance samples of the IWAE bound (1: the "
+                                         "ELBO); e.g. 5000."),
     calibrate: bool = typer.Option(True, "--calibrate/--no-calibrate",
-                                   help="DDPM: fit the step proposal on 128 training examples first."),
+                                   help="Bounds with a step proposal: fit it on 128 training examples first."),
     batch_size: int = typer.Option(100, help="Examples per batch (≈100 is fastest on CPU)."),
     seed: int = typer.Option(0),
     raw: bool = typer.Option(False, "--raw", help="Use the raw weights instead of the EMA weights."),
@@ -236,9 +246,9 @@ def evaluate(
     """Evaluate a run, printing JSON.
 
     Default: the split's NLL (exact, or an upper bound) in bits/dim and nats per example: bpd, bpd_stderr, nats,
-    nats_stderr, terms_bpd (the family's named parts, e.g. DDPM: prior = L_T, diffusion = Σ L_t,
-    reconstruction = L_0), examples, seconds, and what the family adds (VAEs: elbo_bpd and the active units); each
-    example's NLL is saved beside the JSON (.npy). ``--likelihood ode``: bits/dim through the probability-flow ODE.
+    nats_stderr, terms_bpd (the family's named parts, e.g. for a diffusion bound prior = L_T, diffusion = Σ L_t,
+    reconstruction = L_0), examples, seconds, and what the family adds (e.g. an IWAE bound's ELBO and the active
+    units); each example's NLL is saved beside the JSON (.npy). ``--likelihood ode``: bits/dim through the probability-flow ODE.
     ``--sampler``: the NFE sweep of sample quality (Fréchet distance on the dataset's own classifier, KID,
     precision/recall, with the test-vs-train floor), written to RUN/nfe_sweep/. Families without a likelihood
     (score-based models) take ``--sampler`` only.
@@ -280,9 +290,9 @@ def evaluate(
 @_friendly
 def pictures(run: Path = typer.Argument(..., help="Run folder."), seed: int = typer.Option(0),
              threads: Optional[int] = typer.Option(None, help=THREADS_HELP)) -> None:
-    """Write a run's pictures to RUN/figures: the family's own (diffusion: the forward strip, the reverse trajectory
-    and the schedule plot; VAEs: reconstructions, interpolations and latent spaces; score models: Langevin chains and
-    score fields; flows: density maps), or a sample grid, and the loss curve."""
+    """Write a run's pictures to RUN/figures: the family's own (e.g. a diffusion model's forward strip, reverse
+    trajectory and schedule plot; a latent-variable model's reconstructions, interpolations and latent spaces; a score
+    model's Langevin chains and score fields; a flow's density map), or a sample grid, and the loss curve."""
     from .jobs import write_pictures
 
     _echo(write_pictures(run, seed), indent=None)
@@ -326,31 +336,18 @@ def models() -> None:
 @_friendly
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run folder."),
-    data: str = typer.Option("digits", help="An embedded dataset."),
+    data: Optional[str] = typer.Option(None, help="An embedded dataset [default: the demo's own, genmodels.jobs.DEMO_DATA]."),
     minutes: float = typer.Option(6.0, help="Training time budget."),
     steps: int = typer.Option(6000, help="Step budget (whichever of the two ends first)."),
     threads: Optional[int] = typer.Option(None, help=THREADS_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """The main job: train DDPM on an embedded dataset, sample a grid, write the pictures, and print the
-    test-set bits/dim. Re-running it resumes the run in --out."""
-    from .core import EvalOptions
-    from .jobs import run_evaluate, run_sample, run_train, write_pictures
+    """The main job: train the demo's diffusion model on an embedded dataset, sample a grid, write the pictures, and
+    print the test-set bits/dim. Re-running it resumes the run in --out."""
+    from .jobs import run_demo
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    resume = (out / "train_state.pt").is_file()
-    res = run_train("ddpm", "" if resume else data, out, resume,
-                    dict(steps=steps, time_limit_minutes=minutes, batch_size=64, lr=1e-3, warmup_steps=200,
-                         ema_halflife_kimg=20.0, checkpoint_every=1000, log_every=100, progress=progress,
-                         num_threads=threads))
-    grid = run_sample(out, 64, "ancestral", None, 0, out / "samples.png", False, progress)
-    figs = write_pictures(out)
-    ev = run_evaluate(out, "test", None, EvalOptions(), 100, 0, False, progress)
-    _echo({"run": str(out), "data": ev["data"], "train_steps": res.steps, "train_minutes": round(res.seconds / 60, 2),
-           "samples": grid["picture"], "figures": figs, "test_bpd": round(ev["bpd"], 4),
-           "test_bpd_stderr": round(ev["bpd_stderr"], 4),
-           "terms_bpd": {k: round(v, 4) for k, v in ev["terms_bpd"].items()}, "nll_kind": ev["nll_kind"],
-           "examples": ev["examples"], "eval_seconds": round(ev["seconds"], 1)})
+    _echo(run_demo(out, data, minutes, steps, threads, progress))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,11 @@ from .families import MODELS
 from .sampling import draw_in_batches
 
 __all__ = ["parse_value", "apply_overrides", "model_config", "run_train", "run_sample", "run_evaluate",
-           "run_evaluate_ode", "run_sweep", "write_pictures", "describe_models", "progress_bar"]
+           "run_evaluate_ode", "run_sweep", "write_pictures", "describe_models", "progress_bar", "run_demo",
+           "DEMO_MODEL", "DEMO_DATA"]
+
+DEMO_MODEL, DEMO_DATA = "ddpm", "digits"
+"""What ``genmodels demo`` trains, and on which embedded dataset (8×8 digits: about 6 minutes on 2 CPU cores)."""
 
 
 def progress_bar(enabled: bool, desc: str) -> Progress | None:
@@ -114,17 +118,29 @@ def describe_models() -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------------------------- train
 
 
-def run_train(model_name: str, data: str, out: Path, resume: bool, train_overrides: dict[str, Any],
+def run_train(model_name: str | None, data: str, out: Path | None, resume: bool, train_overrides: dict[str, Any],
               settings: list[str] | None = None):
     """Build (or reload, with ``resume``) a run and train it. Returns the :class:`~genmodels.train.TrainResult`.
 
+    ``out`` None is ``runs/MODEL``; a resumed run keeps its family (``model_name`` None, or the same).
+
     Raises:
-        ValueError: ``--data`` missing for a new run, or differing from a resumed run's; ``--set`` on resume.
+        ValueError: no family or no ``--data`` for a new run; a family or ``--data`` differing from a resumed
+            run's; ``--set`` on resume.
     """
     from .train import Trainer, TrainConfig, model_sample_fn
 
+    if not resume and not model_name:
+        raise ValueError(f"name a model family to train (one of: {', '.join(MODELS.names())}; `genmodels models`)")
+    if out is None:
+        if resume:
+            raise ValueError("--resume needs --out RUN, the run folder to continue")
+        out = Path("runs") / model_name
     if resume:
         saved = load_run_config(out)
+        if model_name and model_name != saved.model:
+            raise ValueError(f"{out} is a {saved.model!r} run, not {model_name!r}; resume it as "
+                             f"`genmodels train --out {out} --resume`, or train {model_name!r} in another --out")
         if data and data != saved.data:
             raise ValueError(f"--data {data!r} differs from the run's dataset {saved.data!r}; omit --data to resume")
         if settings:
@@ -379,3 +395,25 @@ def write_pictures(run: Path, seed: int = 0) -> list[str]:
     if (run / "metrics.jsonl").is_file():
         written.append(save_loss_curve(run / "metrics.jsonl", figs / "loss.png"))
     return [str(p) for p in written]
+
+
+# ---------------------------------------------------------------------------------------------- demo
+
+
+def run_demo(out: Path, data: str | None, minutes: float, steps: int, threads: int | None, progress: bool) -> dict:
+    """The main job: train :data:`DEMO_MODEL` on an embedded dataset (:data:`DEMO_DATA` by default) for ``minutes``
+    or ``steps``, whichever ends first, draw 64 samples with the family's default sampler, write the pictures and
+    evaluate the test split. Re-running it resumes the run in ``out``. Returns the summary printed by ``demo``."""
+    resume = (out / "train_state.pt").is_file()
+    res = run_train(DEMO_MODEL, "" if resume else data or DEMO_DATA, out, resume,
+                    dict(steps=steps, time_limit_minutes=minutes, batch_size=64, lr=1e-3, warmup_steps=200,
+                         ema_halflife_kimg=20.0, checkpoint_every=1000, log_every=100, progress=progress,
+                         num_threads=threads))
+    grid = run_sample(out, 64, None, None, 0, out / "samples.png", False, progress)
+    figs = write_pictures(out)
+    ev = run_evaluate(out, "test", None, EvalOptions(), 100, 0, False, progress)
+    return {"run": str(out), "data": ev["data"], "train_steps": res.steps, "train_minutes": round(res.seconds / 60, 2),
+            "samples": grid["picture"], "figures": figs, "test_bpd": round(ev["bpd"], 4),
+            "test_bpd_stderr": round(ev["bpd_stderr"], 4),
+            "terms_bpd": {k: round(v, 4) for k, v in ev["terms_bpd"].items()}, "nll_kind": ev["nll_kind"],
+            "examples": ev["examples"], "eval_seconds": round(ev["seconds"], 1)}

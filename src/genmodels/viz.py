@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -853,43 +853,36 @@ def save_trajectories(trajectory: Tensor, path: PathLike, *, background: Tensor 
     return _save_figure(fig, path)
 
 
-def save_samples(x: Tensor, spec, path: PathLike, title: str | None = None, *,
-                 write_wav: Callable[[Tensor, Path, int], Path] | None = None) -> list[Path]:
+def save_samples(x: Tensor, spec, path: PathLike, title: str | None = None) -> list[Path]:
     """What ``genmodels sample`` writes for samples ``x`` of any family, chosen by the data's event shape.
 
     - images ``(C, H, W)``: a grid (:func:`save_grid`), small images upscaled to tiles of about 64 px
       (``scale = max(1, 64 // W)``);
     - sequences ``(C, L)``: a waveform picture of the first 8 (:func:`save_waveforms`, titled ``title`` or
       ``"N samples of NAME"``) and, when the data is audio (``spec.sample_rate`` set, e.g. ``speech`` at 8000 Hz),
-      the first 8 as WAV files beside it, ``STEM_K.wav`` for K = 0..7, each by ``write_wav(x[K], path, rate)``;
+      the first 8 as WAV files beside it, ``STEM_K.wav`` for K = 0..7 (:func:`genmodels.data.save_wav`: μ-law
+      codes decoded to 16-bit linear PCM);
     - anything else (2-D points ``(2,)``): a scatter plot (:func:`save_grid`).
-
-    ``write_wav`` is :func:`genmodels.data.save_wav` (μ-law codes decoded to 16-bit linear PCM): the caller passes
-    it because this module does not import :mod:`genmodels.data` (the two are independent building blocks in the
-    layers contract of ``pyproject.toml``).
 
     Args:
         x: ``[n, *spec.event_shape]`` samples on the data scale (``[−1, 1]`` for discrete data).
         spec: the :class:`~genmodels.core.DataSpec` of the data (its ``event_shape``, ``name`` and ``sample_rate``).
         path: destination PNG (atomic write, parents created).
         title: the waveform picture's title (sequences only).
-        write_wav: ``write_wav(clip [C, L], path, sample_rate) -> Path``; needed for audio data only.
     Returns:
         the written paths: the picture first, then any WAV files.
     Raises:
-        ValueError: audio data without ``write_wav``, or ``x`` that does not fit the writer its shape selects (see
-            those functions).
+        ValueError: ``x`` that does not fit the writer its shape selects (see those functions).
     """
     path = Path(path)
     if spec.is_image:
         return [save_grid(x, path, scale=max(1, 64 // x.shape[-1]))]
     if not spec.is_sequence:
         return [save_grid(x, path)]
-    if spec.sample_rate is not None and write_wav is None:
-        raise ValueError(f"save_samples: {spec.name!r} is audio ({spec.sample_rate} Hz); pass "
-                         "write_wav=genmodels.data.save_wav to write its WAV files")
     written = [save_waveforms(x[:8], path, title=title or f"{len(x)} samples of {spec.name}")]
     if spec.sample_rate is not None:
+        from .data.speech import save_wav  # scipy's WAV writer: loaded for audio only
+
         for i in range(min(8, len(x))):
-            written.append(Path(write_wav(x[i], path.with_name(f"{path.stem}_{i}.wav"), spec.sample_rate)))
+            written.append(Path(save_wav(x[i], path.with_name(f"{path.stem}_{i}.wav"), spec.sample_rate)))
     return written

@@ -34,7 +34,6 @@ def write_figures(model, data, out: Path, generator: torch.Generator) -> list[Pa
     Returns:
         the written paths, in the order above (the picture before its WAV files).
     """
-    from ..data import save_wav
     from ..viz import save_grid, save_samples
 
     out = Path(out)
@@ -48,5 +47,5 @@ def write_figures(model, data, out: Path, generator: torch.Generator) -> list[Pa
                                      scale=scale))
     elif spec.is_sequence:
         with torch.no_grad():
-            written += save_samples(model.sample(8, g), spec, out / "samples.png", write_wav=save_wav)
+            written += save_samples(model.sample(8, g), spec, out / "samples.png")
     return written

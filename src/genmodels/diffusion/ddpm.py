@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from ..core import DataSpec, EvalOptions, NLLOutput
 from ..nets import noise_conditional_net
 from ..nets.mlp import MLPConfig
-from ..nets.unet import UNetConfig
+from ..nets.unet import UNetConfig, unet_preset
 from . import gaussian as G
 from .base import DiffusionModel, ModelOutput
 from .schedules import DiscreteSchedule, ScheduleConfig
@@ -279,6 +279,4 @@ def default_config(spec: DataSpec) -> DDPMConfig:
     from dataclasses import replace
 
     cfg = DDPMConfig(clip_x0=spec.is_discrete)
-    if spec.is_image and max(spec.event_shape[1:]) <= 16:
-        cfg = replace(cfg, unet=UNetConfig(channel_mult=(1, 2), attn_levels=(1,)))
-    return cfg
+    return replace(cfg, unet=unet_preset(spec)) if spec.is_image else cfg

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from .embeddings import NoiseEmbedding
 
-__all__ = ["UNetConfig", "UNet"]
+__all__ = ["UNetConfig", "UNet", "unet_preset"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,14 @@ class UNetConfig:
     num_heads: int = 4
     dropout: float = 0.0
     groups: int = 8
+
+
+def unet_preset(spec) -> UNetConfig:
+    """The UNet of the noise-conditional presets (DDPM, VDM, NCSN) for images ``spec``: two levels with attention
+    at the lower one up to 16 px, else the :class:`UNetConfig` defaults (three levels, attention at the lowest)."""
+    if max(spec.event_shape[1:]) <= 16:
+        return UNetConfig(channel_mult=(1, 2), attn_levels=(1,))
+    return UNetConfig()
 
 
 def _zero(module: nn.Module) -> nn.Module:

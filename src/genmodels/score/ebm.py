@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from ..core import DataSpec, SampleOutput
-from ..diffusion.ode import EXACT_TRACE_MAX_DIM, ProbeNoise
+from ..divergence import EXACT_TRACE_MAX_DIM, ProbeNoise
 from ..nets.energy import EnergyConvConfig, EnergyConvNet, EnergyMLP, EnergyMLPConfig
 from . import losses as L
 from .base import Init, Progress, ScoreModel
@@ -175,6 +175,12 @@ class EBM(ScoreModel):
         """At most 200 Langevin steps (a fifth of the default chain): where the chains are heading, at a cost of about
         200 energy gradients (11 s for 64 28×28 images on one CPU thread with the default conv net)."""
         return {"steps": min(self.config.sample_steps, 200)}
+
+    def score_field_rows(self, data, heat, arrows, extent, H, A):
+        """The rows and title of the 2-D score-field picture (:func:`genmodels.score.figures.ebm_score_field_rows`)."""
+        from .figures import ebm_score_field_rows
+
+        return ebm_score_field_rows(self, data, heat, arrows, extent, H, A)
 
     @torch.no_grad()
     def draw(self, n: int, generator: torch.Generator | None = None, *, sampler: str | None = None,

@@ -42,7 +42,7 @@ from typing import Callable, Literal, get_args
 import torch
 from torch import Tensor
 
-from ..diffusion.ode import ProbeNoise, draw_probes, exact_divergence, hutchinson_divergence
+from ..divergence import ProbeNoise, draw_probes, exact_divergence, hutchinson_divergence
 
 __all__ = [
     "ScoreFn",

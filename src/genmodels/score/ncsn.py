@@ -49,7 +49,7 @@ from torch import Tensor, nn
 from ..core import DataSpec, SampleOutput
 from ..nets import noise_conditional_net
 from ..nets.mlp import MLPConfig
-from ..nets.unet import UNetConfig
+from ..nets.unet import UNetConfig, unet_preset
 from .base import Init, Progress, ScoreModel
 from .langevin import annealed_langevin_dynamics
 from .losses import geometric_sigmas, multiscale_denoising_score_matching
@@ -164,6 +164,12 @@ class NCSN(ScoreModel):
         gamma = 1.0 if L == 1 else (s_max / s_min) ** (1 / (L - 1))
         return annealing_step_size(gamma, steps_each) * s_min**2
 
+    def score_field_rows(self, data, heat, arrows, extent, H, A):
+        """The rows and title of the 2-D score-field picture (:func:`genmodels.score.figures.ncsn_score_field_rows`)."""
+        from .figures import ncsn_score_field_rows
+
+        return ncsn_score_field_rows(self, data, heat, arrows, extent, H, A)
+
     @torch.no_grad()
     def draw(self, n: int, generator: torch.Generator | None = None, *, sampler: str | None = None,
              steps: int | None = None, y: Tensor | None = None, eps: float | None = None,
@@ -276,12 +282,10 @@ def annealing_step_size(gamma: float, steps_each: int) -> float:
 def default_config(spec: DataSpec) -> NCSNConfig:
     """The NCSN preset for a dataset (module docstring): σ_max = the data box's diameter (technique 1), σ_min = 0.01,
     L = max(10, technique 2's count), T = ⌈1000/L⌉; the DDPM preset's UNet for images, the MLP for vectors."""
-    from ..diffusion.ddpm import default_config as ddpm_default
-
     lo, hi = spec.value_range
     width = hi - lo if math.isfinite(hi - lo) and hi > lo else 2.0  # unbounded data: as if on [−1, 1]
     sigma_max = width * math.sqrt(spec.dim)
     sigma_min = 0.01
     n = max(10, ncsnv2_n_sigmas(sigma_max, sigma_min, spec.dim) or 0)
     cfg = NCSNConfig(sigma_max=sigma_max, sigma_min=sigma_min, n_sigmas=n, sample_steps_each=math.ceil(1000 / n))
-    return replace(cfg, unet=ddpm_default(spec).unet) if spec.is_image else cfg
+    return replace(cfg, unet=unet_preset(spec)) if spec.is_image else cfg
