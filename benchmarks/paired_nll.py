@@ -32,7 +32,7 @@ def main() -> None:
     print(f"{n} examples; differences against {args.files[0]} (negative: lower NLL than it)\n")
     print("| file | nats | bits/dim | Δ nats (paired s.e.) | Δ bits/dim |")
     print("|---|---|---|---|---|")
-    for f, a in zip(args.files, arrays):
+    for f, a in zip(args.files, arrays, strict=True):
         d = a - arrays[0]
         se = a.std(ddof=1) / math.sqrt(n)
         dse = d.std(ddof=1) / math.sqrt(n)

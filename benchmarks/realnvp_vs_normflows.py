@@ -86,8 +86,8 @@ from pathlib import Path
 
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
-import torch  # noqa: E402
-from torch import Tensor, nn  # noqa: E402
+import torch
+from torch import Tensor, nn
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -157,7 +157,7 @@ def normflows_model(ours):
         raise ValueError("this benchmark compares image RealNVPs with the logit pre-processing")
     shape = list(spec.event_shape)  # (C, H, W) through the levels, data direction
     levels, q0_shapes, pairs = [], [], []
-    for level, split in zip(ours.levels, ours.splits):
+    for level, split in zip(ours.levels, ours.splits, strict=True):
         blocks = []  # data direction
         for t in level.transforms:
             if isinstance(t, Squeeze):
@@ -492,7 +492,7 @@ def worker(args: argparse.Namespace) -> dict:
     import accelerate  # noqa: F401
     import normflows  # noqa: F401
 
-    import genmodels.cli  # noqa: F401
+    import genmodels.cli
     import genmodels.train  # noqa: F401
     from genmodels.data import load_dataset
 

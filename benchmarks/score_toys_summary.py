@@ -46,7 +46,8 @@ def main(root: Path) -> None:
             table[toy, model][k].append(row["quality"][k])
         table[toy, model]["excess"].append(row["quality"]["sliced_w2"] - row["quality"]["sliced_w2_floor"])
         floors[toy, seed] = {k: row["quality"][f"{k}_floor"] for k in METRICS}
-    print("| toy | model (loss; sampler, NFE) | seeds | sliced W2 | sliced W2 − floor (same seed) | exact W2 (POT) | MMD² |")
+    print("| toy | model (loss; sampler, NFE) | seeds | sliced W2 | sliced W2 − floor (same seed) | exact W2 (POT) "
+          "| MMD² |")
     print("|---|---|---|---|---|---|---|")
     for toy in sorted({t for t, _ in table}):
         for model in LABELS:

@@ -39,8 +39,8 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +50,7 @@ from torch.utils.flop_counter import FlopCounterMode
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import _machine  # noqa: E402  (benchmarks/_machine.py)
+
 DEFAULT_OUT = HERE / "results" / "train_throughput.json"
 BATCH = 64
 SHAPE = (1, 28, 28)

@@ -65,6 +65,7 @@ import torch  # noqa: E402
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import _machine  # noqa: E402  (benchmarks/_machine.py)
+
 DATA = "binary:mnist5k"
 BATCH = 64
 SHAPE = (1, 28, 28)
@@ -164,10 +165,10 @@ def worker(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     # import everything first, so neither timed call pays the other's imports
     import accelerate  # noqa: F401
-    import pythae.pipelines  # noqa: F401
+    import pythae.pipelines
     import pythae.trainers  # noqa: F401
 
-    import genmodels.cli  # noqa: F401
+    import genmodels.cli
     import genmodels.train  # noqa: F401
     from genmodels.data import load_dataset
 

@@ -58,7 +58,7 @@ def main() -> None:
     for _ in range(args.rounds):
         for name, model in models.items():
             rates[name].append(time_steps(model, ds.train, args.steps, args.batch_size, g))
-    ratios = [v / d for v, d in zip(rates["vdm"], rates["ddpm"])]
+    ratios = [v / d for v, d in zip(rates["vdm"], rates["ddpm"], strict=True)]
     params = {n: sum(p.numel() for p in m.parameters()) for n, m in models.items()}
     print(f"{args.data}, batch {args.batch_size}, {args.steps} steps × {args.rounds} alternated rounds, "
           f"{args.threads} threads\n")

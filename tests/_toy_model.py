@@ -8,6 +8,7 @@ loss ``= mean_d (ε̂(x_σ, log σ) − ε)²`` per example ``[B]``. Registered 
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -66,9 +67,9 @@ class ToyDenoiser(GenerativeModel):
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, steps: int = 10, **kw) -> Tensor:
         lo, hi = self.log_sigma_range.tolist()
-        sigmas = torch.linspace(hi, lo, steps, device=self.device).exp().tolist() + [0.0]
+        sigmas = [*torch.linspace(hi, lo, steps, device=self.device).exp().tolist(), 0.0]
         x = sigmas[0] * torch.randn((n, self.spec.dim), generator=generator, device=self.device)
-        for s, s_next in zip(sigmas[:-1], sigmas[1:]):  # deterministic DDIM-style steps in σ
+        for s, s_next in itertools.pairwise(sigmas):  # deterministic DDIM-style steps in σ
             eps = self.eps(x, torch.full((n,), math.log(s), device=self.device))
             x = x + (s_next - s) * eps
         return x

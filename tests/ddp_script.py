@@ -16,10 +16,9 @@ import torch
 import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _toy_model import TOY_NAME, TOY_SPEC, ToyConfig, build_toy, toy_data  # noqa: E402
-
-from genmodels.checkpoint import RunConfig  # noqa: E402
-from genmodels.train import Trainer, TrainConfig  # noqa: E402
+from _toy_model import TOY_NAME, TOY_SPEC, ToyConfig, build_toy, toy_data
+from genmodels.checkpoint import RunConfig
+from genmodels.train import TrainConfig, Trainer
 
 
 def flat_params(module: torch.nn.Module) -> torch.Tensor:

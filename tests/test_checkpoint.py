@@ -9,8 +9,8 @@ from typing import Literal
 
 import pytest
 import torch
-from _toy_model import TOY_NAME, TOY_SPEC, ToyConfig, build_toy, toy_data
 
+from _toy_model import TOY_NAME, TOY_SPEC, ToyConfig, build_toy, toy_data
 from genmodels.checkpoint import (
     CONFIG_NAME,
     EMA_WEIGHTS_NAME,
@@ -116,7 +116,7 @@ def test_save_load_round_trip_identical_outputs(tmp_path):
     loaded, rc2 = from_pretrained(tmp_path)
     assert rc2 == rc and load_run_config(tmp_path) == rc
     assert not loaded.training
-    for a, b in zip(_outputs(model.eval()), _outputs(loaded)):
+    for a, b in zip(_outputs(model.eval()), _outputs(loaded), strict=True):
         assert torch.equal(a, b)
     config = json.loads((tmp_path / CONFIG_NAME).read_text())
     assert config["model"] == TOY_NAME and config["spec"]["event_shape"] == [2]
@@ -150,11 +150,11 @@ def test_tied_tensors_saved_once(tmp_path):
 def test_missing_and_bad_folders(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         from_pretrained(tmp_path / "nope")
-    with pytest.raises(FileNotFoundError, match="no config.json"):
+    with pytest.raises(FileNotFoundError, match=r"no config.json"):
         from_pretrained(tmp_path)
     save_pretrained(tmp_path, build_toy(ToyConfig(), TOY_SPEC), _run_config())
     (tmp_path / WEIGHTS_NAME).unlink()
-    with pytest.raises(FileNotFoundError, match="no model.safetensors"):
+    with pytest.raises(FileNotFoundError, match=r"no model.safetensors"):
         from_pretrained(tmp_path)
     d = json.loads((tmp_path / CONFIG_NAME).read_text())
     (tmp_path / CONFIG_NAME).write_text(json.dumps({**d, "model": "no-such-model"}))

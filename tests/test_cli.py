@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from genmodels.cli import app
 from _cli import ok as _ok
+from genmodels.cli import app
 
 runner = CliRunner()
 

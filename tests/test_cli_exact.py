@@ -13,10 +13,12 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from _cli import cli_error, ok as _ok, last_json as _last_json
+from _cli import cli_error
+from _cli import last_json as _last_json
+from _cli import ok as _ok
 from genmodels.cli import app
-from genmodels.viz import save_samples
 from genmodels.core import DataSpec
+from genmodels.viz import save_samples
 
 runner = CliRunner()
 TINY = ["--batch-size", "16", "--log-every", "10", "--threads", "1", "--no-progress", "--sample-every", "0"]
@@ -25,8 +27,8 @@ TINY = ["--batch-size", "16", "--log-every", "10", "--threads", "1", "--no-progr
 @pytest.fixture(scope="module")
 def flow_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("realnvp") / "run"
-    _ok(runner.invoke(app, ["train", "realnvp", "--data", "8gaussians", "--out", str(run), "--steps", "30", "--lr", "1e-3",
-                            "--set", "n_couplings=2", "--set", "net.hidden=16", *TINY]))
+    _ok(runner.invoke(app, ["train", "realnvp", "--data", "8gaussians", "--out", str(run), "--steps", "30",
+                            "--lr", "1e-3", "--set", "n_couplings=2", "--set", "net.hidden=16", *TINY]))
     return run
 
 

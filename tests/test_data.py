@@ -185,7 +185,7 @@ def test_idx_single_file_gets_90_10_split(tmp_path):
     write_idx(tmp_path / "train-images.idx3-ubyte", x)  # the dot spelling of some downloads
     ds = load_dataset(f"idx:{tmp_path}")
     assert (ds.n_train, ds.n_test) == (18, 2) and ds.train_labels is None
-    tr, te = holdout_split(20)
+    _tr, te = holdout_split(20)
     torch.testing.assert_close(ds.test, expected(x[te][:, None]), rtol=0, atol=1e-6)
 
 
@@ -227,7 +227,7 @@ def test_folder_grayscale_keeps_one_channel_and_exact_values(tmp_path):
     ds = load_dataset(f"folder:{tmp_path}")
     assert ds.spec == DataSpec(f"folder:{tmp_path}", (1, 6, 5), 256, (-1.0, 1.0))
     assert (ds.n_train, ds.n_test) == (9, 1)
-    tr, te = holdout_split(10)
+    _tr, te = holdout_split(10)
     torch.testing.assert_close(ds.test, expected(np.stack(arrays)[te][:, None]), rtol=0, atol=1e-6)
 
 
@@ -237,7 +237,7 @@ def test_folder_rgb_and_mixed_become_three_channels(tmp_path):
     ds = load_dataset(f"folder:{tmp_path / 'rgb'}")
     assert ds.spec.event_shape == (3, 4, 7) and (ds.n_train, ds.n_test) == (2, 1)
     all_x = torch.cat([ds.train, ds.test])
-    tr, te = holdout_split(3)
+    tr, _te = holdout_split(3)
     torch.testing.assert_close(ds.train, expected(np.stack(rgb)[tr].transpose(0, 3, 1, 2)), rtol=0, atol=1e-6)
     assert all_x.shape[1] == 3
     gray = levels((4, 7), 9)

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from _toy_model import TOY_NAME, TOY_SPEC, ToyConfig, ToyDenoiser, build_toy, toy_data
 
+from _toy_model import TOY_NAME, TOY_SPEC, ToyConfig, ToyDenoiser, build_toy, toy_data
 from genmodels.checkpoint import CONFIG_NAME, EMA_WEIGHTS_NAME, WEIGHTS_NAME, RunConfig, from_pretrained
 from genmodels.train import (
     METRICS_NAME,
     STATE_NAME,
-    Trainer,
     TrainConfig,
+    Trainer,
     ema_beta,
     ema_halflife_images,
 )
@@ -171,7 +171,7 @@ def test_refuses_to_overwrite_and_needs_checkpoint_to_resume(tmp_path):
     with pytest.raises(FileNotFoundError, match="drop --resume"):
         make_trainer(tmp_path).fit(resume=True)
     make_trainer(tmp_path, replace(BASE, steps=2)).fit()
-    with pytest.raises(FileExistsError, match="--resume.*new --out"):
+    with pytest.raises(FileExistsError, match=r"--resume.*new --out"):
         make_trainer(tmp_path).fit()
     with pytest.raises(ValueError, match="batch_size=32"):
         make_trainer(tmp_path, replace(BASE, batch_size=16)).fit(resume=True)
@@ -225,5 +225,5 @@ def test_two_process_ddp(tmp_path):
     assert len(list(tmp_path.rglob(CONFIG_NAME))) == 1 and len(list(tmp_path.rglob(WEIGHTS_NAME))) == 1
     assert [m["step"] for m in metrics(run_dir)] == [2, 4]
     assert torch.load(run_dir / STATE_NAME, weights_only=True)["world_size"] == 2
-    model, rc = from_pretrained(run_dir)
+    _model, rc = from_pretrained(run_dir)
     assert rc.train.steps == 4 and not any(p.name.endswith(".tmp") for p in run_dir.iterdir())

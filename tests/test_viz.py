@@ -145,7 +145,7 @@ def test_save_grid_points_scatter(tmp_path):
 
 @pytest.mark.parametrize("shape", [(10,), (10, 3), (4, 2, 8, 8), (2, 4, 1, 8, 8)])
 def test_save_grid_bad_shape(tmp_path, shape):
-    with pytest.raises(ValueError, match="save_grid|C, H, W"):
+    with pytest.raises(ValueError, match=r"save_grid|C, H, W"):
         viz.save_grid(torch.zeros(shape), tmp_path / "bad.png")
     assert not (tmp_path / "bad.png").exists()
 

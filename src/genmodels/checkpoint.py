@@ -145,7 +145,7 @@ def _from_dict(cls: type, d: Any, where: str) -> Any:
     return cls(**kwargs)
 
 
-def _convert(tp: Any, value: Any, where: str) -> Any:  # noqa: C901 (one branch per kind of type)
+def _convert(tp: Any, value: Any, where: str) -> Any:
     """``value`` (from JSON) as type ``tp``, or a ValueError naming ``where``."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp is Any:
@@ -182,7 +182,7 @@ def _convert(tp: Any, value: Any, where: str) -> Any:  # noqa: C901 (one branch 
             return tuple(_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
         if len(args) != len(value):
             raise ValueError(f"{where}: expected {len(args)} items, got {len(value)}: {value!r}")
-        return tuple(_convert(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+        return tuple(_convert(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
     if origin is list or tp is list:
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"{where}: expected a list, got {value!r}")

@@ -21,8 +21,9 @@ import functools
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import typer
 
@@ -121,33 +122,34 @@ def _echo(result: Any, indent: int | None = 2) -> None:
 @app.command()
 @_friendly
 def train(
-    model: Optional[str] = typer.Argument(None, help="Model family (see `genmodels models`); a resumed run keeps its "
+    model: str | None = typer.Argument(None, help="Model family (see `genmodels models`); a resumed run keeps its "
                                                      "own."),
     data: str = typer.Option("", "--data", "-d", help="Dataset name or idx:DIR / folder:DIR / npz:FILE."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (config.json, weights, metrics) "
+    out: Path | None = typer.Option(None, "--out", "-o", help="Run folder (config.json, weights, metrics) "
                                                                  "[default: runs/MODEL]."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
-    steps: Optional[int] = typer.Option(None, help="Optimizer steps in total [default 10000]."),
-    minutes: Optional[float] = typer.Option(None, help="Stop cleanly (with a checkpoint) after this many minutes."),
-    batch_size: Optional[int] = typer.Option(None, help="Global batch size [default 64]."),
-    lr: Optional[float] = typer.Option(None, help="Peak AdamW learning rate [default 2e-4]."),
-    ema_halflife_kimg: Optional[float] = typer.Option(None, help="EMA half-life in thousands of images."),
-    seed: Optional[int] = typer.Option(None, help="Seed of weights, data order and noise [default 0]."),
-    checkpoint_every: Optional[int] = typer.Option(None, help="Steps between checkpoints."),
-    sample_every: Optional[int] = typer.Option(None, help="Steps between sample grids (0: none)."),
-    log_every: Optional[int] = typer.Option(None, help="Steps between metrics.jsonl lines."),
-    threads: Optional[int] = typer.Option(None, help=THREADS_HELP),
+    steps: int | None = typer.Option(None, help="Optimizer steps in total [default 10000]."),
+    minutes: float | None = typer.Option(None, help="Stop cleanly (with a checkpoint) after this many minutes."),
+    batch_size: int | None = typer.Option(None, help="Global batch size [default 64]."),
+    lr: float | None = typer.Option(None, help="Peak AdamW learning rate [default 2e-4]."),
+    ema_halflife_kimg: float | None = typer.Option(None, help="EMA half-life in thousands of images."),
+    seed: int | None = typer.Option(None, help="Seed of weights, data order and noise [default 0]."),
+    checkpoint_every: int | None = typer.Option(None, help="Steps between checkpoints."),
+    sample_every: int | None = typer.Option(None, help="Steps between sample grids (0: none)."),
+    log_every: int | None = typer.Option(None, help="Steps between metrics.jsonl lines."),
+    threads: int | None = typer.Option(None, help=THREADS_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
-    parameterization: Optional[str] = typer.Option(None, help="Network output: eps | x0 | v (--set parameterization)."),
-    loss: Optional[str] = typer.Option(None, help="simple | x0 | v | elbo | min_snr (--set loss)."),
-    variance: Optional[str] = typer.Option(None, help="Reverse variance: fixed_small | fixed_large (--set variance)."),
-    schedule: Optional[str] = typer.Option(None, help="Noise schedule: linear | cosine (--set schedule.kind)."),
-    T: Optional[int] = typer.Option(None, "--T", help="Diffusion steps (--set schedule.T)."),
-    channels: Optional[int] = typer.Option(None, help="UNet base width (--set unet.channels)."),
-    channel_mult: Optional[str] = typer.Option(None, help="UNet widths per level, e.g. 1,2,2 (--set unet.channel_mult)."),
-    num_res_blocks: Optional[int] = typer.Option(None, help="UNet residual blocks per level (--set unet.num_res_blocks)."),
-    attn_levels: Optional[str] = typer.Option(None, help="UNet levels with self-attention, e.g. 2 (--set unet.attn_levels)."),
-    settings: Optional[list[str]] = typer.Option(
+    parameterization: str | None = typer.Option(None, help="Network output: eps | x0 | v (--set parameterization)."),
+    loss: str | None = typer.Option(None, help="simple | x0 | v | elbo | min_snr (--set loss)."),
+    variance: str | None = typer.Option(None, help="Reverse variance: fixed_small | fixed_large (--set variance)."),
+    schedule: str | None = typer.Option(None, help="Noise schedule: linear | cosine (--set schedule.kind)."),
+    T: int | None = typer.Option(None, "--T", help="Diffusion steps (--set schedule.T)."),
+    channels: int | None = typer.Option(None, help="UNet base width (--set unet.channels)."),
+    channel_mult: str | None = typer.Option(None, help="UNet widths per level, e.g. 1,2,2 (--set unet.channel_mult)."),
+    num_res_blocks: int | None = typer.Option(None, help="UNet residual blocks per level (--set unet.num_res_blocks)."),
+    attn_levels: str | None = typer.Option(None, help="UNet levels with self-attention, e.g. 2 "
+                                                      "(--set unet.attn_levels)."),
+    settings: list[str] | None = typer.Option(
         None, "--set", help="Model config field=value, repeatable; dotted for nested fields: latent_dim=16, "
                             "latent_dims=32,16, coder.backbone=conv, kl_warmup_steps=2000, free_bits=0.1, "
                             "objective=iwae, train_samples=5. All fields: `genmodels config MODEL --data DATA`."),
@@ -187,19 +189,19 @@ def train(
 def sample(
     run: Path = typer.Argument(..., help="Run folder."),
     n: int = typer.Option(64, help="Number of samples."),
-    sampler: Optional[str] = typer.Option(None, help="A sampler of the run's family (`genmodels models` lists them) "
+    sampler: str | None = typer.Option(None, help="A sampler of the run's family (`genmodels models` lists them) "
                                                      "[default: the family's first]."),
-    steps: Optional[int] = typer.Option(None, help="The sampler's steps / noise levels, where it has them "
+    steps: int | None = typer.Option(None, help="The sampler's steps / noise levels, where it has them "
                                                    "[default: the family's]."),
-    eta: Optional[float] = typer.Option(None, help="DDIM η (0: deterministic, 1: ancestral), for samplers that take it."),
-    temperature: Optional[float] = typer.Option(None, help="Samplers that take it: the base distribution's std of a "
+    eta: float | None = typer.Option(None, help="DDIM η (0: deterministic, 1: ancestral), for samplers that take it."),
+    temperature: float | None = typer.Option(None, help="Samplers that take it: the base distribution's std of a "
                                                            "flow (e.g. 0.7), the softmax temperature of an "
                                                            "autoregressive model. 1: the model itself."),
     seed: int = typer.Option(0, help="Seed of the sampler's noise."),
-    out: Optional[Path] = typer.Option(None, help="PNG path [default RUN/samples/SAMPLER_STEPS.png]."),
+    out: Path | None = typer.Option(None, help="PNG path [default RUN/samples/SAMPLER_STEPS.png]."),
     raw: bool = typer.Option(False, "--raw", help="Use the raw weights instead of the EMA weights."),
     batch_size: int = typer.Option(100, help="Samples drawn at once (≈100 is fastest on CPU)."),
-    threads: Optional[int] = typer.Option(None, help=THREADS_HELP),
+    threads: int | None = typer.Option(None, help=THREADS_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Draw samples from a run into a picture and an .npz file; prints what it wrote as JSON."""
@@ -214,7 +216,7 @@ def sample(
 def evaluate(
     run: Path = typer.Argument(..., help="Run folder."),
     split: str = typer.Option("test", help="test | train."),
-    limit: Optional[int] = typer.Option(None, help="Evaluate only the first N examples."),
+    limit: int | None = typer.Option(None, help="Evaluate only the first N examples."),
     t_samples: int = typer.Option(4, help="Bounds over noise levels: stratified steps or times per example."),
     exact: bool = typer.Option(False, "--exact", help="Bounds over noise levels: sum all T steps (T evaluations per "
                                                      "example)."),
@@ -225,22 +227,22 @@ def evaluate(
     batch_size: int = typer.Option(100, help="Examples per batch (≈100 is fastest on CPU)."),
     seed: int = typer.Option(0),
     raw: bool = typer.Option(False, "--raw", help="Use the raw weights instead of the EMA weights."),
-    threads: Optional[int] = typer.Option(None, help=THREADS_HELP),
+    threads: int | None = typer.Option(None, help=THREADS_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
-    out: Optional[Path] = typer.Option(None, help="Also write the JSON here [default RUN/eval_SPLIT.json]."),
+    out: Path | None = typer.Option(None, help="Also write the JSON here [default RUN/eval_SPLIT.json]."),
     likelihood: str = typer.Option("bound", help="bound (the family's own NLL or bound) | ode (probability-flow ODE, "
                                                  "Song et al. 2021, App. D; slow: use --limit)."),
     rtol: float = typer.Option(1e-5, help="ODE likelihood: solver rtol."),
     atol: float = typer.Option(1e-5, help="ODE likelihood: solver atol."),
     hutchinson_samples: int = typer.Option(1, help="ODE likelihood: probe vectors per image (images only)."),
-    sampler: Optional[str] = typer.Option(None, help="Sample quality instead of likelihood: comma-separated samplers "
+    sampler: str | None = typer.Option(None, help="Sample quality instead of likelihood: comma-separated samplers "
                                                      "of the run's family, options in brackets: "
                                                      "'ddim[eta=0.5],heun[s_churn=40],annealed[eps=2e-5]'."),
     nfe: str = typer.Option("5,10,20,50", help="Sample quality: NFE budgets, e.g. 5,10,20,50,1000; per sampler "
                                              "after ';', e.g. '5,10,20,50;ancestral=20,1000'."),
     n: int = typer.Option(500, help="Sample quality: samples per point (the floor uses as many real images)."),
     tol: str = typer.Option("1e-2,1e-3", help="Sample quality: rtol=atol values of adaptive samplers."),
-    inception_weights: Optional[Path] = typer.Option(None, help="Sample quality: also FID with this Inception "
+    inception_weights: Path | None = typer.Option(None, help="Sample quality: also FID with this Inception "
                                                                 "weights file (needs genmodels[inception])."),
 ) -> None:
     """Evaluate a run, printing JSON.
@@ -252,7 +254,7 @@ def evaluate(
     ``--sampler``: the NFE sweep of sample quality (Fréchet distance on the dataset's own classifier, KID,
     precision/recall, with the test-vs-train floor), written to RUN/nfe_sweep/. Families without a likelihood
     (score-based models) take ``--sampler`` only.
-    """
+    """  # noqa: E501  typer prints these lines as they are: a wrap would change `evaluate --help`
     from .checkpoint import atomic_write_text
     from .core import EvalOptions
     from .jobs import run_evaluate, run_evaluate_ode, run_sweep
@@ -289,7 +291,7 @@ def evaluate(
 @app.command()
 @_friendly
 def pictures(run: Path = typer.Argument(..., help="Run folder."), seed: int = typer.Option(0),
-             threads: Optional[int] = typer.Option(None, help=THREADS_HELP)) -> None:
+             threads: int | None = typer.Option(None, help=THREADS_HELP)) -> None:
     """Write a run's pictures to RUN/figures: the family's own (e.g. a diffusion model's forward strip, reverse
     trajectory and schedule plot; a latent-variable model's reconstructions, interpolations and latent spaces; a score
     model's Langevin chains and score fields; a flow's density map), or a sample grid, and the loss curve."""
@@ -303,7 +305,7 @@ def pictures(run: Path = typer.Argument(..., help="Run folder."), seed: int = ty
 def show_config(
     model: str = typer.Argument(..., help="Model family (see `genmodels models`)."),
     data: str = typer.Option(..., "--data", "-d", help="Dataset name (the preset depends on the data)."),
-    settings: Optional[list[str]] = typer.Option(None, "--set", help="field=value assignments to apply first."),
+    settings: list[str] | None = typer.Option(None, "--set", help="field=value assignments to apply first."),
 ) -> None:
     """Print the model config `genmodels train MODEL --data DATA` would use, as JSON: the fields --set can change."""
     from .checkpoint import config_to_dict
@@ -336,10 +338,11 @@ def models() -> None:
 @_friendly
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Run folder."),
-    data: Optional[str] = typer.Option(None, help="An embedded dataset [default: the demo's own, genmodels.jobs.DEMO_DATA]."),
+    data: str | None = typer.Option(None, help="An embedded dataset [default: the demo's own, "
+                                               "genmodels.jobs.DEMO_DATA]."),
     minutes: float = typer.Option(6.0, help="Training time budget."),
     steps: int = typer.Option(6000, help="Step budget (whichever of the two ends first)."),
-    threads: Optional[int] = typer.Option(None, help=THREADS_HELP),
+    threads: int | None = typer.Option(None, help=THREADS_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """The main job: train the demo's diffusion model on an embedded dataset, sample a grid, write the pictures, and

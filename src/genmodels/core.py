@@ -19,9 +19,10 @@ or equal to, the NLL of the *discrete* data, and so are comparable across famili
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -319,7 +320,7 @@ class GenerativeModel(nn.Module):
         units), given the evaluated examples ``x`` and the :class:`~genmodels.metrics.likelihood.NLLReport`."""
         return {}
 
-    def figures(self, data: "Dataset", out: Path, generator: torch.Generator | None = None) -> list[Path]:
+    def figures(self, data: Dataset, out: Path, generator: torch.Generator | None = None) -> list[Path]:
         """The pictures that explain this model, written under the folder ``out``; returns their paths (the family's
         ``figures.py``). Default: none, and ``genmodels pictures`` writes a sample grid and the loss curve alone."""
         return []

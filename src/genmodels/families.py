@@ -19,8 +19,17 @@ from .diffusion.ddpm import DDPM, DDPMConfig
 from .diffusion.ddpm import default_config as ddpm_preset
 from .diffusion.vdm import VDM, VDMConfig
 from .diffusion.vdm import default_config as vdm_preset
-from .flows.flow import (Glow, GlowConfig, NICE, NICEConfig, RealNVP, RealNVPConfig, default_glow_config,
-                         default_nice_config, default_realnvp_config)
+from .flows.flow import (
+                         NICE,
+                         Glow,
+                         GlowConfig,
+                         NICEConfig,
+                         RealNVP,
+                         RealNVPConfig,
+                         default_glow_config,
+                         default_nice_config,
+                         default_realnvp_config,
+)
 from .registry import ModelEntry, Registry
 from .score.ebm import EBM, EBMConfig
 from .score.ebm import default_config as ebm_preset

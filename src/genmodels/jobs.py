@@ -128,7 +128,7 @@ def run_train(model_name: str | None, data: str, out: Path | None, resume: bool,
         ValueError: no family or no ``--data`` for a new run; a family or ``--data`` differing from a resumed
             run's; ``--set`` on resume.
     """
-    from .train import Trainer, TrainConfig, model_sample_fn
+    from .train import TrainConfig, Trainer, model_sample_fn
 
     if not resume and not model_name:
         raise ValueError(f"name a model family to train (one of: {', '.join(MODELS.names())}; `genmodels models`)")

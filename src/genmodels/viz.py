@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -50,7 +50,7 @@ __all__ = [
     "FieldPanel",
     "save_score_fields",
     "save_trajectories",
-    "save_samples",
+    "save_samples", "save_temperature_grids",
 ]
 
 PathLike = str | os.PathLike[str]
@@ -617,7 +617,8 @@ def save_latent_scatter(z: Tensor, path: PathLike, labels: Tensor | None = None,
             raise ValueError(f"labels must have shape [{len(pts)}], got {tuple(lab.shape)}")
         sc = ax.scatter(pts[:, 0], pts[:, 1], c=lab, cmap="tab10", s=4, alpha=0.7, linewidths=0,
                         vmin=-0.5, vmax=9.5 if lab.max() < 10 else lab.max() + 0.5)
-        fig.colorbar(sc, ax=ax, label="class", ticks=sorted(set(lab.tolist())) if len(set(lab.tolist())) <= 20 else None)
+        fig.colorbar(sc, ax=ax, label="class",
+                     ticks=sorted(set(lab.tolist())) if len(set(lab.tolist())) <= 20 else None)
     ax.set_xlabel("z[0]")
     ax.set_ylabel("z[1]")
     ax.set_title(title)
@@ -727,7 +728,7 @@ def save_waveforms(x: Tensor, path: PathLike, *, title: str | None = None) -> Pa
         raise ValueError(f"save_waveforms expects [N, L] or [N, 1, L] sequences, got {tuple(np.shape(x))}")
     fig = _new_figure(8.0, 1.1 * len(w) + (0.3 if title else 0.0))
     axes = fig.subplots(len(w), 1, squeeze=False)[:, 0]
-    for ax, row in zip(axes, w):
+    for ax, row in zip(axes, w, strict=True):
         ax.plot(row, linewidth=0.5, color="C0")
         ax.set_xlim(0, len(row) - 1)
         ax.tick_params(labelsize=6)
@@ -886,3 +887,21 @@ def save_samples(x: Tensor, spec, path: PathLike, title: str | None = None) -> l
         for i in range(min(8, len(x))):
             written.append(Path(save_wav(x[i], path.with_name(f"{path.stem}_{i}.wav"), spec.sample_rate)))
     return written
+
+
+def save_temperature_grids(sample: Callable[[int, float], Tensor], out: PathLike,
+                           temperatures: Sequence[float] = (1.0, 0.7), n: int = 64,
+                           scale: int = 1) -> list[Path]:
+    """Sample grids at each temperature, ``samples.png`` for T = 1 and ``samples_tT.png`` for the others (e.g.
+    ``samples_t0.7.png``): what a temperature means is the family's (a flow's base std, Glow §5; an autoregressive
+    model's softmax temperature).
+
+    Args:
+        sample: ``sample(n, T) -> [n, C, H, W]`` images on the data scale. out: the folder. n: images per grid.
+        scale: integer upscaling of the tiles (:func:`save_grid`).
+    Returns:
+        the written paths, in the order of ``temperatures``.
+    """
+    out = Path(out)
+    return [save_grid(sample(n, t), out / ("samples.png" if t == 1.0 else f"samples_t{t:g}.png"), scale=scale)
+            for t in temperatures]

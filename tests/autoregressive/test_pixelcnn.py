@@ -12,11 +12,11 @@ from dataclasses import replace
 import pytest
 import torch
 
+from genmodels.autoregressive.pixelcnn import PixelCNN, PixelCNNConfig, default_config
 from genmodels.checkpoint import config_from_dict, config_to_dict
 from genmodels.core import DataSpec
-from genmodels.nets.masked import MaskedConvNet, MaskedConvNetConfig
-from genmodels.autoregressive.pixelcnn import PixelCNN, PixelCNNConfig, default_config
 from genmodels.families import MODELS
+from genmodels.nets.masked import MaskedConvNet, MaskedConvNetConfig
 
 DT = torch.float64
 

@@ -9,8 +9,8 @@ import torch
 from genmodels.autoregressive.wavenet import WaveNet, WaveNetConfig, default_config
 from genmodels.checkpoint import config_from_dict, config_to_dict
 from genmodels.core import DataSpec
-from genmodels.nets.causal import CausalConv1d
 from genmodels.families import MODELS
+from genmodels.nets.causal import CausalConv1d
 
 TINY = WaveNetConfig(residual_channels=8, skip_channels=8, cycle_length=3, n_cycles=2, kernel_size=2)
 

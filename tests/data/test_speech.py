@@ -5,8 +5,7 @@ import pytest
 import torch
 from scipy.io import wavfile
 
-from genmodels.data import DataError, load_dataset
-from genmodels.data import speech
+from genmodels.data import DataError, load_dataset, speech
 from genmodels.data.speech import (
     SPEECH_WINDOW,
     espeak_available,

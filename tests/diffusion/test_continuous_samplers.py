@@ -9,6 +9,7 @@ the exact solution x̃(σ̃) − μ = (x̃(σ̃_T) − μ) √((s² + σ̃²)/(s
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -16,10 +17,10 @@ import pytest
 import torch
 from torch import nn
 
+from _gaussian_data import F64, MU, SPEC, D, S, Z, gen, ref_linear_alphas_cumprod
 from genmodels.diffusion import samplers
 from genmodels.diffusion.ddpm import DDPM, DDPMConfig
 from genmodels.diffusion.schedules import ScheduleConfig
-from _gaussian_data import D, F64, MU, S, SPEC, Z, gen, ref_linear_alphas_cumprod
 
 
 def ref_logsnr(T: int) -> np.ndarray:
@@ -204,7 +205,7 @@ def test_second_order_solvers_converge_to_the_exact_ode_solution(name):
     (Measured: DPM-Solver++ 0.051, 0.014, 0.0034, 0.00085 and Heun 0.20, 0.044, 0.010, 0.0025 at N = 16…128;
     below N ≈ 16 DPM-Solver++'s error changes sign, so it need not fall monotonically there.)"""
     errs = [_ode_error(name, n) for n in (16, 32, 64, 128)]
-    assert all(a / b > 3.0 for a, b in zip(errs, errs[1:])), errs  # order ≈ 2: halving h divides it by ≈ 4
+    assert all(a / b > 3.0 for a, b in itertools.pairwise(errs)), errs  # order ≈ 2: halving h divides it by ≈ 4
     assert errs[-1] < 3e-3, errs
 
 

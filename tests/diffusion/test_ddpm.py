@@ -20,12 +20,13 @@ import pytest
 import torch
 from torch import nn
 
+from _gaussian_data import F64, MU, SPEC, D, S, Z, ref_linear_alphas_cumprod
+from _gaussian_data import gen as _gen
 from genmodels.core import DataSpec, NLLOutput
 from genmodels.diffusion.ddpm import DDPM, DDPMConfig
 from genmodels.diffusion.schedules import ScheduleConfig
 from genmodels.nets.mlp import MLPConfig
 from genmodels.nets.unet import UNetConfig
-from _gaussian_data import D, F64, MU, S, SPEC, Z, gen as _gen, ref_linear_alphas_cumprod
 
 T_SHORT = 100
 

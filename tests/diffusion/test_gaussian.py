@@ -15,11 +15,11 @@ import pytest
 import torch
 from scipy.stats import norm
 
+from _gaussian_data import F64, Z
+from _gaussian_data import gen as _gen
 from genmodels import distributions as D
 from genmodels.diffusion import gaussian as G
 from genmodels.diffusion.schedules import DiscreteSchedule, ScheduleConfig
-from _gaussian_data import F64, Z, gen as _gen
-
 
 
 def ref_alphas_cumprod(kind: str, T: int) -> np.ndarray:
@@ -135,7 +135,8 @@ def test_q_posterior_matches_product_of_gaussians_and_ddpm_eq7(kind):
 
 
 def test_q_posterior_between_non_adjacent_steps():
-    """For s < t − 1 (a respaced/DDIM step) the posterior is the same product with q(x_t|x_s) = N(√(ᾱ_t/ᾱ_s) x_s, 1−ᾱ_t/ᾱ_s)."""
+    """For s < t − 1 (a respaced/DDIM step) the posterior is the same product with
+    q(x_t|x_s) = N(√(ᾱ_t/ᾱ_s) x_s, 1−ᾱ_t/ᾱ_s)."""
     T = 1000
     sched = _sched("linear", T)
     ac = ref_alphas_cumprod("linear", T)

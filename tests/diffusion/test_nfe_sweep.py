@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 
+from _gaussian_data import MU, S
 from genmodels.metrics.nfe_sweep import nfe_sweep, sweep_table
 from genmodels.viz import save_quality_vs_cost
-from _gaussian_data import MU, S
+
 from .test_continuous_samplers import model_for
 
 

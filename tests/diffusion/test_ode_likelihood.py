@@ -21,14 +21,19 @@ import torch
 from scipy.stats import norm
 from torch import nn
 
+from _gaussian_data import F64, MU, SPEC, D, S, Z, gen, ref_linear_alphas_cumprod
 from genmodels.core import DataSpec, nats_to_bpd
 from genmodels.diffusion.ddpm import DDPM, DDPMConfig
-from genmodels.diffusion.ode import (ADAPTIVE_METHODS, draw_probes, exact_divergence, hutchinson_divergence,
-                                     ode_log_likelihood)
+from genmodels.diffusion.ode import (
+    ADAPTIVE_METHODS,
+    draw_probes,
+    exact_divergence,
+    hutchinson_divergence,
+    ode_log_likelihood,
+)
 from genmodels.diffusion.schedules import ScheduleConfig
 from genmodels.metrics.likelihood import evaluate_ode_nll
 from genmodels.nets.mlp import MLPConfig
-from _gaussian_data import D, F64, MU, S, SPEC, Z, gen, ref_linear_alphas_cumprod
 
 T = 1000
 ACCEPT = 0.01  # nats per dimension (acceptance criterion of issue 3)

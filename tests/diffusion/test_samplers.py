@@ -15,12 +15,12 @@ import pytest
 import torch
 from torch import nn
 
+from _gaussian_data import F64, MU, SPEC, D, S, Z, ref_linear_alphas_cumprod
+from _gaussian_data import gen as _gen
 from genmodels.diffusion import samplers
 from genmodels.diffusion.ddpm import DDPM, DDPMConfig
 from genmodels.diffusion.schedules import ScheduleConfig
 from genmodels.sampling import draw_in_batches
-from _gaussian_data import D, F64, MU, S, SPEC, Z, gen as _gen, ref_linear_alphas_cumprod
-
 
 
 def ref_timesteps(T: int, steps: int) -> list[int]:
@@ -259,7 +259,8 @@ def test_model_sample_dispatches_to_samplers():
     assert torch.equal(full, samplers.ancestral(model, 4, steps=100, generator=_gen(31)).x0)
     with pytest.raises(KeyError):
         model.sample(2, sampler="euler")
-    with pytest.raises(ValueError, match="takes no options"):  # options of one sampler are not silently ignored by another
+    # options of one sampler are not silently ignored by another
+    with pytest.raises(ValueError, match="takes no options"):
         model.sample(2, sampler="ancestral", eta=0.5)
 
 

@@ -13,15 +13,28 @@ import pytest
 import torch
 from torch import nn
 
+from _gaussian_data import F64, Z, gen
 from genmodels.core import DataSpec
 from genmodels.diffusion import gaussian as G
-from genmodels.diffusion.schedules import (DiscreteSchedule, FixedLinearGamma, GammaConfig, LearnedLinearGamma,
-                                           MonotoneNetGamma, build_gamma_schedule)
-from genmodels.diffusion.vdm import (VDM, VDMConfig, antithetic_times, continuous_diffusion_loss,
-                                     discrete_diffusion_loss, discretized_decoder_log_prob, snr_form_term)
+from genmodels.diffusion.schedules import (
+    DiscreteSchedule,
+    FixedLinearGamma,
+    GammaConfig,
+    LearnedLinearGamma,
+    MonotoneNetGamma,
+    build_gamma_schedule,
+)
+from genmodels.diffusion.vdm import (
+    VDM,
+    VDMConfig,
+    antithetic_times,
+    continuous_diffusion_loss,
+    discrete_diffusion_loss,
+    discretized_decoder_log_prob,
+    snr_form_term,
+)
 from genmodels.nets.embeddings import base2_fourier_features
 from genmodels.nets.mlp import MLPConfig
-from _gaussian_data import F64, Z, gen
 
 KINDS = ["fixed", "learned_linear", "learned_net"]
 VEC = DataSpec(name="vec", event_shape=(2,), n_bins=None)
@@ -246,7 +259,7 @@ def test_variance_objective_gradients():
     var_model.loss(x, gen(7)).mean().backward()
     elbo_model.loss(x, gen(7)).mean().backward()
     shape = {"gamma.w1", "gamma.w2", "gamma.b2", "gamma.w3"}
-    for (name, p), (_, q) in zip(var_model.named_parameters(), elbo_model.named_parameters()):
+    for (name, p), (_, q) in zip(var_model.named_parameters(), elbo_model.named_parameters(), strict=True):
         if name not in shape:
             torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-7)
     # the reference: the same draws as loss() (t, ε₀, ε), then autograd of mean(ℓ_diff²)
@@ -361,5 +374,5 @@ def test_windowed_decoder_equals_the_full_softmax(gamma_0):
     torch.testing.assert_close(fast, ref, rtol=1e-10, atol=1e-9)
     grads = torch.autograd.grad(fast.sum(), (z, gamma))
     ref_grads = torch.autograd.grad(ref.sum(), (z, gamma))
-    for a, b in zip(grads, ref_grads):
+    for a, b in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-8)

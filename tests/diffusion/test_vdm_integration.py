@@ -23,21 +23,27 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
+from _cli import last_json as _last_json
+from _cli import ok as _ok
 from genmodels.checkpoint import RunConfig, config_from_dict, config_to_dict, from_pretrained, save_pretrained
 from genmodels.cli import app
 from genmodels.core import DataSpec
 from genmodels.data import load_dataset
 from genmodels.diffusion.ode import ode_log_likelihood
 from genmodels.diffusion.samplers import SAMPLERS
-from genmodels.families import MODELS
-from genmodels.sampling import draw_in_batches
-from genmodels.diffusion.schedules import (FixedLinearGamma, GammaConfig, LearnedLinearGamma, MonotoneNetGamma,
-                                           build_gamma_schedule)
+from genmodels.diffusion.schedules import (
+    FixedLinearGamma,
+    GammaConfig,
+    LearnedLinearGamma,
+    MonotoneNetGamma,
+    build_gamma_schedule,
+)
 from genmodels.diffusion.vdm import VDM, VDMConfig
+from genmodels.families import MODELS
 from genmodels.metrics.likelihood import evaluate_nll, evaluate_ode_nll
 from genmodels.nets.mlp import MLPConfig
 from genmodels.nets.unet import UNetConfig
-from _cli import ok as _ok, last_json as _last_json
+from genmodels.sampling import draw_in_batches
 
 F64 = torch.float64
 Z = 5.0  # Monte Carlo tolerance in standard errors
@@ -367,10 +373,11 @@ def test_variance_objective_routes_gradient_of_mean_squared_diffusion_loss_into_
     eps = torch.randn(x.shape, generator=g, dtype=x.dtype)
     l_bpd = elbo.diffusion_term(x, t, eps) / (2 * math.log(2))
     g_shape = torch.autograd.grad(l_bpd.pow(2).mean(), [getattr(elbo.gamma, n) for n in shape])
-    for got, want in zip(g_var, [*g_shape, *g_ends]):
+    for got, want in zip(g_var, [*g_shape, *g_ends], strict=True):
         torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-9)
     assert any(not torch.allclose(a, b) for a, b in
-               zip(g_shape, torch.autograd.grad(elbo.loss(x, gen(5)).mean(), [getattr(elbo.gamma, n) for n in shape])))
+               zip(g_shape, torch.autograd.grad(elbo.loss(x, gen(5)).mean(), [getattr(elbo.gamma, n) for n in shape]),
+                   strict=True))
 
 
 # ================================================================================================ 4. CLI
@@ -418,7 +425,7 @@ def test_cli_train_vdm_writes_a_run_folder(vdm_run):
         assert {"prior_bpd", "diffusion_bpd", "reconstruction_bpd", "gamma_0", "gamma_1"} <= set(l)
         assert l["loss"] == pytest.approx(l["prior_bpd"] + l["diffusion_bpd"] + l["reconstruction_bpd"], rel=1e-4)
         assert l["gamma_0"] < l["gamma_1"]
-    model, run_config = from_pretrained(vdm_run)
+    model, _run_config = from_pretrained(vdm_run)
     assert isinstance(model, VDM) and isinstance(model.gamma, MonotoneNetGamma) and model.T == 25
 
 
@@ -574,7 +581,7 @@ def test_checkpoint_round_trip_of_a_learned_schedule(kind, tmp_path):
     x = moons_batch(8)
     t = torch.linspace(0, 1, 11, dtype=F64)
     with torch.no_grad():
-        for a, b in zip(model.gamma.endpoints(), loaded.gamma.endpoints()):
+        for a, b in zip(model.gamma.endpoints(), loaded.gamma.endpoints(), strict=True):
             assert torch.equal(a, b)
         assert loaded.gamma.endpoints()[0].item() == pytest.approx(-11.0)
         assert torch.equal(model.gamma(t), loaded.gamma(t))

@@ -12,10 +12,10 @@ from torch.autograd.functional import jacobian
 
 from genmodels.checkpoint import RunConfig, config_from_dict, config_to_dict, from_pretrained, save_pretrained
 from genmodels.core import DataSpec, log_bin_width
-from genmodels.flows import Glow, GlowConfig, NICE, NICEConfig, RealNVP, RealNVPConfig
+from genmodels.families import MODELS
+from genmodels.flows import NICE, Glow, GlowConfig, NICEConfig, RealNVP, RealNVPConfig
 from genmodels.flows.transforms import ActNorm
 from genmodels.nets.coupling import CouplingNetConfig
-from genmodels.families import MODELS
 
 DT = torch.float64
 MLP = CouplingNetConfig(hidden=16, depth=2, activation="tanh")
@@ -218,9 +218,9 @@ def test_presets_build_and_round_trip_through_json(family, data):
 
 def test_odd_squeeze_is_a_clear_error():
     spec = SPECS["mnist"]
-    with pytest.raises(ValueError, match="7×7 input .*odd.* at most 2 squeeze"):
+    with pytest.raises(ValueError, match=r"7×7 input .*odd.* at most 2 squeeze"):
         RealNVP(RealNVPConfig(n_scales=4, net=CNN), spec)
-    with pytest.raises(ValueError, match="7×7 input .*odd"):
+    with pytest.raises(ValueError, match=r"7×7 input .*odd"):
         Glow(GlowConfig(n_levels=3, net=CNN), spec)
     with pytest.raises(ValueError, match="odd"):
         Glow(GlowConfig(n_levels=1, net=CNN), DataSpec("odd", (1, 5, 6), 256))

@@ -10,9 +10,20 @@ import pytest
 import torch
 from torch.autograd.functional import jacobian
 
-from genmodels.flows.transforms import (ActNorm, AdditiveCoupling, AffineCoupling, ChannelPartition,
-                                        CheckerboardPartition, Compose, Flatten, HalvesPartition, InvertibleConv1x1,
-                                        Logit, ScaleLayer, Squeeze)
+from genmodels.flows.transforms import (
+    ActNorm,
+    AdditiveCoupling,
+    AffineCoupling,
+    ChannelPartition,
+    CheckerboardPartition,
+    Compose,
+    Flatten,
+    HalvesPartition,
+    InvertibleConv1x1,
+    Logit,
+    ScaleLayer,
+    Squeeze,
+)
 from genmodels.nets.coupling import CouplingNetConfig
 
 DT = torch.float64

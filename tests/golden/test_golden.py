@@ -83,7 +83,7 @@ def run_case(family: str, spec_kw: dict, sample_kw: dict) -> dict:
         s = model.sample(2, torch.Generator().manual_seed(5), **sample_kw)
     out["sample_shape"] = list(s.shape)
     flat = s.flatten().double()
-    out["sample"] = flat[:6].tolist() + [flat.mean().item(), flat.abs().mean().item()]  # values, mean, mean |x|
+    out["sample"] = [*flat[:6].tolist(), flat.mean().item(), flat.abs().mean().item()]  # values, mean, mean |x|
     return out
 
 
@@ -98,7 +98,7 @@ def test_golden(case, family, spec, sample_kw):
         if golden[key] is not None:
             torch.testing.assert_close(torch.tensor(got[key], dtype=torch.float64),
                                        torch.tensor(golden[key], dtype=torch.float64), rtol=1e-6, atol=1e-6,
-                                       msg=lambda m: f"{case} {key}: {m}")
+                                       msg=lambda m: f"{case} {key}: {m}")  # noqa: B023  called at once, in this iteration
     if golden["nll"] is not None:
         assert sorted(got["terms"]) == sorted(golden["terms"])
         for k, v in golden["terms"].items():

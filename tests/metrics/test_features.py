@@ -107,7 +107,7 @@ def test_other_image_data_has_no_classifier(tmp_path, monkeypatch):
     ds = load_dataset("digits")
     spec = type(ds.spec)(name="my-images", event_shape=(1, 8, 8), n_bins=17)
     custom = type(ds)(spec, ds.train, ds.test, ds.train_labels, ds.test_labels)
-    with pytest.raises(ValueError, match="my-images.*inception_weights"):
+    with pytest.raises(ValueError, match=r"my-images.*inception_weights"):
         feature_extractor(custom)
 
 
@@ -119,7 +119,7 @@ def test_random_shift_moves_content_within_bounds():
     assert ((y == 1.0).flatten(1).sum(1) == 1).all()  # the pixel is kept, nothing else appears
     rows, cols = (y[:, 0] == 1.0).nonzero()[:, 1], (y[:, 0] == 1.0).nonzero()[:, 2]
     assert ((rows - 4).abs() <= 2).all() and ((cols - 4).abs() <= 2).all()
-    assert len(set(zip(rows.tolist(), cols.tolist()))) > 10  # shifts differ between images
+    assert len(set(zip(rows.tolist(), cols.tolist(), strict=True))) > 10  # shifts differ between images
 
 
 def test_classifier_shapes_for_28x28():

@@ -15,14 +15,13 @@ import pytest
 import torch
 from torch import nn
 
+from _gaussian_data import F64, MU, SPEC, D, S, Z, gen, ref_linear_alphas_cumprod
 from genmodels.diffusion import pc as PC
 from genmodels.diffusion import samplers
 from genmodels.diffusion.ddpm import DDPM, DDPMConfig
 from genmodels.diffusion.schedules import ScheduleConfig
 from genmodels.score import langevin as LG
 from genmodels.score.losses import geometric_sigmas
-from _gaussian_data import D, F64, MU, S, SPEC, Z, gen, ref_linear_alphas_cumprod
-
 
 # ------------------------------------------------------------------------------------------ a 2-D Gaussian mixture
 
@@ -327,7 +326,7 @@ def test_corrector_uses_the_vp_alpha(monkeypatch):
     model = oracle_ddpm()
     PC.predictor_corrector(model, 8, steps=5, corrector_steps=1, generator=gen(19))
     abar = torch.sigmoid(samplers.logsnr_grid(model, 5, "time"))
-    want = (abar[:-1] / abar[1:]).tolist() + [1.0]
+    want = [*(abar[:-1] / abar[1:]).tolist(), 1.0]
     assert seen == pytest.approx(want) and all(a < 1 for a in want[:-1])
 
 

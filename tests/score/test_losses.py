@@ -13,8 +13,8 @@ import math
 import pytest
 import torch
 
+from _gaussian_data import F64, MU, D, S, Z, gen
 from genmodels.score import losses as L
-from _gaussian_data import D, F64, MU, S, Z, gen
 
 SIGMA = 0.6
 W = S**2 + SIGMA**2  # variance of the noised data, per dimension
@@ -148,7 +148,7 @@ def test_explicit_score_matching_is_minimized_by_the_true_score():
     true = L.explicit_score_matching(lambda y: -(y - MU) / S**2, x)
     for m_shift, v in [(0.0, 1.5 * S**2), (0.3, S**2), (-0.2, 0.7 * S**2)]:
         m = MU + m_shift
-        other = L.explicit_score_matching(lambda y: -(y - m) / v, x)
+        other = L.explicit_score_matching(lambda y: -(y - m) / v, x)  # noqa: B023  called at once, in this iteration
         mean, se = _mean_se(other - true)
         want = 0.5 * (D * S**2 * (1 / S**2 - 1 / v) ** 2 + D * m_shift**2 / v**2)
         assert abs(mean.item() - want) < Z * se.item() + 1e-12, (m_shift, v, mean, want, se)
@@ -194,7 +194,7 @@ def test_dsm_optimum_is_the_noised_score():
     assert abs(mean.item() - 0.5 * D * S**2 / (SIGMA**2 * W)) < Z * se.item()
     for m_shift, v in [(0.0, 1.5 * W), (0.0, 0.6 * W), (0.4, W), (-0.3, 1.3 * W), (0.0, S**2)]:  # excess ≥ 15 SE
         m = MU + m_shift
-        other = L.denoising_score_matching(lambda y: -(y - m) / v, x, SIGMA, eps=z)
+        other = L.denoising_score_matching(lambda y: -(y - m) / v, x, SIGMA, eps=z)  # noqa: B023  called at once
         excess, se = _mean_se(other - best)
         want = 0.5 * (D * W * (1 / W - 1 / v) ** 2 + D * m_shift**2 / v**2)
         assert abs(excess.item() - want) < Z * se.item(), (m_shift, v, excess, want, se)
@@ -293,7 +293,8 @@ def test_multiscale_dsm_at_one_level_is_single_sigma_dsm():
         multi = L.multiscale_denoising_score_matching(noise_conditional_score, x, sigmas, weighting="none", eps=z,
                                                       index=idx)
         sig = sigmas[i].item()
-        single = L.denoising_score_matching(lambda y: exact_noised_score(y, sig), x, sig, eps=z)
+        single = L.denoising_score_matching(lambda y: exact_noised_score(y, sig), x, sig,  # noqa: B023  called at once
+                                            eps=z)
         torch.testing.assert_close(multi, single)
         weighted = L.multiscale_denoising_score_matching(noise_conditional_score, x, sigmas, eps=z, index=idx)
         torch.testing.assert_close(weighted, sig**2 * single)

@@ -16,23 +16,30 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from _cli import cli_error
+from _cli import ok as _ok
+from _gaussian_data import gen
 from genmodels.cli import app
-from _cli import cli_error, ok as _ok
 from genmodels.core import DataSpec, NoLikelihoodError
 from genmodels.diffusion import samplers
 from genmodels.diffusion.ddpm import DDPM, DDPMConfig
 from genmodels.diffusion.schedules import ScheduleConfig
+from genmodels.families import MODELS
 from genmodels.nets.energy import EnergyConvConfig, EnergyConvNet, EnergyMLP, EnergyMLPConfig
 from genmodels.nets.mlp import MLP, MLPConfig
 from genmodels.nets.unet import UNet, UNetConfig
-from genmodels.families import MODELS
+from genmodels.sampling import draw_in_batches
 from genmodels.score import losses as L
 from genmodels.score.ebm import EBM, EBMConfig
 from genmodels.score.langevin import annealed_langevin_dynamics
-from genmodels.sampling import draw_in_batches
-from genmodels.score.ncsn import (NCSN, NCSNConfig, annealing_step_size, annealing_variance_ratio, default_config,
-                                  ncsnv2_n_sigmas)
-from _gaussian_data import gen
+from genmodels.score.ncsn import (
+    NCSN,
+    NCSNConfig,
+    annealing_step_size,
+    annealing_variance_ratio,
+    default_config,
+    ncsnv2_n_sigmas,
+)
 
 VEC = DataSpec(name="gauss2", event_shape=(2,))
 IMG = DataSpec(name="tiny-images", event_shape=(1, 5, 5), n_bins=17)  # D = 25 > 16: the Hutchinson path
@@ -66,7 +73,7 @@ def test_families_are_registered_with_presets_for_vectors_and_images():
         assert type(entry.build(entry.preset(VEC), VEC).net) is vec_net
         digits = DataSpec(name="digits", event_shape=(1, 8, 8), n_bins=17)
         assert type(entry.build(entry.preset(digits), digits).net) is img_net
-    with pytest.raises(ValueError, match="images .* or vectors"):
+    with pytest.raises(ValueError, match=r"images .* or vectors"):
         EBM(EBMConfig(), DataSpec(name="seq", event_shape=(3, 4)))
 
 

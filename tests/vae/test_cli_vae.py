@@ -12,10 +12,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from _cli import cli_error
+from _cli import last_json as _last_json
+from _cli import ok as _ok
 from genmodels.cli import app
-from genmodels.jobs import apply_overrides, model_config
-from _cli import cli_error, ok as _ok, last_json as _last_json
 from genmodels.data import DataError, load_dataset
+from genmodels.jobs import apply_overrides, model_config
 from genmodels.nets.coders import CoderConfig
 from genmodels.vae import HVAEConfig, VAEConfig
 
@@ -86,9 +88,9 @@ def test_model_config_applies_settings_to_the_family_preset():
     h = model_config("hvae", spec, ["latent_dims=8,4,2", "inference=bottom_up"])
     assert isinstance(h, HVAEConfig) and h.latent_dims == (8, 4, 2) and h.inference == "bottom_up"
     assert model_config("hvae", spec, ["latent_dims=8"]).latent_dims == (8,)  # one number: a 1-tuple
-    with pytest.raises(ValueError, match="loss.*VAEConfig has no field"):  # `train --loss elbo` is `--set loss=elbo`
+    with pytest.raises(ValueError, match=r"loss.*VAEConfig has no field"):  # `train --loss elbo` is `--set loss=elbo`
         model_config("vae", spec, ["loss=elbo"])
-    with pytest.raises(ValueError, match="unet.channels"):
+    with pytest.raises(ValueError, match=r"unet.channels"):
         model_config("hvae", spec, ["unet.channels=16"])
 
 

@@ -59,7 +59,7 @@ def test_terms_are_reconstruction_and_one_kl_per_layer_and_sum_to_nll(inference,
     torch.testing.assert_close(sum(out.terms.values()), out.nll, rtol=1e-12, atol=1e-10)
     assert all(out.terms[n].abs().max() > 1e-6 for n in names)
     iw = model.nll_terms(x, _g(4), k=6)
-    assert list(iw.terms) == names + ["iwae_gap"]
+    assert list(iw.terms) == [*names, "iwae_gap"]
     torch.testing.assert_close(sum(iw.terms.values()), iw.nll, rtol=1e-12, atol=1e-10)
     # without warm-up and free bits, the training loss is the same −ELBO estimate
     torch.testing.assert_close(model.loss(x, _g(5)), model.nll_terms(x, _g(5), k=1).nll)

@@ -126,7 +126,7 @@ def test_ppca_bounds_are_ordered_and_tighten_with_k():
     bounds = {k: -model.nll_terms(x, _g(7), k=k, chunk=10).nll for k in (1, 10, 100, 1000)}
     chain = [bounds[1], bounds[10], bounds[100], bounds[1000], log_px]
     names = ["ELBO", "IWAE_10", "IWAE_100", "IWAE_1000", "log p(x)"]
-    for lo, hi, a, b in zip(chain[:-1], chain[1:], names[:-1], names[1:]):
+    for lo, hi, a, b in zip(chain[:-1], chain[1:], names[:-1], names[1:], strict=True):
         m, se = _mean_se(hi - lo)
         assert m > 3 * se, f"{a} < {b} not resolved: mean difference {m:.4g}, standard error {se:.4g}"
     # the gap closes: log p(x) − IWAE_1000 is a small fraction of log p(x) − ELBO

@@ -36,8 +36,9 @@ edge lies beyond the receptive field, so the conditionals are the same). Measure
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -90,7 +91,7 @@ class PixelCNN(GenerativeModel):
 
     nll_kind = "exact"
     description = "PixelCNN: gated masked convolutions, exact likelihood (van den Oord et al. 2016)"
-    sampler_options = {"ancestral": ("temperature", "cache")}
+    sampler_options: ClassVar[dict[str, tuple[str, ...]]] = {"ancestral": ("temperature", "cache")}
 
     def __init__(self, config: PixelCNNConfig, spec: DataSpec):
         super().__init__()
@@ -284,7 +285,7 @@ def default_config(spec: DataSpec) -> PixelCNNConfig:
 
     (Timings on a shared 2-core CPU that was running another job: indicative only.)
     """
-    C, H, W = spec.event_shape if spec.is_image else (1, 1, 1)
+    _C, H, W = spec.event_shape if spec.is_image else (1, 1, 1)
     if max(H, W) <= 16:
         return PixelCNNConfig(net=MaskedConvNetConfig(n_layers=5, channels=64, first_kernel=5, head_channels=128),
                               head="softmax")

@@ -26,6 +26,7 @@ The NLL is exact: −log p(x) = −Σ_t log softmax(logits_t)[x_t], in nats; the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -86,7 +87,7 @@ class WaveNet(GenerativeModel):
 
     nll_kind = "exact"
     description = "WaveNet: dilated causal convolutions over sequences, exact likelihood (van den Oord et al. 2016)"
-    sampler_options = {"ancestral": ("temperature", "length", "cache")}
+    sampler_options: ClassVar[dict[str, tuple[str, ...]]] = {"ancestral": ("temperature", "length", "cache")}
 
     def __init__(self, config: WaveNetConfig, spec: DataSpec):
         super().__init__()
@@ -208,7 +209,7 @@ class WaveNet(GenerativeModel):
             prev = torch.full((n,), self.n_bins, dtype=torch.long, device=device)  # the start token
             for t in range(length):
                 h, skip = self.embed(prev), 0  # [n, C]
-                for block, queue in zip(self.blocks, queues):
+                for block, queue in zip(self.blocks, queues, strict=True):
                     h, s = block.step(h, queue)  # Paine et al. 2016: O(1) per layer from the queue
                     skip = skip + s
                 prev = k[:, t] = _draw(self.head(skip[:, :, None])[:, :, 0], temperature, u[:, t])

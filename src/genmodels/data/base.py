@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -313,7 +313,7 @@ def check_levels(a: np.ndarray, n_bins: int, source: str) -> None:
     elif not np.issubdtype(a.dtype, np.integer):
         raise DataError(f"{source}: discrete data has dtype {a.dtype}; expected integer levels "
                         f"0..{n_bins - 1}")
-    if a.dtype == np.uint8 and n_bins == 256 or not a.size:
+    if (a.dtype == np.uint8 and n_bins == 256) or not a.size:
         return
     lo, hi = a.min(), a.max()
     if lo < 0 or hi > n_bins - 1:

@@ -10,7 +10,7 @@
 The fixed splits are :func:`~genmodels.data.base.holdout_split` with the sizes above (a
 permutation from ``numpy.random.RandomState(SPLIT_SEED = 0)``); labels (0..9) are kept. Nothing is
 cached on disk.
-"""
+"""  # noqa: E501  (markdown table rows: a wrapped row would break the table)
 
 from __future__ import annotations
 

@@ -160,7 +160,7 @@ def save_wav(x: np.ndarray | Tensor, path: str | os.PathLike, rate: int = SAMPLE
     clips = a.reshape(-1, a.shape[-1])  # [n, L]
     k = np.round((clips + 1.0) * (n_bins - 1) / 2.0)  # inverse of 2k/(n_bins−1) − 1
     linear = mu_law_decode(k, mu=n_bins - 1)  # [n, L] in [−1, 1]
-    silence = np.zeros((clips.shape[0], int(round(gap * rate))))
+    silence = np.zeros((clips.shape[0], int(round(gap * rate))))  # noqa: RUF046  NumPy < 2: round(np.float64) is no int
     joined = np.concatenate([linear, silence], axis=1).reshape(-1)[: -silence.shape[1] or None]
     pcm = np.round(joined * 32767).astype(np.int16)
     buf = io.BytesIO()

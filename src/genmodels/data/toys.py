@@ -19,13 +19,13 @@ mean ``μ`` and one isotropic scale ``s = sqrt((Var raw_1 + Var raw_2) / 2)``, s
 
 ``8gaussians`` and ``checkerboard`` have closed-form densities (:func:`toy_log_density`), so the
 true data log-likelihood can be reported next to a model's.
-"""
+"""  # noqa: E501  (markdown table rows: a wrapped row would break the table)
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch

@@ -208,8 +208,8 @@ class DDPM(DiffusionModel):
         return 0.9 * w / w.sum() + 0.1 * self.default_proposal().cpu()
 
     @torch.no_grad()
-    def nll_terms(self, x: Tensor, generator: torch.Generator | None = None, *, y: Tensor | None = None, t_samples: int = 4,
-                  proposal: Tensor | None = None, exact: bool = False) -> NLLOutput:
+    def nll_terms(self, x: Tensor, generator: torch.Generator | None = None, *, y: Tensor | None = None,
+                  t_samples: int = 4, proposal: Tensor | None = None, exact: bool = False) -> NLLOutput:
         """Negative ELBO per example (DDPM Eq. 5), nats, with its three parts.
 
         ``prior`` = L_T (analytic), ``reconstruction`` = L_0 (one network evaluation), ``diffusion`` =
@@ -269,7 +269,8 @@ class DDPM(DiffusionModel):
 
     def schedule_curves(self) -> dict[str, DiscreteSchedule]:
         """The linear and cosine schedules at this T, for the schedule plot."""
-        return {f"DDPM {k}": DiscreteSchedule.from_config(ScheduleConfig(kind=k, T=self.T)) for k in ("linear", "cosine")}
+        return {f"DDPM {k}": DiscreteSchedule.from_config(ScheduleConfig(kind=k, T=self.T))
+                for k in ("linear", "cosine")}
 
 
 def default_config(spec: DataSpec) -> DDPMConfig:

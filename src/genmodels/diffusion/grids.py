@@ -22,7 +22,7 @@ __all__ = ["Spacing", "logsnr_grid", "steps_for_nfe", "nfe_for_steps"]
 Spacing = Literal["time", "logsnr", "edm"]
 
 
-def logsnr_grid(model: "DiffusionModel", steps: int, spacing: Spacing, rho: float = 7.0) -> Tensor:
+def logsnr_grid(model: DiffusionModel, steps: int, spacing: Spacing, rho: float = 7.0) -> Tensor:
     """N = ``steps`` noise levels λ_0 < … < λ_{N−1} from ``model.logsnr_min`` to ``model.logsnr_max``.
 
     ``time``: the training steps DDIM keeps (evenly spaced indices, :func:`respaced_timesteps`).

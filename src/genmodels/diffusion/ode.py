@@ -67,7 +67,7 @@ ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 """torchdiffeq's adaptive-step solvers (a fixed-step method would take a single step over [λ_min, λ_max])."""
 
 
-def _net_dtype(model: "DiffusionModel", default: torch.dtype) -> torch.dtype:
+def _net_dtype(model: DiffusionModel, default: torch.dtype) -> torch.dtype:
     """dtype of the network's first floating parameter; ``default`` for a network without parameters."""
     for p in model.net.parameters():
         if p.is_floating_point():
@@ -75,7 +75,7 @@ def _net_dtype(model: "DiffusionModel", default: torch.dtype) -> torch.dtype:
     return default
 
 
-def probability_flow_drift(model: "DiffusionModel", x: Tensor, logsnr: Tensor, clip_x0: bool = False) -> Tensor:
+def probability_flow_drift(model: DiffusionModel, x: Tensor, logsnr: Tensor, clip_x0: bool = False) -> Tensor:
     """dx/dλ of the probability-flow ODE at ``x`` (``[B, ...]``) and λ (``[B]``): ½σ²x − ½σε̂ (module docstring).
 
     The network runs in its parameters' dtype (x is cast for it); the drift is formed in x's dtype, so a
@@ -124,7 +124,7 @@ def _standard_normal_log_prob(z: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def ode_log_likelihood(model: "DiffusionModel", x: Tensor, *, trace: TraceMethod = "auto", hutchinson_samples: int = 1,
+def ode_log_likelihood(model: DiffusionModel, x: Tensor, *, trace: TraceMethod = "auto", hutchinson_samples: int = 1,
                        noise: ProbeNoise = "rademacher", rtol: float = 1e-5, atol: float = 1e-5,
                        method: str = "dopri5", generator: torch.Generator | None = None,
                        logsnr_max: float | None = None, logsnr_min: float | None = None,
@@ -146,7 +146,8 @@ def ode_log_likelihood(model: "DiffusionModel", x: Tensor, *, trace: TraceMethod
         rtol, atol: solver tolerances (> 0); score SDE uses 1e-5 for both. Tight tolerances cost many
             evaluations, and not because of the kinks of the piecewise-linear λ → step-index map (a C¹
             monotone-cubic map gave 620 instead of 626 NFE on 300 toy points at 1e-5). Measured (1 CPU
-            thread): a 2-D toy MLP, 500 points, exact trace: 38 / 656 / 1262 NFE at 1e-3 / 1e-5 / 1e-6 with NLL 0.8913 / 0.8894 / 0.8893 nats/dim;
+            thread): a 2-D toy MLP, 500 points, exact trace: 38 / 656 / 1262 NFE at 1e-3 / 1e-5 / 1e-6 with NLL
+            0.8913 / 0.8894 / 0.8893 nats/dim;
             the Fashion-MNIST UNet, 4 images, Hutchinson: 62 / 110 / 416 NFE at 1e-3 / 1e-4 / 1e-5 with
             2.779 / 2.770 / 2.769 bits/dim, ≈ 0.09 s per drift evaluation (forward + one VJP) at batch 4.
         method: a torchdiffeq adaptive method (:data:`ADAPTIVE_METHODS`).

@@ -37,7 +37,7 @@ Predictor = Literal["ancestral", "none"]
 """The predictor of :func:`predictor_corrector`: the ancestral step, or none (corrector only)."""
 
 
-def diffusion_score(model: "DiffusionModel", x: Tensor, logsnr: Tensor) -> Tensor:
+def diffusion_score(model: DiffusionModel, x: Tensor, logsnr: Tensor) -> Tensor:
     """∇_x log q_λ(x) = −ε̂(x, λ)/σ_λ of a variance-preserving diffusion model (DDPM or VDM), ``[B, ...]``.
 
     Args:
@@ -84,7 +84,7 @@ def snr_step_size(score: Tensor, z: Tensor, snr: float, alpha: float | Tensor = 
 
 
 @torch.no_grad()
-def langevin_corrector(model: "DiffusionModel", x: Tensor, logsnr: float, *, n_steps: int, snr: float,
+def langevin_corrector(model: DiffusionModel, x: Tensor, logsnr: float, *, n_steps: int, snr: float,
                        alpha: float = 1.0, norm: StepNorm = "batch",
                        generator: torch.Generator | None = None) -> Tensor:
     """M Langevin steps at one noise level λ with the score −ε̂/σ and the signal-to-noise step rule: for each,
@@ -109,7 +109,7 @@ def langevin_corrector(model: "DiffusionModel", x: Tensor, logsnr: float, *, n_s
 
 
 @torch.no_grad()
-def predictor_corrector(model: "DiffusionModel", n: int, *, steps: int, corrector_steps: int = 1, snr: float = 0.16,
+def predictor_corrector(model: DiffusionModel, n: int, *, steps: int, corrector_steps: int = 1, snr: float = 0.16,
                         predictor: Predictor = "ancestral", norm: StepNorm = "batch", spacing: Spacing = "time",
                         clip_x0: bool | None = None, generator: torch.Generator | None = None,
                         progress: Progress | None = None, keep_trajectory: bool = False) -> SampleOutput:

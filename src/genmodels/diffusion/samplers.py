@@ -30,7 +30,8 @@ pc              predictor–corrector (score SDE §4.2, App. G; M corrector     
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Callable, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from torch import Tensor
@@ -52,12 +53,12 @@ __all__ = ["Sampler", "ancestral", "ddim", "dpm_solver_pp", "heun", "euler_maruy
 class Sampler(Protocol):
     """The signature every sampler has."""
 
-    def __call__(self, model: "DiffusionModel", n: int, *, steps: int, generator: torch.Generator | None = None,
+    def __call__(self, model: DiffusionModel, n: int, *, steps: int, generator: torch.Generator | None = None,
                  progress: Progress | None = None,
                  keep_trajectory: bool = False) -> SampleOutput: ...
 
 
-def _run(model: "DiffusionModel", n: int, sched: DiscreteSchedule, generator: torch.Generator | None,
+def _run(model: DiffusionModel, n: int, sched: DiscreteSchedule, generator: torch.Generator | None,
          progress: Progress | None, keep_trajectory: bool,
          update: Callable[[Tensor, G.Prediction, int, Tensor, Tensor], Tensor]) -> SampleOutput:
     """Shared loop over the respaced process ``sched``: x_T ~ N(0, I), then for j = S−1 … 0 evaluate the
@@ -79,7 +80,7 @@ def _run(model: "DiffusionModel", n: int, sched: DiscreteSchedule, generator: to
 
 
 @torch.no_grad()
-def ancestral(model: "DiffusionModel", n: int, *, steps: int, generator: torch.Generator | None = None,
+def ancestral(model: DiffusionModel, n: int, *, steps: int, generator: torch.Generator | None = None,
               progress: Progress | None = None, keep_trajectory: bool = False) -> SampleOutput:
     """Ancestral sampling of p_θ(x_{0:T}) (DDPM Algorithm 2) on an S-step respaced process.
 
@@ -107,7 +108,7 @@ def ancestral(model: "DiffusionModel", n: int, *, steps: int, generator: torch.G
 
 
 @torch.no_grad()
-def ddim(model: "DiffusionModel", n: int, *, steps: int, eta: float = 0.0, generator: torch.Generator | None = None,
+def ddim(model: DiffusionModel, n: int, *, steps: int, eta: float = 0.0, generator: torch.Generator | None = None,
          progress: Progress | None = None, keep_trajectory: bool = False) -> SampleOutput:
     """DDIM (Song et al. 2021, Eq. 12) on an S-step respaced process.
 
@@ -140,21 +141,21 @@ def ddim(model: "DiffusionModel", n: int, *, steps: int, eta: float = 0.0, gener
 # ============================================================================ continuous-time samplers
 
 
-def _x0(model: "DiffusionModel", x: Tensor, lam: Tensor, clip_x0: bool) -> Tensor:
+def _x0(model: DiffusionModel, x: Tensor, lam: Tensor, clip_x0: bool) -> Tensor:
     """x̂_0(x, λ) for a batch ``[n, ...]`` at one level λ (0-d)."""
     return model.denoise(x, lam.expand(len(x)), clip_x0=clip_x0).pred.x0
 
 
-def _clip(model: "DiffusionModel", clip_x0: bool | None) -> bool:
+def _clip(model: DiffusionModel, clip_x0: bool | None) -> bool:
     return model.config.clip_x0 if clip_x0 is None else clip_x0
 
 
-def _prior(model: "DiffusionModel", n: int, generator: torch.Generator | None) -> Tensor:
+def _prior(model: DiffusionModel, n: int, generator: torch.Generator | None) -> Tensor:
     return torch.randn((n, *model.spec.event_shape), generator=generator, device=model.device)
 
 
 @torch.no_grad()
-def dpm_solver_pp(model: "DiffusionModel", n: int, *, steps: int, generator: torch.Generator | None = None,
+def dpm_solver_pp(model: DiffusionModel, n: int, *, steps: int, generator: torch.Generator | None = None,
                   progress: Progress | None = None, keep_trajectory: bool = False,
                   spacing: Spacing = "logsnr", clip_x0: bool | None = None) -> SampleOutput:
     """DPM-Solver++(2M): second-order multistep, data prediction (Lu et al. 2022b, Algorithm 2).
@@ -196,7 +197,7 @@ def dpm_solver_pp(model: "DiffusionModel", n: int, *, steps: int, generator: tor
 
 
 @torch.no_grad()
-def heun(model: "DiffusionModel", n: int, *, steps: int, generator: torch.Generator | None = None,
+def heun(model: DiffusionModel, n: int, *, steps: int, generator: torch.Generator | None = None,
          progress: Progress | None = None, keep_trajectory: bool = False,
          rho: float = 7.0, spacing: Spacing = "edm", clip_x0: bool | None = None, s_churn: float = 0.0,
          s_tmin: float = 0.0, s_tmax: float = float("inf"), s_noise: float = 1.0) -> SampleOutput:
@@ -254,7 +255,7 @@ def heun(model: "DiffusionModel", n: int, *, steps: int, generator: torch.Genera
 
 
 @torch.no_grad()
-def euler_maruyama(model: "DiffusionModel", n: int, *, steps: int, generator: torch.Generator | None = None,
+def euler_maruyama(model: DiffusionModel, n: int, *, steps: int, generator: torch.Generator | None = None,
                    progress: Progress | None = None, keep_trajectory: bool = False,
                    spacing: Spacing = "time", clip_x0: bool | None = None) -> SampleOutput:
     """Euler–Maruyama on the reverse-time SDE (Song et al. 2021, Eq. 6), written in λ.
@@ -290,7 +291,7 @@ def euler_maruyama(model: "DiffusionModel", n: int, *, steps: int, generator: to
 
 
 @torch.no_grad()
-def pf_ode(model: "DiffusionModel", n: int, *, steps: int | None = None, generator: torch.Generator | None = None,
+def pf_ode(model: DiffusionModel, n: int, *, steps: int | None = None, generator: torch.Generator | None = None,
            progress: Progress | None = None, keep_trajectory: bool = False,
            rtol: float = 1e-3, atol: float = 1e-3, method: str = "dopri5",
            clip_x0: bool | None = None) -> SampleOutput:

@@ -35,9 +35,11 @@ the loss estimate (VDM §5.2, Appendix I.2). :class:`GammaSchedule` gives γ and
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence, get_args
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -200,7 +202,7 @@ class DiscreteSchedule(nn.Module):
             ValueError: for a step count outside ``[1, S]`` or indices that are not increasing/in range.
         """
         idx = respaced_timesteps(self.num_steps, steps) if isinstance(steps, int) else list(steps)
-        if not idx or any(b <= a for a, b in zip(idx, idx[1:])) or idx[0] < 0 or idx[-1] >= self.num_steps:
+        if not idx or any(b <= a for a, b in itertools.pairwise(idx)) or idx[0] < 0 or idx[-1] >= self.num_steps:
             raise ValueError(f"respace indices must be increasing within [0, {self.num_steps - 1}], got {idx}")
         idx_t = torch.as_tensor(idx, device=self.alphas_cumprod.device)
         ac = self.alphas_cumprod[idx_t]
@@ -342,7 +344,7 @@ class _LearnedEndpoints(GammaSchedule):
     def endpoints(self) -> tuple[Tensor, Tensor]:
         """(γ_0, γ_1) as 0-d float64, each clamped to its bounds when it has them."""
         out = []
-        for value, bounds in zip((self.gamma_0, self.gamma_1), self.bounds):
+        for value, bounds in zip((self.gamma_0, self.gamma_1), self.bounds, strict=True):
             value = value.double()
             out.append(value.clamp(*bounds) if bounds is not None else value)
         return out[0], out[1]

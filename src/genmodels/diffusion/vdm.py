@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Literal, get_args
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -330,8 +330,8 @@ class VDM(DiffusionModel):
 
     # ------------------------------------------------------------------ likelihood
     @torch.no_grad()
-    def nll_terms(self, x: Tensor, generator: torch.Generator | None = None, *, y: Tensor | None = None, t_samples: int = 4,
-                  exact: bool = False) -> NLLOutput:
+    def nll_terms(self, x: Tensor, generator: torch.Generator | None = None, *, y: Tensor | None = None,
+                  t_samples: int = 4, exact: bool = False) -> NLLOutput:
         """Negative ELBO per example (VDM Eq. 11), nats, with its three parts.
 
         ``prior`` analytic; ``reconstruction`` one draw of z_0; ``diffusion`` the mean of K = ``t_samples``

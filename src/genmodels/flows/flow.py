@@ -47,8 +47,22 @@ from torch import Tensor, nn
 
 from ..core import DataSpec, GenerativeModel, NLLOutput, log_bin_width, nats_to_bpd, uniform_dequantize
 from ..nets.coupling import CouplingNetConfig
-from .transforms import (ActNorm, AdditiveCoupling, AffineCoupling, ChannelPartition, CheckerboardPartition, Compose,
-                         Flatten, HalvesPartition, InvertibleConv1x1, Logit, ScaleFn, ScaleLayer, Squeeze, Transform)
+from .transforms import (
+    ActNorm,
+    AdditiveCoupling,
+    AffineCoupling,
+    ChannelPartition,
+    CheckerboardPartition,
+    Compose,
+    Flatten,
+    HalvesPartition,
+    InvertibleConv1x1,
+    Logit,
+    ScaleFn,
+    ScaleLayer,
+    Squeeze,
+    Transform,
+)
 
 __all__ = ["FlowConfig", "NICEConfig", "RealNVPConfig", "GlowConfig", "Flow", "NICE", "RealNVP", "Glow",
            "default_nice_config", "default_realnvp_config", "default_glow_config", "max_squeezes"]
@@ -264,7 +278,7 @@ class Flow(GenerativeModel):
             h, log_det_pre = self.preprocess(h)
         log_det = x.new_zeros(x.shape[0])
         pieces = []
-        for level, split in zip(self.levels, self.splits):
+        for level, split in zip(self.levels, self.splits, strict=True):
             h, ld = level(h)
             log_det = log_det + ld
             if split:  # RealNVP §3.6: factor out half the channels to the base
@@ -293,9 +307,9 @@ class Flow(GenerativeModel):
         if z.ndim != 2 or z.shape[1] != self.spec.dim:
             raise ValueError(f"{self.family}.inverse expects z of shape [B, {self.spec.dim}], got {tuple(z.shape)}")
         sizes = [math.prod(s) for s in self.z_shapes]
-        pieces = [p.reshape(len(z), *s) for p, s in zip(z.split(sizes, 1), self.z_shapes)]
+        pieces = [p.reshape(len(z), *s) for p, s in zip(z.split(sizes, 1), self.z_shapes, strict=True)]
         h, k = pieces[-1], len(pieces) - 2
-        for level, split in zip(reversed(self.levels), reversed(self.splits)):
+        for level, split in zip(reversed(self.levels), reversed(self.splits), strict=True):
             if split:
                 h = torch.cat([pieces[k], h], 1)
                 k -= 1

@@ -35,9 +35,9 @@ import math
 import os
 import platform
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -271,7 +271,8 @@ def _accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1000) ->
     if len(x) == 0:
         return float("nan")
     model.eval()
-    correct = sum(int((model(xb).argmax(1) == yb).sum()) for xb, yb in zip(x.split(batch_size), y.split(batch_size)))
+    correct = sum(int((model(xb).argmax(1) == yb).sum())
+                  for xb, yb in zip(x.split(batch_size), y.split(batch_size), strict=True))
     return correct / len(x)
 
 

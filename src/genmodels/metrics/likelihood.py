@@ -14,8 +14,9 @@ from __future__ import annotations
 import inspect
 import math
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -35,6 +36,7 @@ class NLLReport:
         bpd_stderr: its standard error (std over examples / √N), bits/dim.
         terms_bpd: the named parts of ``bpd`` (for DDPM ``prior`` = L_T, ``diffusion`` = Σ L_t,
             ``reconstruction`` = L_0), bits/dim; they sum to ``bpd``.
+        terms_nats: the same parts in nats per example; they sum to ``nats``.
         nats: the mean NLL in nats per example (the unit of binarized-image results, e.g. 86.8 nats on
             binarized MNIST). nats_stderr: its standard error.
         examples: N, the number of examples evaluated.
@@ -48,6 +50,7 @@ class NLLReport:
     bpd: float
     bpd_stderr: float
     terms_bpd: dict[str, float]
+    terms_nats: dict[str, float]
     nats: float
     nats_stderr: float
     examples: int
@@ -110,6 +113,7 @@ def _report(nll_kind: str, nll: Tensor, terms_nats: dict[str, float], spec, star
         bpd=float(nats_to_bpd(nll.mean().item(), spec)),
         bpd_stderr=float(nats_to_bpd(stderr, spec)),
         terms_bpd={k: float(nats_to_bpd(v, spec)) for k, v in terms_nats.items()},
+        terms_nats=dict(terms_nats),
         nats=nll.mean().item(),
         nats_stderr=stderr,
         examples=n,

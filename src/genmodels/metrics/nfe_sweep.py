@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -83,7 +84,7 @@ def parse_sampler(text: str) -> tuple[str, dict[str, float]]:
     return name.strip(), options
 
 
-def _draw(model: "GenerativeModel", sampler: str, steps: int | None, n: int, seed: int, batch_size: int, options: dict,
+def _draw(model: GenerativeModel, sampler: str, steps: int | None, n: int, seed: int, batch_size: int, options: dict,
           path: Path | None, progress: Callable[[Iterable], Iterable] | None) -> tuple[Tensor, int, float]:
     """Samples, NFE and seconds, from the cache when present."""
     from ..sampling import draw_in_batches
@@ -104,7 +105,7 @@ def _draw(model: "GenerativeModel", sampler: str, steps: int | None, n: int, see
     return out.x0.cpu(), out.nfe, seconds
 
 
-def nfe_sweep(model: "GenerativeModel", samplers: Sequence[str], nfes: Sequence[int] | Mapping[str, Sequence[int]],
+def nfe_sweep(model: GenerativeModel, samplers: Sequence[str], nfes: Sequence[int] | Mapping[str, Sequence[int]],
               quality: Callable[[Tensor], dict],
               *, n: int = 500, seed: int = 0, batch_size: int = 100, ode_tolerances: Sequence[float] = (1e-2, 1e-3),
               cache_dir: str | Path | None = None, sampler_options: dict[str, dict] | None = None,

@@ -21,15 +21,16 @@ features are computed here once, in batches, and reused by all metrics and the f
 are cached on disk), instead of torchmetrics running the network once per metric. Torchmetrics
 accumulates the means and covariances in float64 (:func:`frechet_distance` hands it float64
 features): the matrix square root of the Fréchet distance loses precision quickly in float32.
-"""
+"""  # noqa: E501  (markdown table rows: a wrapped row would break the table)
 
 from __future__ import annotations
 
 import importlib.util
 import time
 import warnings
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch

@@ -1,4 +1,5 @@
-"""Backbones that know nothing of the models: UNet, MLP, embeddings, coders, energy, coupling, masked and causal nets."""
+"""Backbones that know nothing of the models: UNet, MLP, embeddings, coders, energy, coupling, masked and causal
+nets."""
 
 from __future__ import annotations
 

@@ -15,6 +15,7 @@ Two kinds, chosen by :class:`CoderConfig.backbone`:
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -50,7 +51,8 @@ class CoderConfig:
         if self.activation not in ("relu", "elu", "silu"):
             raise ValueError(f"activation must be relu, elu or silu, got {self.activation!r}")
         if self.hidden < 1 or self.depth < 1 or self.channels < 1:
-            raise ValueError(f"hidden, depth and channels must be ≥ 1, got {self.hidden}, {self.depth}, {self.channels}")
+            raise ValueError(f"hidden, depth and channels must be ≥ 1, "
+                             f"got {self.hidden}, {self.depth}, {self.channels}")
 
 
 def _act(name: str) -> nn.Module:
@@ -59,7 +61,7 @@ def _act(name: str) -> nn.Module:
 
 def _mlp(sizes: list[int], activation: str, last_activation: bool) -> nn.Sequential:
     layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2 or last_activation:
             layers.append(_act(activation))

@@ -153,7 +153,8 @@ class UNet(nn.Module):
                 c = w
             if level > 0:
                 self.up.append(nn.Conv2d(c, c, 3, padding=1))  # after nearest upsampling to the skip's size
-        self.out = nn.Sequential(nn.GroupNorm(cfg.groups, c), nn.SiLU(), _zero(nn.Conv2d(c, out_channels or in_channels, 3, padding=1)))
+        self.out = nn.Sequential(nn.GroupNorm(cfg.groups, c), nn.SiLU(),
+                                 _zero(nn.Conv2d(c, out_channels or in_channels, 3, padding=1)))
 
     def forward(self, x: Tensor, c_noise: Tensor) -> Tensor:
         """x ``[B, C, H, W]``, c_noise ``[B]`` -> ``[B, C_out, H, W]``."""

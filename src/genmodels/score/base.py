@@ -18,7 +18,7 @@ from typing import ClassVar, Literal, get_args
 import torch
 from torch import Tensor
 
-from ..core import GenerativeModel, NLLOutput, NoLikelihoodError, Progress
+from ..core import GenerativeModel, NLLOutput, NoLikelihoodError
 
 __all__ = ["ScoreModel", "Init"]
 

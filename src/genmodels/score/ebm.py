@@ -32,11 +32,11 @@ from typing import ClassVar, Literal, get_args
 import torch
 from torch import Tensor, nn
 
-from ..core import DataSpec, SampleOutput
+from ..core import DataSpec, Progress, SampleOutput
 from ..divergence import EXACT_TRACE_MAX_DIM, ProbeNoise
 from ..nets.energy import EnergyConvConfig, EnergyConvNet, EnergyMLP, EnergyMLPConfig
 from . import losses as L
-from .base import Init, Progress, ScoreModel
+from .base import Init, ScoreModel
 from .langevin import langevin_dynamics
 
 __all__ = ["EBMConfig", "EBM", "EBMLoss"]

@@ -23,8 +23,8 @@ with the other diffusion samplers (:mod:`genmodels.diffusion.pc`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor

@@ -37,7 +37,8 @@ All functions are pure: they draw only from the ``generator`` they are given.
 from __future__ import annotations
 
 import math
-from typing import Callable, Literal, get_args
+from collections.abc import Callable
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor

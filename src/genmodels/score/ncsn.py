@@ -46,11 +46,11 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from ..core import DataSpec, SampleOutput
+from ..core import DataSpec, Progress, SampleOutput
 from ..nets import noise_conditional_net
 from ..nets.mlp import MLPConfig
 from ..nets.unet import UNetConfig, unet_preset
-from .base import Init, Progress, ScoreModel
+from .base import Init, ScoreModel
 from .langevin import annealed_langevin_dynamics
 from .losses import geometric_sigmas, multiscale_denoising_score_matching
 

@@ -7,7 +7,8 @@ Generative model (top-down, Markovian; the same for both inference variants):
 
 Inference, two variants (``HVAEConfig.inference``):
 
-- ``bottom_up`` (default): the seed's Markovian encoder q(z_1 | x) Π_l q(z_{l+1} | z_l) (seed 000, Eq. for the HVAE ELBO).
+- ``bottom_up`` (default): the seed's Markovian encoder q(z_1 | x) Π_l q(z_{l+1} | z_l) (seed 000, Eq. for the HVAE
+  ELBO).
   The ELBO per layer (seed 000's expansion) is
   ``E_q[log p(x|z_1)] − Σ_{l<L} E_q[log q(z_l|z_{l−1}) − log p(z_l|z_{l+1})] − E_q[KL(q(z_L|z_{L−1}) ‖ p(z_L))]``;
   the layers below the top have no closed form (z_{l+1} is drawn *after* z_l), so their terms are single-sample
@@ -110,7 +111,8 @@ class HVAE(LatentVariableModel):
             # q(z_1 | x) from the encoder, q(z_{l+1} | z_l) from an MLP on z_l
             self.q_first = nn.Linear(feat, 2 * dims[0])
             self.q_up = nn.ModuleList(
-                nn.Sequential(nn.Linear(dims[l], hid), act(), nn.Linear(hid, hid), act(), nn.Linear(hid, 2 * dims[l + 1]))
+                nn.Sequential(nn.Linear(dims[l], hid), act(), nn.Linear(hid, hid), act(),
+                              nn.Linear(hid, 2 * dims[l + 1]))
                 for l in range(n - 1))
         else:
             # deterministic bottom-up features h_1 … h_L; q(z_L | h_L); residual q(z_l | g_l, h_l)
@@ -173,7 +175,8 @@ class HVAE(LatentVariableModel):
                 mu_q, lv_q = mu_p + d_mu, _soft_clamp(lv_p + d_lv)
                 zs[l] = L.reparameterize(mu_q, lv_q, generator)
                 kl[l] = normal_kl(mu_q, lv_q, mu_p, lv_p)  # analytic given z_{l+1}
-                log_ratio = log_ratio + (normal_log_prob(zs[l], mu_p, lv_p) - normal_log_prob(zs[l], mu_q, lv_q)).sum(-1)
+                log_ratio = log_ratio + (normal_log_prob(zs[l], mu_p, lv_p)
+                                         - normal_log_prob(zs[l], mu_q, lv_q)).sum(-1)
         params = self.decode(zs[0])
         log_px = L.log_prob(params, rep(x), self.likelihood, self.spec).view(S, B)
         return LatentPass(log_px, [k.view(S, B, -1) for k in kl], log_ratio.view(S, B), params)

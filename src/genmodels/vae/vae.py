@@ -173,7 +173,8 @@ class LatentVariableModel(GenerativeModel):
         if self.training:
             # detached tensors: no device sync per step; train_metrics() reads them when the trainer logs
             self._last_metrics = {"kl_weight": torch.tensor(beta), "reconstruction": -p.log_px.detach().mean(),
-                                  **{n: kl.detach().sum(-1).mean() for n, kl in zip(self.kl_names(), p.kl)}}
+                                  **{n: kl.detach().sum(-1).mean()
+                                     for n, kl in zip(self.kl_names(), p.kl, strict=True)}}
         if cfg.objective == "iwae":
             return -logmeanexp(p.log_px + beta * p.log_ratio, 0)
         kl_total = 0.0
@@ -211,9 +212,9 @@ class LatentVariableModel(GenerativeModel):
             p = self.latent_pass(x, s, generator)
             log_w.append((p.log_px + p.log_ratio).double())
             recon = recon - p.log_px.double().sum(0)
-            kls = [a + kl.double().sum((0, 2)) for a, kl in zip(kls, p.kl)]
+            kls = [a + kl.double().sum((0, 2)) for a, kl in zip(kls, p.kl, strict=True)]
             done += s
-        terms = {"reconstruction": recon / k, **{n: kl / k for n, kl in zip(names, kls)}}
+        terms = {"reconstruction": recon / k, **{n: kl / k for n, kl in zip(names, kls, strict=True)}}
         elbo_nll = sum(terms.values())
         if k == 1:
             return NLLOutput(elbo_nll, terms, "bound")
@@ -272,12 +273,10 @@ class LatentVariableModel(GenerativeModel):
     @torch.no_grad()
     def eval_extras(self, x: Tensor, report: Any, options: EvalOptions) -> dict[str, Any]:
         """The bound's name, the ELBO of the same samples beside an IWAE bound (``elbo_bpd``, ``elbo_nats``), the
-        terms in nats, the active units of each layer (Burda et al. 2016, §5.2) and the latent sizes."""
-        gap = report.terms_bpd.get("iwae_gap", 0.0)
-        nats_per_bpd = self.spec.dim * math.log(2)
+        active units of each layer (Burda et al. 2016, §5.2) and the latent sizes."""
         return {"bound": f"IWAE-{options.k}" if options.k > 1 else "ELBO",
-                "elbo_bpd": report.bpd - gap, "elbo_nats": report.nats - gap * nats_per_bpd,
-                "terms_nats": {n: v * nats_per_bpd for n, v in report.terms_bpd.items()},
+                "elbo_bpd": report.bpd - report.terms_bpd.get("iwae_gap", 0.0),
+                "elbo_nats": report.nats - report.terms_nats.get("iwae_gap", 0.0),
                 "active_units": self.active_units(x.to(self.device)), "latent_dims": list(self.latent_dims)}
 
     def figures(self, data: Dataset, out: Path, generator: torch.Generator | None = None) -> list[Path]:
@@ -296,7 +295,7 @@ class LatentVariableModel(GenerativeModel):
     def active_units(self, x: Tensor, threshold: float = 1e-2, batch_size: int = 500) -> list[int]:
         """Active latent units per layer (bottom first): dimensions u with Cov_x(E_q[z_u | x]) > ``threshold``
         over the examples ``x`` (Burda et al. 2016, §5.2; posterior means from :meth:`latent_means`)."""
-        means = [torch.cat(m) for m in zip(*(self.latent_means(xb) for xb in x.split(batch_size)))]
+        means = [torch.cat(m) for m in zip(*(self.latent_means(xb) for xb in x.split(batch_size)), strict=True)]
         return [int((m.double().var(0) > threshold).sum()) for m in means]
 
 
