@@ -34,17 +34,15 @@ def write_figures(model, data, out: Path, generator: torch.Generator) -> list[Pa
     Returns:
         the written paths, in the order above (the picture before its WAV files).
     """
-    from ..viz import save_grid, save_samples
+    from ..viz import save_samples, save_temperature_grids
 
     out = Path(out)
     written: list[Path] = []
     spec, g = model.spec, generator
     if spec.is_image:
-        scale = max(1, 32 // spec.event_shape[-1])
         with torch.no_grad():
-            written.append(save_grid(model.sample(64, g), out / "samples.png", scale=scale))
-            written.append(save_grid(model.sample(64, g, temperature=TEMPERATURE), out / "samples_t0.7.png",
-                                     scale=scale))
+            written += save_temperature_grids(lambda n, t: model.sample(n, g, temperature=t), out,
+                                              (1.0, TEMPERATURE), scale=max(1, 32 // spec.event_shape[-1]))
     elif spec.is_sequence:
         with torch.no_grad():
             written += save_samples(model.sample(8, g), spec, out / "samples.png")

@@ -37,17 +37,15 @@ def write_figures(model, data, out: Path, generator: torch.Generator) -> list[Pa
         the written paths, in the order above.
     """
     from ..data.toys import toy_has_density, toy_log_density
-    from ..viz import save_density_maps, save_grid
+    from ..viz import save_density_maps, save_grid, save_temperature_grids
 
     out = Path(out)
     written: list[Path] = []
     spec, g = model.spec, generator
     if spec.is_image:
-        scale = max(1, 32 // spec.event_shape[-1])
         with torch.no_grad():
-            written.append(save_grid(model.sample(64, g), out / "samples.png", scale=scale))
-            written.append(save_grid(model.sample(64, g, temperature=TEMPERATURE), out / "samples_t0.7.png",
-                                     scale=scale))
+            written += save_temperature_grids(lambda n, t: model.sample(n, g, temperature=t), out,
+                                              (1.0, TEMPERATURE), scale=max(1, 32 // spec.event_shape[-1]))
     elif spec.event_shape == (2,):
         name = data.spec.name
         test = data.test[:1000]
