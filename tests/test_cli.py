@@ -143,3 +143,10 @@ def test_default_config_clips_x0_only_for_discrete_data():
     assert default_config(load_dataset("digits").spec).clip_x0
     # the 8-Gaussian toy reaches radius 8/√33 ≈ 1.39: clipping x̂_0 to [−1, 1] would cut its modes
     assert not default_config(load_dataset("8gaussians").spec).clip_x0
+
+
+def test_evaluate_calibrates_on_no_more_examples_than_it_evaluates(trained_run):
+    """A 5-image evaluation calibrates its step proposal on 5 training images, not 128 (issue 15)."""
+    small = json.loads(_ok(runner.invoke(app, ["evaluate", str(trained_run), "--limit", "5", "--no-progress",
+                                               "--out", str(trained_run / "small.json")])).output)
+    assert small["estimator"]["proposal"] == "calibrated on 5 training examples, 32 steps"

@@ -335,3 +335,13 @@ def test_save_waveforms(tmp_path, shape):
 def test_save_waveforms_bad_shape(tmp_path, shape):
     with pytest.raises(ValueError, match="save_waveforms expects"):
         viz.save_waveforms(torch.zeros(shape), tmp_path / "w.png")
+
+
+def test_loss_curve_of_a_single_point_is_not_empty(tmp_path):
+    """One logged point (a 1-step run) still shows as a marker, not an empty axis."""
+    metrics = tmp_path / "m.jsonl"
+    metrics.write_text('{"step": 1, "loss": 0.5}\n')
+    with Image.open(viz.save_loss_curve(metrics, tmp_path / "one.png", smoothing=0.0)) as im:
+        a = np.asarray(im.convert("RGB")).astype(int)
+    blue = (abs(a[..., 0] - 31) < 30) & (abs(a[..., 1] - 119) < 30) & (abs(a[..., 2] - 180) < 30)  # C0
+    assert blue.sum() > 20

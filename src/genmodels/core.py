@@ -309,10 +309,11 @@ class GenerativeModel(nn.Module):
         return {}
 
     def nll_kwargs(self, options: EvalOptions, train: Tensor | None = None,
-                   generator: torch.Generator | None = None) -> dict[str, Any]:
+                   generator: torch.Generator | None = None, n_examples: int | None = None) -> dict[str, Any]:
         """Keywords of :meth:`nll_terms` for an evaluation with ``options`` (only the fields in
         :attr:`eval_options` are read); ``train`` gives pilot examples for estimators that calibrate on data
-        (never the evaluated ones)."""
+        (never the evaluated ones), ``n_examples`` the number to be evaluated (so that a calibration costs no more
+        than the evaluation it serves)."""
         return {}
 
     def eval_extras(self, x: Tensor, report: Any, options: EvalOptions) -> dict[str, Any]:

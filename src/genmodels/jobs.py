@@ -275,7 +275,7 @@ def run_evaluate(run: Path, split: str, limit: int | None, options: EvalOptions,
     run_config = _likelihood_run(run)
     model, dataset, x = _load_split(run, raw, split, limit, run_config)
     _check_eval_options(model, options, run_config)
-    kwargs = model.nll_kwargs(options, dataset.train, _generator(seed + 1))  # pilot draws: their own stream
+    kwargs = model.nll_kwargs(options, dataset.train, _generator(seed + 1), len(x))  # pilot draws: their own stream
     report = evaluate_nll(model, x, batch_size=batch_size, generator=_generator(seed),
                           progress=progress_bar(progress, "evaluate"), **kwargs)
     result = {"model": run_config.model, "data": run_config.data, "split": split, "weights": "raw" if raw else "ema",

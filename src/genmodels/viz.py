@@ -543,6 +543,8 @@ def save_loss_curve(
         ax.legend()
     else:
         ax.plot(steps, values, color="C0", linewidth=1.2)
+    if len(steps) == 1:  # a line of one point draws nothing: mark it
+        ax.plot(steps, values, "o", color="C0")
     if finite.size and (finite > 0).all():
         ax.set_yscale("log")
     ax.set(xlabel="step", ylabel=key, title=f"{key} vs step")

@@ -143,7 +143,7 @@ class DiffusionModel(GenerativeModel):
 
     # ------------------------------------------------------------------ evaluation and pictures
     def nll_kwargs(self, options: EvalOptions, train: Tensor | None = None,
-                   generator: torch.Generator | None = None) -> dict[str, Any]:
+                   generator: torch.Generator | None = None, n_examples: int | None = None) -> dict[str, Any]:
         """``exact`` (all T terms) or ``t_samples`` stratified terms per example."""
         return {"exact": True} if options.exact else {"t_samples": options.t_samples}
 

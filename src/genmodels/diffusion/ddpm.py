@@ -252,25 +252,33 @@ class DDPM(DiffusionModel):
 
     # ------------------------------------------------------------------ evaluation and pictures
     def nll_kwargs(self, options: EvalOptions, train: Tensor | None = None,
-                   generator: torch.Generator | None = None) -> dict[str, Any]:
+                   generator: torch.Generator | None = None, n_examples: int | None = None) -> dict[str, Any]:
         """The bound's estimator: ``exact`` (all T terms) or ``t_samples`` stratified draws from the step proposal,
-        calibrated (:meth:`calibrate_proposal`, 32 steps) on the first 128 of ``train`` when ``options.calibrate``
-        (pilot examples, never the evaluated ones, so the estimate stays unbiased)."""
-        kwargs = super().nll_kwargs(options, train, generator)
+        calibrated (:meth:`calibrate_proposal`, 32 steps) on the first :func:`pilot_size` of ``train`` when
+        ``options.calibrate`` (pilot examples, never the evaluated ones, so the estimate stays unbiased)."""
+        kwargs = super().nll_kwargs(options, train, generator, n_examples)
         if options.calibrate and not options.exact and train is not None:
-            kwargs["proposal"] = self.calibrate_proposal(train[:128].to(self.device), generator, grid=32)
+            pilot = train[:pilot_size(n_examples)].to(self.device)
+            kwargs["proposal"] = self.calibrate_proposal(pilot, generator, grid=32)
         return kwargs
 
     def eval_extras(self, x: Tensor, report: Any, options: EvalOptions) -> dict[str, Any]:
         """The estimator's proposal, when calibrated."""
         if "proposal" not in report.estimator:
             return {}
-        return {"estimator": {**report.estimator, "proposal": "calibrated on 128 training examples, 32 steps"}}
+        note = f"calibrated on {pilot_size(len(x))} training examples, 32 steps"
+        return {"estimator": {**report.estimator, "proposal": note}}
 
     def schedule_curves(self) -> dict[str, DiscreteSchedule]:
         """The linear and cosine schedules at this T, for the schedule plot."""
         return {f"DDPM {k}": DiscreteSchedule.from_config(ScheduleConfig(kind=k, T=self.T))
                 for k in ("linear", "cosine")}
+
+
+def pilot_size(n_examples: int | None) -> int:
+    """Training examples the step proposal is calibrated on: 128, or as many as are evaluated when fewer (the
+    calibration's 32 steps × 128 examples would otherwise cost far more than a small evaluation itself)."""
+    return 128 if n_examples is None else max(1, min(128, n_examples))
 
 
 def default_config(spec: DataSpec) -> DDPMConfig:

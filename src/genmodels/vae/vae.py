@@ -266,7 +266,7 @@ class LatentVariableModel(GenerativeModel):
         return {"sampler": "mean"}
 
     def nll_kwargs(self, options: EvalOptions, train: Tensor | None = None,
-                   generator: torch.Generator | None = None) -> dict[str, Any]:
+                   generator: torch.Generator | None = None, n_examples: int | None = None) -> dict[str, Any]:
         """``k`` importance samples: the IWAE bound (Burda et al. 2016, Eq. 8); k = 1 is the ELBO."""
         return {"k": options.k}
 
