@@ -581,7 +581,7 @@ def save_quality_vs_cost(curves: Mapping[str, Sequence[tuple[float, float, float
         ax_t.plot(arr[:, 1], arr[:, 2], marker="o", label=name)
     for ax, xlabel in ((ax_n, "network evaluations (NFE)"), (ax_t, "seconds per sample")):
         if floor is not None:
-            ax.axhline(floor, color="0.4", linestyle="--", linewidth=1, label="floor: test vs train")
+            ax.axhline(floor, color="0.4", linestyle="--", linewidth=1, label="reference: test vs train")
         for label, v in (references or {}).items():
             ax.axhline(v, color="0.6", linestyle=":", linewidth=1, label=label)
         ax.set_xscale("log")

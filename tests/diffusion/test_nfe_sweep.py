@@ -36,7 +36,7 @@ def test_sweep_rows_cache_and_table(tmp_path):
     assert model.net.calls == calls
     assert [r.quality for r in again] == [r.quality for r in rows]
     table = sweep_table(rows, metrics=("fd",), floor={"fd": 0.0})
-    assert table.count("\n") == len(rows) + 2 and "floor" in table
+    assert table.count("\n") == len(rows) + 2 and "reference: test vs train" in table
     path = save_quality_vs_cost({s: [(r.nfe, max(r.seconds_per_sample, 1e-6), r.quality["fd"]) for r in rows
                                      if r.sampler == s] for s in ("ddim", "heun")}, tmp_path / "sweep.png",
                                 floor=0.01, references={"ancestral 1000": 0.02})

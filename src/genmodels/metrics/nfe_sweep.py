@@ -193,5 +193,5 @@ def sweep_table(rows: Sequence[SweepRow], metrics: Sequence[str] = ("fd", "kid",
         lines.append(f"| {label} | {r.nfe} | {vals} | {r.seconds_per_sample:.3f} |")
     if floor:
         vals = " | ".join(fmt(floor.get(m, "")) for m in metrics)
-        lines.append(f"| *floor: test vs train* | — | {vals} | — |")
+        lines.append(f"| *reference: test vs train (real data; not a bound)* | — | {vals} | — |")
     return "\n".join(lines)

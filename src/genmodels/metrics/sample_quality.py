@@ -4,7 +4,10 @@ Images are compared in a feature space (:mod:`genmodels.metrics.features`: a cla
 dataset's own train split, or Inception v3 where the user has its weights); vector data (the 2-D
 toys) is compared directly. The reference is the test split. Every score comes with its **floor**:
 the same metric for as many train examples in the samples' place, so the sample-size bias is the
-same; a model is as good as real data when its score reaches the floor (:func:`sample_quality`).
+same; a model is as good as real data when its score reaches the floor (:func:`sample_quality`). The floor is a
+reference, not a lower bound: it is itself an estimate from finitely many examples, and a model's samples can score
+below it by chance (an NCSN on a 2-D toy scored 0.125 against a floor of 0.189); the keys keep the name ``*_floor``
+for compatibility.
 
 | metric | function | source |
 |---|---|---|
