@@ -3,7 +3,16 @@
 A dataset name resolves to a :class:`Dataset`: train and test tensors plus a
 :class:`~genmodels.core.DataSpec` (DESIGN.md, "Data"). Loaders register themselves in
 :data:`DATASETS`; :func:`load_dataset` dispatches on the name, or on the prefix for the user's own
-files (``idx:DIR``, ``folder:DIR``, ``npz:FILE``).
+files (``idx:DIR``, ``folder:DIR``, ``npz:FILE``, ``wav:DIR``).
+
+Options. A prefixed name may end in ``?key=value&key=value`` options that its entry declares
+(:class:`DataOption`), e.g. ``folder:faces?alpha=keep`` or ``npz:series.npz?layout=sequence``;
+quote the name in a shell (``?`` and ``&`` are special there). :func:`parse_options` checks them.
+
+Identity. A run stores where its data came from and what it looked like: :func:`resolve_source`
+(absolute paths for the user's files, every option written out; embedded names unchanged) and a
+:class:`DataFingerprint` (event shape, split sizes, levels, a hash of a fixed sample of the values),
+so a later command finds the same data from any working folder and notices when it changed.
 
 Scaling (the convention of :mod:`genmodels.core`, written once here in :func:`scale_discrete`).
 Discrete data with ``n_bins`` levels ``k ∈ {0, …, n_bins−1}`` is stored as
@@ -19,10 +28,12 @@ Every bad input raises :class:`DataError`, whose message names the file or datas
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -31,14 +42,22 @@ from torch import Tensor
 from genmodels.core import DataSpec
 from genmodels.registry import Registry
 
+if TYPE_CHECKING:
+    from genmodels.data.sequences import Quantization
+
 __all__ = [
     "DataError",
     "Dataset",
     "DatasetEntry",
+    "DataOption",
+    "DataFingerprint",
     "DATASETS",
     "SPLIT_SEED",
     "load_dataset",
     "list_datasets",
+    "parse_options",
+    "resolve_source",
+    "source_location",
     "scale_discrete",
     "unscale_discrete",
     "holdout_split",
@@ -72,6 +91,9 @@ class Dataset:
             dataset).
         train_labels: ``[N]`` int64 class labels, or ``None``.
         test_labels: ``[M]`` int64 class labels, or ``None``.
+        quantization: for series the loader quantized (``npz:FILE?layout=sequence``, ``wav:DIR``),
+            how levels map back to the user's values
+            (:class:`~genmodels.data.sequences.Quantization`); ``None`` otherwise.
 
     Raises:
         DataError: if the tensors disagree with ``spec`` or with each other (a loader bug or bad
@@ -83,6 +105,7 @@ class Dataset:
     test: Tensor
     train_labels: Tensor | None = None
     test_labels: Tensor | None = None
+    quantization: Quantization | None = None
 
     def __post_init__(self) -> None:
         name = self.spec.name
@@ -116,19 +139,45 @@ class Dataset:
 
 
 @dataclass(frozen=True)
+class DataOption:
+    """One ``?key=value`` option of a prefixed dataset (``folder:DIR?alpha=keep``).
+
+    Attributes:
+        name: the key.
+        default: the value when the option is not given.
+        choices: the allowed values; empty for an integer option (at least ``minimum``, or ``default``).
+        help: what it does, for ``genmodels datasets``.
+        minimum: the smallest integer an integer option takes.
+    """
+
+    name: str
+    default: str
+    choices: tuple[str, ...] = ()
+    help: str = ""
+    minimum: int = 1
+
+
+@dataclass(frozen=True)
 class DatasetEntry:
     """How to load one dataset, or one family of datasets named by a prefix.
 
     Attributes:
         load: ``load(arg, seed) -> Dataset``; ``arg`` is the full name for plain names
-            (``"moons"``) and the part after the prefix for prefixed ones (the ``DIR`` of ``idx:DIR``).
+            (``"moons"``) and the part after the prefix for prefixed ones (the ``DIR`` of ``idx:DIR``,
+            with any ``?options``; the loader reads them with :func:`parse_options`).
         description: one line for ``genmodels datasets``.
         pattern: how the name is written in listings (``"idx:DIR"``); defaults to the name.
+        options: the ``?key=value`` options the prefix takes (:class:`DataOption`).
+        paths: the argument is a file or folder (made absolute by :func:`resolve_source`).
+        wraps: the argument is another dataset name (``binary:NAME``), resolved in turn.
     """
 
     load: Callable[[str, int], Dataset]
     description: str
     pattern: str | None = None
+    options: tuple[DataOption, ...] = ()
+    paths: bool = False
+    wraps: bool = False
 
 
 DATASETS: Registry[DatasetEntry] = Registry("dataset")
@@ -142,7 +191,8 @@ def load_dataset(name: str, *, seed: int = 0) -> Dataset:
     Args:
         name: a registered name (``"digits"``, ``"mnist5k"``, ``"fashion-mnist"``, ``"moons"``,
             ``"swissroll"``, ``"8gaussians"``, ``"checkerboard"``; case-insensitive) or a prefixed
-            path (``"idx:DIR"``, ``"folder:DIR"``, ``"npz:FILE"``); see :func:`list_datasets`.
+            path (``"idx:DIR"``, ``"folder:DIR"``, ``"npz:FILE"``, ``"wav:DIR"``), with its
+            ``?key=value&…`` options (``"folder:faces?alpha=keep"``); see :func:`list_datasets`.
         seed: seed of generated data (the 2-D toys). Real data ignores it: its held-out split is
             fixed (:data:`SPLIT_SEED`) so that test numbers are comparable across runs.
     Returns:
@@ -177,9 +227,202 @@ def list_datasets() -> list[tuple[str, str]]:
 
     Returns:
         ``(name or pattern, one-line description)`` pairs, sorted by name; prefixed families
-        appear as their pattern (``"idx:DIR"``).
+        appear as their pattern (``"idx:DIR"``), and the description of one with options ends with
+        them (``options: ?alpha=composite|keep (…)``).
     """
-    return [(DATASETS.get(n).pattern or n, DATASETS.get(n).description) for n in DATASETS.names()]
+    rows = []
+    for n in DATASETS.names():
+        e = DATASETS.get(n)
+        desc = e.description
+        if e.options:
+            desc += "; options (?key=value&...): " + ", ".join(
+                f"{o.name}={'|'.join(o.choices) if o.choices else o.default + '|N'} ({o.help})" for o in e.options)
+        rows.append((e.pattern or n, desc))
+    return rows
+
+
+# ----------------------------------------------------------------------------- options and identity
+
+
+def _prefixed(name: str) -> tuple[str, str] | None:
+    """``(key, arg)`` of a registered prefixed name (``"folder:", "faces?alpha=keep"``), else None."""
+    prefix, sep, arg = name.strip().partition(":")
+    key = prefix.lower() + ":"
+    if sep and len(prefix) > 1 and key in DATASETS:
+        return key, arg
+    return None
+
+
+def parse_options(key: str, arg: str) -> tuple[str, dict[str, str]]:
+    """Split the argument of a prefixed name into its path and its ``?key=value&…`` options.
+
+    Every option the prefix declares is returned, with its default where not given. A ``?`` that is
+    part of an existing path (and not of the path before it) is left alone.
+
+    Args:
+        key: the registered prefix, e.g. ``"folder:"``.
+        arg: what follows it, e.g. ``"faces?alpha=keep"``.
+    Returns:
+        ``(path, {option: value})`` in the order the entry declares its options.
+    Raises:
+        DataError: an unknown option (the message lists the known ones), an option given twice, a
+            piece without ``=``, or a value that is not one of the choices (or not an integer).
+    """
+    entry = DATASETS.get(key)
+    name = key + arg
+    path, query = arg, ""
+    if "?" in arg and entry.options:
+        head, _, tail = arg.rpartition("?")
+        if not (os.path.exists(arg) and not os.path.exists(head)):
+            path, query = head, tail
+    known = {o.name: o for o in entry.options}
+    takes = ", ".join(f"{o.name}={'|'.join(o.choices) or o.default}" for o in entry.options) or "no options"
+    given: dict[str, str] = {}
+    for piece in (p.strip() for p in query.split("&")):
+        if not piece:
+            continue
+        k, sep, v = piece.partition("=")
+        k, v = k.strip().lower(), v.strip()
+        if not sep or not k:
+            raise DataError(f"dataset {name!r}: option {piece!r} is not key=value; "
+                            f"{entry.pattern or key} takes {takes}")
+        if k not in known:
+            raise DataError(f"dataset {name!r}: unknown option {k!r}; {entry.pattern or key} takes {takes} "
+                            f"(`genmodels datasets` describes them)")
+        if k in given:
+            raise DataError(f"dataset {name!r}: option {k!r} is given twice")
+        o = known[k]
+        if o.choices and v.lower() not in o.choices:
+            raise DataError(f"dataset {name!r}: {k}={v!r} is not one of {', '.join(o.choices)}")
+        if not o.choices and v != o.default:
+            try:
+                ok = int(v) >= o.minimum
+            except ValueError:
+                ok = False
+            if not ok:
+                raise DataError(f"dataset {name!r}: {k}={v!r} must be an integer ≥ {o.minimum}"
+                                f"{f' (or {o.default})' if not o.default.isdigit() else ''}")
+        given[k] = v.lower() if o.choices else v
+    return path, {o.name: given.get(o.name, o.default) for o in entry.options}
+
+
+def resolve_source(name: str) -> str:
+    """The dataset name a run stores, so that it loads the same data from any working folder.
+
+    The user's files get an absolute path (``folder:faces`` → ``folder:/home/me/faces``) and every
+    option written out with its value (``folder:/home/me/faces?alpha=composite&background=white``);
+    a wrapper resolves its inner name (``binary:idx:d`` → ``binary:idx:/home/me/d``); embedded
+    names and toys are returned as they are.
+
+    Raises:
+        DataError: a bad option (:func:`parse_options`).
+    """
+    name = name.strip()
+    hit = _prefixed(name)
+    if hit is None or not hit[1]:
+        return name
+    key, arg = hit
+    entry = DATASETS.get(key)
+    if entry.wraps:
+        return key + resolve_source(arg)
+    if not entry.paths:
+        return name
+    path, opts = parse_options(key, arg)
+    query = "&".join(f"{k}={v}" for k, v in opts.items())
+    return key + os.path.abspath(path) + (f"?{query}" if query else "")
+
+
+def source_location(name: str) -> str:
+    """How a message names where a dataset lives: ``the data at /abs/faces`` or ``the dataset 'speech'``."""
+    hit = _prefixed(name)
+    if hit is not None and hit[1]:
+        key, arg = hit
+        entry = DATASETS.get(key)
+        if entry.wraps:
+            return source_location(arg)
+        if entry.paths:
+            return f"the data at {parse_options(key, arg)[0]}"
+    return f"the dataset {name!r}"
+
+
+FINGERPRINT_EXAMPLES = (256, 64)
+"""How many train and test examples :class:`DataFingerprint` hashes (evenly spaced, first and last included)."""
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return f"({shape[0]},)" if len(shape) == 1 else "(" + ",".join(map(str, shape)) + ")"
+
+
+@dataclass(frozen=True)
+class DataFingerprint:
+    """What a dataset looked like when a run was trained on it, cheap to recompute and compare.
+
+    Attributes:
+        event_shape: shape of one example.
+        n_train: training examples. n_test: test examples.
+        n_bins: levels of discrete data, None for continuous data.
+        hashed: how many examples the hash covers (:data:`FINGERPRINT_EXAMPLES` at most per split).
+        sha256: the first 16 hex digits of the SHA-256 of their float32 values (train then test).
+    """
+
+    event_shape: tuple[int, ...]
+    n_train: int
+    n_test: int
+    n_bins: int | None
+    hashed: int
+    sha256: str
+
+    @classmethod
+    def of(cls, ds: Dataset) -> DataFingerprint:
+        """The fingerprint of a loaded dataset (a few hundred examples hashed: milliseconds)."""
+        h, hashed = hashlib.sha256(), 0
+        for x, k in zip((ds.train, ds.test), FINGERPRINT_EXAMPLES, strict=True):
+            n = int(x.shape[0])
+            if n == 0:
+                continue
+            idx = np.unique(np.linspace(0, n - 1, min(n, k)).round().astype(np.int64))
+            h.update(np.ascontiguousarray(x[torch.from_numpy(idx)].numpy(), dtype=np.float32).tobytes())
+            hashed += len(idx)
+        return cls(tuple(ds.spec.event_shape), ds.n_train, ds.n_test, ds.spec.n_bins, hashed, h.hexdigest()[:16])
+
+    def to_json(self) -> dict:
+        """A JSON-ready dict; inverse of :meth:`from_json`."""
+        return {"event_shape": list(self.event_shape), "n_train": self.n_train, "n_test": self.n_test,
+                "n_bins": self.n_bins, "hashed": self.hashed, "sha256": self.sha256}
+
+    @classmethod
+    def from_json(cls, d: dict) -> DataFingerprint:
+        """Rebuild :meth:`to_json`'s dict.
+
+        Raises:
+            ValueError: a missing or badly typed field.
+        """
+        try:
+            fp = cls(tuple(int(s) for s in d["event_shape"]), int(d["n_train"]), int(d["n_test"]),
+                     None if d["n_bins"] is None else int(d["n_bins"]), int(d["hashed"]), str(d["sha256"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"bad data fingerprint {d!r}: {type(e).__name__} {e}") from None
+        return fp
+
+    def changes(self, now: DataFingerprint) -> list[str]:
+        """What differs from ``now``, in words (``["shape (3,32,32) → (4,32,32)", "500 → 480 images"]``);
+        empty when the data is the same."""
+        unit = {3: "images", 2: "sequences"}.get(len(now.event_shape), "examples")
+        out = []
+        if self.event_shape != now.event_shape:
+            out.append(f"shape {_shape_text(self.event_shape)} → {_shape_text(now.event_shape)}")
+        old_n, new_n = self.n_train + self.n_test, now.n_train + now.n_test
+        if old_n != new_n:
+            out.append(f"{old_n} → {new_n} {unit}")
+        elif (self.n_train, self.n_test) != (now.n_train, now.n_test):
+            out.append(f"train/test {self.n_train}/{self.n_test} → {now.n_train}/{now.n_test}")
+        if self.n_bins != now.n_bins:
+            def lv(b):
+                return "continuous" if b is None else f"{b} levels"
+            out.append(f"{lv(self.n_bins)} → {lv(now.n_bins)}")
+        if not out and self.sha256 != now.sha256:
+            out.append(f"same shape and size, but other values in the {now.hashed} {unit} it hashes")
+        return out
 
 
 def _known() -> str:

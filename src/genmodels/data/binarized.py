@@ -49,4 +49,4 @@ def load_binarized(name: str, seed: int = 0) -> Dataset:
 
 DATASETS.register("binary:", DatasetEntry(
     load_binarized, "any discrete image dataset, stochastically binarized once with a fixed seed (n_bins = 2)",
-    pattern="binary:NAME"))
+    pattern="binary:NAME", wraps=True))

@@ -14,6 +14,7 @@ Every bad input raises :class:`~genmodels.data.base.DataError` naming the file a
 from __future__ import annotations
 
 import gzip
+import logging
 import re
 import zipfile
 import zlib
@@ -27,6 +28,7 @@ from genmodels.core import DataSpec
 from genmodels.data.base import (
     DATASETS,
     DataError,
+    DataOption,
     Dataset,
     DatasetEntry,
     check_finite,
@@ -34,11 +36,15 @@ from genmodels.data.base import (
     check_levels,
     continuous_range,
     holdout_split,
+    parse_options,
     scale_discrete,
     to_event_layout,
 )
+from genmodels.data.sequences import fit_quantization, sequence_dataset, series_layout
 
-__all__ = ["read_idx", "load_idx_dir", "load_image_folder", "load_npz", "IMAGE_EXTENSIONS"]
+__all__ = ["read_idx", "load_idx_dir", "load_image_folder", "load_npz", "IMAGE_EXTENSIONS", "ALPHA_MODES"]
+
+logger = logging.getLogger(__name__)
 
 # ----------------------------------------------------------------------------- IDX
 
@@ -180,18 +186,35 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 """File extensions ``folder:DIR`` reads (case-insensitive)."""
 
 
-def _read_image(path: Path) -> np.ndarray:
-    """``[H, W]`` (grayscale) or ``[H, W, 3]`` (colour) uint8 array of one image file."""
+ALPHA_MODES = ("composite", "keep")
+"""``folder:DIR?alpha=``: ``composite`` (the default) over ``background``, or ``keep`` alpha as a channel."""
+BACKGROUNDS = {"white": 255, "black": 0}
+"""``folder:DIR?background=``: the level transparent pixels are composited over (default white)."""
+
+
+def _read_image(path: Path) -> tuple[np.ndarray, str | None]:
+    """``[H, W, C]`` uint8 array of one image file (C = 1 grey, 2 grey + alpha, 3 colour, 4 colour + alpha)
+    and the kind of transparency it had (``"RGBA"``, ``"LA"``) or None.
+
+    The rule: 1-bit and ``L`` stay grey; ``LA``/``La`` (and ``L`` with a transparent level) are grey + alpha;
+    ``RGBA``/``RGBa``/``PA``, and ``P``/``RGB`` with transparency (converted to RGBA first, as Pillow advises,
+    which also keeps its palette-transparency warning away), are colour + alpha; every other mode is RGB.
+    """
     try:
         with Image.open(path) as img:
             img.load()
-            if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-                raise DataError(f"image {path} is {img.mode} (16-bit or float); folder:DIR reads "
+            mode, transparent = img.mode, "transparency" in img.info
+            if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+                raise DataError(f"image {path} is {mode} (16-bit or float); folder:DIR reads "
                                 f"8-bit images only: convert it to 8 bits, or save the array with "
                                 f"numpy.savez and load it as npz:FILE")
-            if img.mode in ("L", "1"):
-                return np.asarray(img.convert("L"), dtype=np.uint8)
-            return np.asarray(img.convert("RGB"), dtype=np.uint8)  # alpha channels are dropped
+            if mode in ("1", "L") and not transparent:
+                return np.asarray(img.convert("L"), dtype=np.uint8)[:, :, None], None
+            if mode in ("LA", "La", "L"):  # L with a transparent level (tRNS): grey + alpha
+                return np.asarray(img.convert("LA"), dtype=np.uint8), "LA"
+            if mode in ("RGBA", "RGBa", "PA") or (mode in ("P", "RGB") and transparent):
+                return np.asarray(img.convert("RGBA"), dtype=np.uint8), "RGBA"
+            return np.asarray(img.convert("RGB"), dtype=np.uint8), None
     except DataError:
         raise
     except Image.DecompressionBombError as e:
@@ -201,19 +224,34 @@ def _read_image(path: Path) -> np.ndarray:
                         f"it is corrupt or not an image: re-save it or remove it from the folder") from None
 
 
-def load_image_folder(directory: str | Path, name: str | None = None) -> Dataset:
+def _composite(a: np.ndarray, background: int) -> np.ndarray:
+    """``[H, W, C+1]`` colour (or grey) + alpha → ``[H, W, C]`` over a uniform ``background`` level, rounded."""
+    c, alpha = a[:, :, :-1].astype(np.int32), a[:, :, -1:].astype(np.int32)
+    return ((c * alpha + background * (255 - alpha) + 127) // 255).astype(np.uint8)
+
+
+def load_image_folder(directory: str | Path, name: str | None = None, *, alpha: str = "composite",
+                      background: str = "white") -> Dataset:
     """Load every image under a folder as one dataset of 8-bit images.
 
     Files with the extensions in :data:`IMAGE_EXTENSIONS` are found recursively (hidden files,
-    whose name starts with ``.``, are skipped) and read in sorted path order with Pillow. Mode
-    ``L`` (and 1-bit) images stay 1 channel; every other mode is converted to RGB (alpha dropped);
-    if the folder mixes grayscale and colour, all images become RGB. Values 0..255 are scaled to
-    ``[−1, 1]`` (``n_bins = 256``), layout ``[N, C, H, W]``. Split: the fixed 90/10 split of
+    whose name starts with ``.``, are skipped) and read in sorted path order with Pillow. Grey
+    images (``1``, ``L``) are 1 channel, colour images 3; if the folder mixes them, all become RGB.
+
+    Transparency (``LA``, ``RGBA``, palette or grey/RGB images with a transparent entry): with
+    ``alpha="composite"`` (the default) each pixel is composited over a uniform ``background``
+    (``white``, the default, or ``black``): ``c' = round((c·a + b·(255 − a))/255)``, so the hidden
+    colours of transparent pixels never become data, and grey + alpha stays 1 channel. With
+    ``alpha="keep"`` alpha is kept as the last channel (grey: 2 channels, colour: 4), and images
+    without it get an opaque one. What was done is logged once (one line). Values 0..255 are scaled
+    to ``[−1, 1]`` (``n_bins = 256``), layout ``[N, C, H, W]``. Split: the fixed 90/10 split of
     :func:`~genmodels.data.base.holdout_split` (at least one test image when N ≥ 2). No labels.
 
     Args:
         directory: the folder.
         name: the name recorded in the spec (default ``"folder:<directory>"``).
+        alpha: ``composite`` or ``keep`` (``folder:DIR?alpha=keep``).
+        background: ``white`` or ``black``, for ``composite`` (``folder:DIR?background=black``).
     Returns:
         a :class:`~genmodels.data.base.Dataset`.
     Raises:
@@ -222,6 +260,9 @@ def load_image_folder(directory: str | Path, name: str | None = None) -> Dataset
     """
     root = Path(directory)
     name = name or f"folder:{directory}"
+    if alpha not in ALPHA_MODES or background not in BACKGROUNDS:
+        raise DataError(f"dataset {name!r}: alpha must be one of {ALPHA_MODES} and background one of "
+                        f"{tuple(BACKGROUNDS)}, got alpha={alpha!r}, background={background!r}")
     if not root.is_dir():
         what = "is a file, not a folder" if root.exists() else "does not exist"
         raise DataError(f"dataset {name!r}: {root} {what}; give a folder of image files "
@@ -232,18 +273,41 @@ def load_image_folder(directory: str | Path, name: str | None = None) -> Dataset
         raise DataError(f"dataset {name!r}: folder {root} holds no image files "
                         f"({', '.join(IMAGE_EXTENSIONS)}, searched recursively); put images in it")
     images: list[np.ndarray] = []
+    transparent: dict[str, int] = {}
     for p in paths:
-        a = _read_image(p)
+        a, kind = _read_image(p)
         if images and a.shape[:2] != images[0].shape[:2]:
             (h0, w0), (h1, w1) = images[0].shape[:2], a.shape[:2]
             raise DataError(f"dataset {name!r}: images differ in size: {paths[0]} is {w0}x{h0} but {p} "
                             f"is {w1}x{h1} (width x height); resize or crop them all to one size "
                             f"(e.g. PIL.ImageOps.fit) before loading")
+        if kind is not None:
+            transparent[kind] = transparent.get(kind, 0) + 1
+            if alpha == "composite":
+                a = _composite(a, BACKGROUNDS[background])
         images.append(a)
-    if any(a.ndim == 3 for a in images):  # mixed grayscale and colour: all to RGB (like PIL L -> RGB)
-        images = [a if a.ndim == 3 else np.repeat(a[:, :, None], 3, axis=2) for a in images]
-    x = np.stack(images)  # [N, H, W] or [N, H, W, 3]
-    x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)  # [N, C, H, W]
+    keep_alpha = alpha == "keep" and bool(transparent)
+    colour = any(a.shape[2] in (3, 4) for a in images)
+    unified = []
+    for a in images:
+        has_alpha = a.shape[2] in (2, 4)
+        c, al = (a[:, :, :-1], a[:, :, -1:]) if has_alpha else (a, None)
+        if colour and c.shape[2] == 1:  # mixed grayscale and colour: all to RGB (like PIL L -> RGB)
+            c = np.repeat(c, 3, axis=2)
+        if keep_alpha:
+            c = np.concatenate([c, al if al is not None else np.full_like(c[:, :, :1], 255)], axis=2)
+        unified.append(c)
+    x = np.stack(unified).transpose(0, 3, 1, 2)  # [N, C, H, W]
+    if transparent:
+        kinds = " and ".join(f"{n} {k}" for k, n in sorted(transparent.items()))
+        if alpha == "composite":
+            logger.info("%s: composited %s images over %s; pass ?alpha=keep to model transparency",
+                        name, kinds, background)
+        else:
+            opaque = len(images) - sum(transparent.values())
+            logger.info("%s: kept the alpha channel of %s images as channel %d of %d%s; pass ?alpha=composite to "
+                        "composite over white instead", name, kinds, x.shape[1], x.shape[1],
+                        f" (opaque for the other {opaque})" if opaque else "")
     tr, te = holdout_split(x.shape[0])
     spec = DataSpec(name=name, event_shape=tuple(x.shape[1:]), n_bins=256)
     return Dataset(spec, scale_discrete(x[tr], 256), scale_discrete(x[te], 256))
@@ -277,7 +341,38 @@ def _npz_array(a: np.ndarray, source: str) -> tuple[np.ndarray, bool]:
                     f"or float32 (continuous data)")
 
 
-def load_npz(file: str | Path, name: str | None = None) -> Dataset:
+_NPZ_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip archive's first bytes (an .npz is a zip of .npy files)
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def _open_npz(path: Path, name: str) -> np.lib.npyio.NpzFile:
+    """``np.load`` of an .npz archive, after checking its first bytes (so that random bytes are reported as what
+    they are, not as "pickled data"), never unpickling."""
+    expected = "an archive written by numpy.savez(FILE, x=array)"
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError as e:
+        raise DataError(f"dataset {name!r}: {path} cannot be read ({e.strerror or e}); check its permissions") from None
+    if head.startswith(_NPY_MAGIC):
+        raise DataError(f"dataset {name!r}: {path} is a single .npy array, not an .npz archive; "
+                        f"write it with numpy.savez(FILE, x=array)")
+    if not head.startswith(_NPZ_MAGIC):
+        shown = head.hex(" ") if head else "nothing (an empty file)"
+        raise DataError(f"dataset {name!r}: {path} is not a valid .npz file: it starts with {shown}, not a zip "
+                        f"archive's 50 4b 03 04 ('PK'); expected {expected}")
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"dataset {name!r}: {path} is not a valid .npz file: a damaged zip archive "
+                        f"({type(e).__name__}: {e}); expected {expected}") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):  # pragma: no cover - the magic check comes first
+        raise DataError(f"dataset {name!r}: {path} is not an .npz archive; expected {expected}")
+    return z
+
+
+def load_npz(file: str | Path, name: str | None = None, *, layout: str = "auto", quantize: str = "auto",
+             levels: str = "auto") -> Dataset:
     """Load arrays saved with ``numpy.savez``.
 
     Keys: ``x`` (all data, with optional labels ``y``; gets the fixed 90/10 split of
@@ -289,10 +384,20 @@ def load_npz(file: str | Path, name: str | None = None) -> Dataset:
     None``, ``value_range`` = (min, max) of the data. Rank: ``[N, D]`` → event ``(D,)``;
     ``[N, H, W]`` → ``(1, H, W)``; ``[N, C, H, W]`` kept; ``[N, H, W, C]`` with ``C ∈ {1, 3, 4}``
     smaller than ``H`` and ``W`` → ``(C, H, W)`` (:func:`~genmodels.data.base.to_event_layout`).
+    Arrays are taken as they are: 4 channels stay 4 (no alpha rule, unlike ``folder:DIR``).
+
+    ``layout="sequence"`` (``npz:FILE?layout=sequence``): ``x`` (or ``train``/``test``) of shape ``[N, L]``
+    (or ``[N, 1, L]``) is N 1-D series of L steps, event ``(1, L)``, quantized to levels
+    (:mod:`genmodels.data.sequences`: integers 0..K−1 as they are, floats into 256 uniform bins over their
+    range, or μ-law with ``quantize="mulaw"``; ``levels`` sets K); the dataset records the inverse, and the
+    choice is logged once.
 
     Args:
         file: the ``.npz`` file.
         name: the name recorded in the spec (default ``"npz:<file>"``).
+        layout: ``auto`` (the rank rules above) or ``sequence``.
+        quantize: ``auto``, ``levels``, ``uniform`` or ``mulaw`` (``layout="sequence"`` only).
+        levels: ``auto`` or the number of levels K, as a string (``layout="sequence"`` only).
     Returns:
         a :class:`~genmodels.data.base.Dataset`.
     Raises:
@@ -306,14 +411,12 @@ def load_npz(file: str | Path, name: str | None = None) -> Dataset:
         what = "is a folder, not a file" if path.exists() else "does not exist"
         raise DataError(f"dataset {name!r}: {path} {what}; give a file written by "
                         f"numpy.savez(FILE, x=array)")
-    try:
-        z = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-        raise DataError(f"dataset {name!r}: {path} is not a NumPy .npz archive ({e}); write it with "
-                        f"numpy.savez(FILE, x=array)") from None
-    if not isinstance(z, np.lib.npyio.NpzFile):
-        raise DataError(f"dataset {name!r}: {path} is a single .npy array, not an .npz archive; "
-                        f"write it with numpy.savez(FILE, x=array)")
+    if layout not in ("auto", "sequence"):
+        raise DataError(f"dataset {name!r}: layout must be 'auto' or 'sequence', got {layout!r}")
+    if layout != "sequence" and (quantize != "auto" or levels != "auto"):
+        raise DataError(f"dataset {name!r}: quantize= and levels= apply to 1-D series; add layout=sequence "
+                        f"(npz:FILE?layout=sequence&quantize=...)")
+    z = _open_npz(path, name)
     with z:
         keys = set(z.files)
         if "x" in keys:
@@ -326,6 +429,8 @@ def load_npz(file: str | Path, name: str | None = None) -> Dataset:
             raise DataError(f"dataset {name!r}: {path} has keys {sorted(keys) or '(none)'} but no 'x' "
                             f"or 'train'; save the data as numpy.savez(FILE, x=array[, y=labels]) or "
                             f"numpy.savez(FILE, train=..., test=...)")
+    if layout == "sequence":
+        return _npz_sequences(path, name, arrays, labels, quantize, levels)
     data = {k: _npz_array(a, f"npz file {path}, key {k!r}") for k, a in arrays.items()}
     ys = {k: check_labels(y, data[k][0].shape[0], f"npz file {path}, labels of {k!r}")
           for k, y in labels.items()}
@@ -349,17 +454,70 @@ def load_npz(file: str | Path, name: str | None = None) -> Dataset:
                    torch.from_numpy(np.ascontiguousarray(test)), y_train, y_test)
 
 
+def _npz_sequences(path: Path, name: str, arrays: dict, labels: dict, quantize: str, levels: str) -> Dataset:
+    """``layout=sequence``: series ``[N, L]`` quantized together (one range for train and test)."""
+    series = {k: series_layout(a, f"npz file {path}, key {k!r}") for k, a in arrays.items()}
+    ys = {k: check_labels(y, series[k].shape[0], f"npz file {path}, labels of {k!r}") for k, y in labels.items()}
+    if len(series) == 2 and series["train"].shape[1] != series["test"].shape[1]:
+        raise DataError(f"npz file {path}: 'train' series have {series['train'].shape[1]} steps but 'test' series "
+                        f"{series['test'].shape[1]}; both need the same length L")
+    every = np.concatenate([a.reshape(-1) for a in series.values()])
+    if len({a.dtype.kind for a in series.values()}) > 1:
+        every = every.astype(np.float64)
+    q = fit_quantization(every, quantize, levels, f"npz file {path}")
+    if len(series) == 2:
+        train, test = series["train"], series["test"]
+        y_train, y_test = ys.get("train"), ys.get("test")
+    else:
+        (k, x), = series.items()
+        tr, te = holdout_split(x.shape[0])
+        train, test = x[tr], x[te]
+        y_train, y_test = (ys[k][tr], ys[k][te]) if k in ys else (None, None)
+    ds = sequence_dataset(name, train, test, q, train_labels=y_train, test_labels=y_test)
+    logger.info("%s: %d series of %d steps as 1-D sequences, event (1, %d), %s; `genmodels sample` writes x_user in "
+                "these units", name, ds.n_train + ds.n_test, train.shape[1], train.shape[1], q.describe())
+    return ds
+
+
 # ----------------------------------------------------------------------------- registration
+
+FOLDER_OPTIONS = (
+    DataOption("alpha", "composite", ALPHA_MODES,
+               "composite, the default: transparent pixels over the background; keep: alpha as an extra channel"),
+    DataOption("background", "white", tuple(BACKGROUNDS), "default white"),
+)
+NPZ_OPTIONS = (
+    DataOption("layout", "auto", ("auto", "sequence"),
+               "sequence: x of shape [N, L] as N 1-D series, event (1, L), for wavenet"),
+    DataOption("quantize", "auto", ("auto", "levels", "uniform", "mulaw"),
+               "sequences; auto: integers 0..K-1 as levels, floats in uniform bins over their range"),
+    DataOption("levels", "auto", help="sequences; default 256 for floats, max+1 for integers", minimum=2),
+)
+
+
+def _load_folder_entry(arg: str, seed: int) -> Dataset:
+    path, opts = parse_options("folder:", arg)
+    if not path:
+        raise DataError(f"dataset 'folder:{arg}' names no path; write it as 'folder:DIR'")
+    return load_image_folder(path, f"folder:{arg}", alpha=opts["alpha"], background=opts["background"])
+
+
+def _load_npz_entry(arg: str, seed: int) -> Dataset:
+    path, opts = parse_options("npz:", arg)
+    if not path:
+        raise DataError(f"dataset 'npz:{arg}' names no path; write it as 'npz:FILE'")
+    return load_npz(path, f"npz:{arg}", **opts)
+
 
 DATASETS.register("idx:", DatasetEntry(
     lambda arg, seed: load_idx_dir(arg, f"idx:{arg}"),
     "a folder of MNIST-format IDX files (train-/t10k-images-idx3-ubyte[.gz], labels optional)",
-    pattern="idx:DIR"))
+    pattern="idx:DIR", paths=True))
 DATASETS.register("folder:", DatasetEntry(
-    lambda arg, seed: load_image_folder(arg, f"folder:{arg}"),
-    "a folder of png/jpg/bmp/gif/webp images of one size (recursive), 90/10 split",
-    pattern="folder:DIR"))
+    _load_folder_entry,
+    "a folder of png/jpg/bmp/gif/webp images of one size (recursive), 90/10 split; grey stays 1 channel",
+    pattern="folder:DIR", options=FOLDER_OPTIONS, paths=True))
 DATASETS.register("npz:", DatasetEntry(
-    lambda arg, seed: load_npz(arg, f"npz:{arg}"),
-    "numpy.savez file with key x (or train/test), labels y optional; uint8 = 8-bit, float = continuous",
-    pattern="npz:FILE"))
+    _load_npz_entry,
+    "numpy.savez file with key x (or train/test), labels y optional; uint8 = 8-bit, float = continuous, by rank",
+    pattern="npz:FILE", options=NPZ_OPTIONS, paths=True))
