@@ -43,6 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from .core import DataSpec, GenerativeModel
+from .data import DataFingerprint, Dataset, Quantization, resolve_source
 from .families import MODELS
 from .fileio import atomic_write_bytes, atomic_write_text  # re-exported: callers used to import them here
 from .train_config import TrainConfig
@@ -235,6 +236,13 @@ class RunConfig:
         data: the dataset name as the user typed it (e.g. ``"fashion-mnist"``, ``"npz:x.npz"``).
         spec: the :class:`DataSpec` the model was built for.
         train: the :class:`~genmodels.train_config.TrainConfig` of the run, or None (e.g. an exported model).
+        data_source: where the data is, from any working folder (:func:`genmodels.data.resolve_source`:
+            ``"folder:/abs/faces?alpha=composite&background=white"``; embedded names unchanged), or None
+            (a run written before it was stored: ``data`` is loaded as typed).
+        data_fingerprint: what the data looked like (:class:`genmodels.data.DataFingerprint`: event shape,
+            train/test sizes, levels, a hash of a fixed sample of the values), or None.
+        data_quantization: for series the loader quantized (``npz:FILE?layout=sequence``, ``wav:DIR``), how
+            levels map back to the user's values (:class:`genmodels.data.Quantization`), else None.
     """
 
     model: str
@@ -242,10 +250,69 @@ class RunConfig:
     data: str
     spec: DataSpec
     train: TrainConfig | None = None
+    data_source: str | None = None
+    data_fingerprint: DataFingerprint | None = None
+    data_quantization: Quantization | None = None
+
+    @classmethod
+    def for_dataset(cls, model: str, model_config: Any, data: str, dataset: Dataset,
+                    train: TrainConfig | None = None) -> RunConfig:
+        """The config of a new run on ``dataset`` (loaded from the name ``data`` in the current working folder),
+        with the data's resolved source, fingerprint and quantization."""
+        return cls(model=model, model_config=model_config, data=data, spec=dataset.spec, train=train,
+                   data_source=resolve_source(data), data_fingerprint=DataFingerprint.of(dataset),
+                   data_quantization=dataset.quantization)
+
+    def load_data(self, data: str | None = None) -> Dataset:
+        """The run's dataset, or another one to evaluate the run on.
+
+        Without ``data``: loaded through :attr:`data_source` (so a relative ``folder:faces`` is found from any
+        working folder) and checked against :attr:`data_fingerprint`. With ``data`` (``evaluate --data OTHER``,
+        out-of-distribution): that dataset, checked only for the event shape and levels the model needs.
+
+        Raises:
+            DataError: (a ValueError) the data changed since training (what changed, in one line), the stored data
+                cannot be loaded, or ``data`` has another event shape or number of levels.
+        """
+        from .data import DataError, load_dataset, source_location
+
+        def shape(t: tuple[int, ...]) -> str:
+            return f"({t[0]},)" if len(t) == 1 else "(" + ",".join(map(str, t)) + ")"
+
+        if data is not None:
+            ds = load_dataset(data)
+            bad = []
+            if tuple(ds.spec.event_shape) != tuple(self.spec.event_shape):
+                bad.append(f"event shape {shape(tuple(ds.spec.event_shape))}, the run's is "
+                           f"{shape(tuple(self.spec.event_shape))}")
+            if ds.spec.n_bins != self.spec.n_bins:
+                bad.append(f"{ds.spec.n_bins or 'continuous'} levels, the run's {self.spec.n_bins or 'continuous'}")
+            if bad:
+                raise DataError(f"--data {data!r} does not fit this {self.model!r} run trained on {self.data!r}: "
+                                f"{'; '.join(bad)}; evaluate on data of the same shape and levels")
+            if ds.quantization != self.data_quantization and (ds.quantization or self.data_quantization):
+                logger.warning("--data %r is quantized differently from the run's data (%s against %s): its levels "
+                               "mean other values", data, ds.quantization and ds.quantization.describe(),
+                               self.data_quantization and self.data_quantization.describe())
+            return ds
+        if self.data_source is None:  # a run written before the data's identity was stored
+            return load_dataset(self.data)
+        try:
+            ds = load_dataset(self.data_source)
+        except DataError as e:
+            raise DataError(f"{e} (the data this {self.model!r} run was trained on, {self.data!r}; evaluate another "
+                            f"dataset explicitly with --data)") from None
+        if self.data_fingerprint is not None:
+            changes = self.data_fingerprint.changes(DataFingerprint.of(ds))
+            if changes:
+                raise DataError(f"{source_location(self.data_source)} changed since training ({', '.join(changes)}); "
+                                f"evaluate another dataset explicitly with --data, or retrain")
+        return ds
 
     def to_json(self) -> dict:
-        """The JSON dict written to ``config.json``; inverse of :meth:`from_json`."""
-        return {
+        """The JSON dict written to ``config.json``; inverse of :meth:`from_json`. The data's source, fingerprint
+        and quantization are written when set."""
+        d = {
             "format": _FORMAT,
             "format_version": _FORMAT_VERSION,
             "model": self.model,
@@ -254,10 +321,18 @@ class RunConfig:
             "spec": self.spec.to_json(),
             "train": None if self.train is None else config_to_dict(self.train),
         }
+        if self.data_source is not None:
+            d["data_source"] = self.data_source
+        if self.data_fingerprint is not None:
+            d["data_fingerprint"] = self.data_fingerprint.to_json()
+        if self.data_quantization is not None:
+            d["data_quantization"] = self.data_quantization.to_json()
+        return d
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any], *, source: str = "config.json") -> RunConfig:
-        """Rebuild from :meth:`to_json`'s dict, the model config through the ``MODELS`` registry.
+        """Rebuild from :meth:`to_json`'s dict, the model config through the ``MODELS`` registry. ``data_source``,
+        ``data_fingerprint`` and ``data_quantization`` are optional (files written before them load).
 
         Args:
             source: where ``d`` came from, for error messages.
@@ -265,7 +340,8 @@ class RunConfig:
             ValueError: unknown model name (lists the registered ones), unknown/missing keys or
                 badly typed values, or a file of another format version.
         """
-        known = {"format", "format_version", "model", "model_config", "data", "spec", "train"}
+        known = {"format", "format_version", "model", "model_config", "data", "spec", "train", "data_source",
+                 "data_fingerprint", "data_quantization"}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"{source}: unknown key(s) {unknown}; expected {sorted(known)}")
@@ -281,6 +357,16 @@ class RunConfig:
             spec = DataSpec.from_json(d["spec"])
         except (KeyError, TypeError) as e:
             raise ValueError(f"{source}: bad 'spec' entry {d['spec']!r}: {e}") from None
+        data_source = d.get("data_source")
+        if data_source is not None and not isinstance(data_source, str):
+            raise ValueError(f"{source}: data_source must be a string, got {data_source!r}")
+        try:
+            fingerprint = (None if d.get("data_fingerprint") is None
+                           else DataFingerprint.from_json(d["data_fingerprint"]))
+            quantization = (None if d.get("data_quantization") is None
+                            else Quantization.from_json(d["data_quantization"]))
+        except ValueError as e:
+            raise ValueError(f"{source}: {e}") from None
         train_d = d.get("train")
         return cls(
             model=d["model"],
@@ -288,6 +374,9 @@ class RunConfig:
             data=d["data"],
             spec=spec,
             train=None if train_d is None else _from_dict(TrainConfig, train_d, f"{source}: train"),
+            data_source=data_source,
+            data_fingerprint=fingerprint,
+            data_quantization=quantization,
         )
 
 

@@ -244,6 +244,8 @@ def evaluate(
     tol: str = typer.Option("1e-2,1e-3", help="Sample quality: rtol=atol values of adaptive samplers."),
     inception_weights: Path | None = typer.Option(None, help="Sample quality: also FID with this Inception "
                                                                 "weights file (needs genmodels[inception])."),
+    data: str | None = typer.Option(None, "--data", "-d", help="evaluate on another dataset (out-of-distribution); "
+                                                               "its event shape and levels must match the run's"),
 ) -> None:
     """Evaluate a run, printing JSON.
 
@@ -255,10 +257,14 @@ def evaluate(
     precision/recall, with the test-vs-train floor), written to RUN/nfe_sweep/. Families without a likelihood
     (score-based models) take ``--sampler`` only.
     """  # noqa: E501  typer prints these lines as they are: a wrap would change `evaluate --help`
+    import re
+
     from .checkpoint import atomic_write_text
     from .core import EvalOptions
     from .jobs import run_evaluate, run_evaluate_ode, run_sweep
 
+    if sampler and data:
+        raise ValueError("--data evaluates another dataset's likelihood; --sampler scores samples on the run's data")
     if sampler:
         try:
             tols = [float(v) for v in tol.split(",") if v.strip()]
@@ -273,14 +279,17 @@ def evaluate(
         _echo(run_sweep(run, _split_samplers(sampler), _nfe_spec(nfe), n, seed, tols, batch_size, raw, progress,
                         inception_weights, on_row=report))
         return
+    # out-of-distribution (--data npz:/x/other.npz): eval_SPLIT_on_other.json, never the run's own eval_SPLIT.json
+    tag = "_on_" + re.sub(r"[^\w.-]+", "_", Path(data.split("?")[0].split(":")[-1]).stem)[:40] if data else ""
     if likelihood == "ode":
-        result = run_evaluate_ode(run, split, limit, batch_size, seed, raw, progress, rtol, atol, hutchinson_samples)
-        name = f"eval_{split}_ode.json"
+        result = run_evaluate_ode(run, split, limit, batch_size, seed, raw, progress, rtol, atol, hutchinson_samples,
+                                  data)
+        name = f"eval_{split}_ode{tag}.json"
     elif likelihood == "bound":
-        name = f"eval_{split}.json" if k == 1 else f"eval_{split}_iwae{k}.json"
+        name = f"eval_{split}{tag}.json" if k == 1 else f"eval_{split}_iwae{k}{tag}.json"
         options = EvalOptions(t_samples=t_samples, exact=exact, calibrate=calibrate, k=k)
         result = run_evaluate(run, split, limit, options, batch_size, seed, raw, progress,
-                              (out or run / name).with_suffix(".npy"))
+                              (out or run / name).with_suffix(".npy"), data)
     else:
         raise ValueError(f"--likelihood must be 'bound' or 'ode', got {likelihood!r}")
     text = json.dumps(result, indent=2)

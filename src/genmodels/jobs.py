@@ -148,13 +148,13 @@ def run_train(model_name: str | None, data: str, out: Path | None, resume: bool,
                              "to train a different configuration")
         run_config = saved
         train_cfg = replace(saved.train or TrainConfig(), **{k: v for k, v in train_overrides.items() if v is not None})
-        dataset = load_dataset(saved.data)
+        dataset = saved.load_data()  # through the stored source, checked against its fingerprint
     else:
         if not data:
             raise ValueError("--data is required (see `genmodels datasets`)")
         dataset = load_dataset(data)
         cfg = model_config(model_name, dataset.spec, settings)
-        run_config = RunConfig(model=model_name, model_config=cfg, data=data, spec=dataset.spec)
+        run_config = RunConfig.for_dataset(model_name, cfg, data, dataset)  # + the data's source and fingerprint
         train_cfg = replace(TrainConfig(), **{k: v for k, v in train_overrides.items() if v is not None})
     torch.manual_seed(train_cfg.seed)  # the initial weights
     model = MODELS.get(run_config.model).build(run_config.model_config, run_config.spec)
@@ -180,7 +180,8 @@ def _load(run: Path, raw: bool, run_config: RunConfig | None = None) -> tuple[Ge
 def run_sample(run: Path, n: int, sampler: str | None, steps: int | None, seed: int, out: Path | None, raw: bool,
                progress: bool, batch_size: int = 100, options: dict[str, Any] | None = None) -> dict:
     """Sample ``n`` examples from a run into a picture (:func:`genmodels.viz.save_samples`: a grid, or waveforms and,
-    for audio, WAV files) and an ``.npz``. Returns what was written, with the sampler, steps, NFE and seconds.
+    for audio, WAV files) and an ``.npz`` (``x`` on the model's scale and, for series the loader quantized, ``x_user``
+    in the user's units, ``[n, L]``). Returns what was written, with the sampler, steps, NFE and seconds.
 
     ``sampler`` None is the family's default (``model.samplers[0]``); ``steps`` None its default step count;
     ``options`` the sampler's own (``eta``, ``temperature``, …; ``model.sampler_options``).
@@ -193,7 +194,7 @@ def run_sample(run: Path, n: int, sampler: str | None, steps: int | None, seed: 
     options = dict(options or {})
     if "temperature" in options and not options["temperature"] > 0:
         raise ValueError(f"--temperature must be > 0, got {options['temperature']}")
-    model, _ = _load(run, raw)
+    model, run_config = _load(run, raw)
     sampler = model.check_sampler(sampler, options)
     if steps is None:
         steps = model.default_steps(sampler)
@@ -210,11 +211,16 @@ def run_sample(run: Path, n: int, sampler: str | None, steps: int | None, seed: 
     written = save_samples(res.x0, model.spec, out)
     import numpy as np
 
-    np.savez_compressed(out.with_suffix(".npz"), x=res.x0.numpy())
+    arrays = {"x": res.x0.numpy()}  # the model's scale; x_user: the user's units, for series the loader quantized
+    if run_config.data_quantization is not None:
+        arrays["x_user"] = run_config.data_quantization.to_user(res.x0)
+    np.savez_compressed(out.with_suffix(".npz"), **arrays)
     result = {"picture": str(out), "samples": str(out.with_suffix(".npz")), "n": n, "sampler": sampler,
               "steps": steps, "nfe": res.nfe, "seconds": round(seconds, 2), "weights": "raw" if raw else "ema",
               **{k: options.get(k, 1.0 if k == "temperature" else 0.0)
                  for k in ("eta", "temperature") if k in model.sampler_options.get(sampler, ())}}
+    if run_config.data_quantization is not None:
+        result["units"] = f"x_user in {out.with_suffix('.npz').name}: {run_config.data_quantization.describe()}"
     if model.spec.is_sequence:
         result["wav"] = [str(p) for p in written]  # the waveform picture, then the WAV files of audio data
     return result
@@ -238,12 +244,16 @@ def _likelihood_run(run: Path) -> RunConfig:
     return run_config
 
 
-def _load_split(run: Path, raw: bool, split: str, limit: int | None, run_config: RunConfig):
-    """(model, dataset, x): a run and the first ``limit`` examples of its ``split``."""
+def _load_split(run: Path, raw: bool, split: str, limit: int | None, run_config: RunConfig, data: str | None = None):
+    """(model, dataset, x): a run and the first ``limit`` examples of its ``split``: of the run's own data (through
+    its stored source, refused if it changed since training: :meth:`RunConfig.load_data`), or of ``data``
+    (``--data``, out-of-distribution: same event shape and levels)."""
     if split not in ("test", "train"):
         raise ValueError(f"--split must be 'test' or 'train', got {split!r}")
+    if limit is not None and limit < 1:  # x[:0] would be everything, x[:-5] all but 5
+        raise ValueError(f"--limit must be ≥ 1 (omit it to evaluate the whole split), got {limit}")
+    dataset = run_config.load_data(data)
     model, _ = _load(run, raw, run_config)
-    dataset = load_dataset(run_config.data)
     x = dataset.test if split == "test" else dataset.train
     return model, dataset, x[:limit] if limit else x
 
@@ -262,10 +272,11 @@ def _check_eval_options(model: GenerativeModel, options: EvalOptions, run_config
 
 
 def run_evaluate(run: Path, split: str, limit: int | None, options: EvalOptions, batch_size: int, seed: int,
-                 raw: bool, progress: bool, per_example: Path | None = None) -> dict:
+                 raw: bool, progress: bool, per_example: Path | None = None, data: str | None = None) -> dict:
     """The NLL (or bound) of a split in bits/dim, as a JSON-ready dict with the same keys for every family, plus the
     entries the family adds (``model.eval_extras``: a VAE's ELBO beside its IWAE bound, …). ``per_example``: also
     save each example's NLL in nats there (``.npy``, float64), for paired comparisons on the same examples.
+    ``data``: evaluate on that dataset instead of the run's (out-of-distribution; same event shape and levels).
 
     Raises:
         NoLikelihoodError: for a family without a likelihood. ValueError: an option the family does not honour.
@@ -273,13 +284,14 @@ def run_evaluate(run: Path, split: str, limit: int | None, options: EvalOptions,
     from .metrics.likelihood import evaluate_nll
 
     run_config = _likelihood_run(run)
-    model, dataset, x = _load_split(run, raw, split, limit, run_config)
+    model, dataset, x = _load_split(run, raw, split, limit, run_config, data)
     _check_eval_options(model, options, run_config)
     kwargs = model.nll_kwargs(options, dataset.train, _generator(seed + 1), len(x))  # pilot draws: their own stream
     report = evaluate_nll(model, x, batch_size=batch_size, generator=_generator(seed),
                           progress=progress_bar(progress, "evaluate"), **kwargs)
-    result = {"model": run_config.model, "data": run_config.data, "split": split, "weights": "raw" if raw else "ema",
-              **report.to_json(), **_true_nll(run_config.data, x)}
+    result = {"model": run_config.model, "data": data or run_config.data, "split": split,
+              "weights": "raw" if raw else "ema", **({"trained_on": run_config.data} if data else {}),
+              **report.to_json(), **_true_nll(data or run_config.data, x)}
     if per_example is not None:
         import numpy as np
 
@@ -291,7 +303,8 @@ def run_evaluate(run: Path, split: str, limit: int | None, options: EvalOptions,
 
 
 def run_evaluate_ode(run: Path, split: str, limit: int | None, batch_size: int, seed: int, raw: bool,
-                     progress: bool, rtol: float, atol: float, hutchinson_samples: int) -> dict:
+                     progress: bool, rtol: float, atol: float, hutchinson_samples: int,
+                     data: str | None = None) -> dict:
     """Bits/dim through the probability-flow ODE (:func:`genmodels.metrics.likelihood.evaluate_ode_nll`).
 
     Raises:
@@ -302,12 +315,13 @@ def run_evaluate_ode(run: Path, split: str, limit: int | None, batch_size: int, 
     run_config = _likelihood_run(run)
     if not MODELS.get(run_config.model).model_cls.has_ode_likelihood:
         raise ValueError(f"--likelihood ode needs a diffusion model; this run is a {run_config.model!r} model")
-    model, _, x = _load_split(run, raw, split, limit, run_config)
+    model, _, x = _load_split(run, raw, split, limit, run_config, data)
     report = evaluate_ode_nll(model, x, batch_size=batch_size, generator=_generator(seed), rtol=rtol, atol=atol,
                               hutchinson_samples=hutchinson_samples,
                               progress=progress_bar(progress, "ODE likelihood"))
-    return {"model": run_config.model, "data": run_config.data, "split": split, "likelihood": "ode",
-            "weights": "raw" if raw else "ema", **report.to_json(), **_true_nll(run_config.data, x)}
+    return {"model": run_config.model, "data": data or run_config.data, "split": split, "likelihood": "ode",
+            "weights": "raw" if raw else "ema", **({"trained_on": run_config.data} if data else {}),
+            **report.to_json(), **_true_nll(data or run_config.data, x)}
 
 
 def _true_nll(data: str, x) -> dict:
@@ -344,7 +358,7 @@ def run_sweep(run: Path, samplers: list[str], nfes: dict[str, list[int]], n: int
     if not any(model.steps_for_nfe(s, 1) is not None for s in model.samplers):
         raise ValueError(f"--sampler/--nfe sweep the samplers of diffusion and score-based models; this run is a "
                          f"{run_config.model!r} model (its samplers have a fixed cost: `genmodels sample` reports it)")
-    dataset = load_dataset(run_config.data)
+    dataset = run_config.load_data()  # the run's own data, checked against its fingerprint
     out_dir = run / "nfe_sweep"
 
     def quality(x):
@@ -385,7 +399,7 @@ def write_pictures(run: Path, seed: int = 0) -> list[str]:
     from .viz import save_loss_curve, save_samples
 
     model, run_config = _load(run, raw=False)
-    data: Dataset = load_dataset(run_config.data)
+    data: Dataset = run_config.load_data()  # the run's own data, checked against its fingerprint
     figs = run / "figures"
     g = _generator(seed)
     written = list(model.figures(data, figs, g))

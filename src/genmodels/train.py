@@ -32,7 +32,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
 
@@ -306,8 +306,7 @@ class Trainer:
         self.spec = spec
         self.config = config
         self.run_dir = Path(run_dir)
-        self.run_config = RunConfig(model=run_config.model, model_config=run_config.model_config,
-                                    data=run_config.data, spec=run_config.spec, train=config)
+        self.run_config = replace(run_config, train=config)  # keeps the data's source and fingerprint
         self.sample_fn = sample_fn
         self._progress_factory = progress
         self.ema: AveragedModel | None = None  # set by fit
