@@ -225,13 +225,31 @@ def _draw(logits: Tensor, temperature: float, u: Tensor) -> Tensor:
     return (cdf < (u * cdf[:, -1])[:, None]).sum(dim=1).clamp(max=logits.shape[1] - 1)
 
 
+_SEQUENCE_FIX = ("your own series: --data 'npz:FILE?layout=sequence' with x of shape [N, L] (N series of L steps; "
+                 "floats are quantized to 256 levels, integers 0..K-1 kept), or --data 'wav:DIR' (WAV files); or the "
+                 "'speech' dataset")
+
+
+def _sequence_fix(spec: DataSpec) -> str:
+    """The fix for data WaveNet cannot take: the user's npz file as a sequence, else the ways to give one."""
+    name = spec.name
+    series = len(spec.event_shape) == 1 or tuple(spec.event_shape[:2]) == (1, 1)  # x [N, L] or [N, 1, L]
+    if name.lower().startswith("npz:") and "layout=sequence" not in name and series:
+        fixed = name + ("&" if "?" in name else "?") + "layout=sequence"
+        return (f"load its x of shape [N, L] as N sequences of L steps: --data '{fixed}' (floats are quantized to "
+                f"256 levels, integers 0..K-1 kept; `genmodels datasets`)")
+    return "use " + _SEQUENCE_FIX
+
+
 def _check_spec(spec: DataSpec) -> None:
     if spec.n_bins is None:
         raise ValueError(f"WaveNet models discrete sequences (a softmax over n_bins levels); {spec.name!r} is "
-                         f"continuous. Use discrete 1-D data with event shape (1, L), e.g. the 'speech' dataset")
+                         f"continuous. {_sequence_fix(spec)[0].upper()}{_sequence_fix(spec)[1:]}")
     if len(spec.event_shape) != 2 or spec.event_shape[0] != 1 or spec.event_shape[1] < 1:
+        images = " ('pixelcnn' models images)" if len(spec.event_shape) == 3 else ""
         raise ValueError(f"WaveNet models one-channel sequences with event shape (1, L); {spec.name!r} has "
-                         f"{tuple(spec.event_shape)}. Use the 'speech' dataset, or 'pixelcnn' for images")
+                         f"{tuple(spec.event_shape)}. {_sequence_fix(spec)[0].upper()}{_sequence_fix(spec)[1:]}"
+                         f"{images}")
     if spec.n_bins < 2:
         raise ValueError(f"WaveNet needs at least 2 levels; {spec.name!r} has n_bins = {spec.n_bins}")
 

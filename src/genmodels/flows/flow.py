@@ -192,9 +192,7 @@ class _ShapeTracker:
         naming ``what`` needed it and how many squeezes the data allows."""
         C, H, W = self.shape
         if H % 2 or W % 2:
-            raise ValueError(f"{self.family}: {what} needs a squeeze of a {H}×{W} input (odd size) on "
-                             f"{'×'.join(map(str, self.start))} data; use at most {max_squeezes(self.start)} "
-                             f"squeeze(s) (e.g. 28 = 2²·7 allows two: 28 → 14 → 7)")
+            raise ValueError(_squeeze_message(self.family, what, self.start, H, W))
         self.shape = (4 * C, H // 2, W // 2)
         return Squeeze()
 
@@ -206,6 +204,33 @@ class _ShapeTracker:
         self.factored.append((C // 2, H, W))
         self.shape = (C - C // 2, H, W)
         return True
+
+
+_SQUEEZES_PER_FIELD = {"n_levels": 0, "n_scales": 1}
+"""Config field → how many more levels than squeezes it counts (Glow: one squeeze per level; RealNVP: n_scales − 1)."""
+
+
+def _squeeze_message(family: str, what: str, start: tuple[int, ...], H: int, W: int) -> str:
+    """Why a squeeze of an odd H×W input fails, and the ``--set`` value (or the image size) that fixes it."""
+    allowed = max_squeezes(start)
+    _, h, w = start
+    chain = [f"{h}×{w}" if h != w else str(h)]
+    for _ in range(allowed):
+        h, w = h // 2, w // 2
+        chain.append(f"{h}×{w}" if h != w else str(h))
+    odd = H if H % 2 else W
+    why = (f"{family}: {what} needs a squeeze (halving height and width) of a {H}×{W} input ({odd} is odd); "
+           f"{'×'.join(map(str, start))} data allows at most {allowed} squeeze{'s' if allowed != 1 else ''}"
+           f"{' (' + ' → '.join(chain) + ')' if allowed else ''}")
+    field = what.partition("=")[0].strip()
+    if field in _SQUEEZES_PER_FIELD:
+        most = allowed + _SQUEEZES_PER_FIELD[field]
+        if most >= 1:
+            return f"{why}: use --set {field}={most}{' (or fewer)' if most > 1 else ''}"
+        even = " or ".join(dict.fromkeys(f"{a}×{b}" for a, b in ((H - H % 2, W - W % 2), (H + H % 2, W + W % 2))))
+        return (f"{why}, and {family} squeezes at every level ({field} ≥ 1): crop or pad the images to an even size "
+                f"(e.g. {even}), or use realnvp with --set n_scales=1 (no squeeze)")
+    return f"{why}; lower {field} (--set {field}=...)"
 
 
 def max_squeezes(event_shape: tuple[int, ...]) -> int:
