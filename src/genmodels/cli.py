@@ -18,7 +18,6 @@ declarations, so a new family needs no line here. Importing this module loads ne
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 from collections.abc import Callable
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import typer
+
+from .fileio import json_dumps
 
 app = typer.Typer(help="Train, sample and evaluate likelihood-based generative models, in bits/dim.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -113,7 +114,7 @@ def _split_samplers(text: str) -> list[str]:
 
 
 def _echo(result: Any, indent: int | None = 2) -> None:
-    typer.echo(json.dumps(result, indent=indent, default=float))
+    typer.echo(json_dumps(result, indent=indent))  # valid JSON: a missing or non-finite number is null
 
 
 # ---------------------------------------------------------------------------------------------- commands
@@ -292,7 +293,7 @@ def evaluate(
                               (out or run / name).with_suffix(".npy"), data)
     else:
         raise ValueError(f"--likelihood must be 'bound' or 'ode', got {likelihood!r}")
-    text = json.dumps(result, indent=2)
+    text = json_dumps(result, indent=2)
     atomic_write_text(out or run / name, text + "\n")
     typer.echo(text)
 

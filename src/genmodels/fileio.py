@@ -16,18 +16,25 @@ Three forms, for three kinds of writer:
   destination's suffix, so writers that choose or append a format by extension write the right one.
 
 The destination's folder must exist unless ``parents=True``. Only the standard library is imported.
+
+JSON that any parser reads: :func:`json_dumps` writes a missing or non-finite number (NaN, ±inf) as ``null``, never
+as the bare ``NaN``/``Infinity`` that :func:`json.dumps` emits by default and strict parsers refuse.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import numbers
 import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_open", "atomic_path", "fsync_dir"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_open", "atomic_path", "fsync_dir", "finite_json",
+           "json_dumps"]
 
 PathLike = str | os.PathLike[str]
 
@@ -147,3 +154,41 @@ def atomic_write_bytes(path: PathLike, data: bytes, *, parents: bool = False) ->
 def atomic_write_text(path: PathLike, text: str, *, parents: bool = False) -> Path:
     """Write ``text`` to ``path`` atomically, UTF-8 encoded (:func:`atomic_write_bytes`)."""
     return atomic_write_bytes(path, text.encode("utf-8"), parents=parents)
+
+
+def finite_json(obj: Any) -> Any:
+    """``obj`` with every non-finite real number (NaN, ±inf; Python or numpy floats) replaced by None, through
+    dicts, lists and tuples (tuples become lists); other values are returned as they are.
+
+        >>> finite_json({"loss": float("nan"), "steps": [1, 2.5, float("inf")]})
+        {'loss': None, 'steps': [1, 2.5, None]}
+    """
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    if isinstance(obj, numbers.Real) and not isinstance(obj, numbers.Integral):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    return obj
+
+
+def _json_default(obj: Any) -> Any:
+    """Numbers json does not know (numpy scalars, 0-d tensors) as floats, non-finite ones as None."""
+    try:
+        f = float(obj)
+    except (TypeError, ValueError):
+        raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable") from None
+    return f if math.isfinite(f) else None
+
+
+def json_dumps(obj: Any, **kw: Any) -> str:
+    """:func:`json.dumps` of :func:`finite_json` ``(obj)`` with ``allow_nan=False``: a missing or non-finite number
+    becomes ``null``, so the text is valid JSON (RFC 8259). Other numbers json does not know (numpy integers,
+    0-d tensors) are written as floats. ``kw`` goes to :func:`json.dumps` (``indent``, ``sort_keys``…).
+
+        >>> json_dumps({"final_loss": float("nan"), "steps": 0})
+        '{"final_loss": null, "steps": 0}'
+    """
+    kw.setdefault("default", _json_default)
+    return json.dumps(finite_json(obj), allow_nan=False, **kw)

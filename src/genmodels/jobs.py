@@ -21,6 +21,7 @@ from .checkpoint import RunConfig, atomic_write_text, config_from_dict, config_t
 from .core import EvalOptions, GenerativeModel, NoLikelihoodError, Progress, nats_to_bpd
 from .data import DataError, Dataset, load_dataset
 from .families import MODELS
+from .fileio import json_dumps
 from .sampling import draw_in_batches
 
 __all__ = ["parse_value", "apply_overrides", "model_config", "run_train", "run_sample", "run_evaluate",
@@ -386,7 +387,7 @@ def run_sweep(run: Path, samplers: list[str], nfes: dict[str, list[int]], n: int
               "floor": floor, "rows": [r.to_json() for r in rows], "picture": str(picture)}
     table = sweep_table(rows, metrics=metrics, floor={k.removesuffix("_floor"): v for k, v in floor.items()})
     atomic_write_text(out_dir / "sweep.md", table + "\n")
-    atomic_write_text(out_dir / "sweep.json", json.dumps(result, indent=2, default=float) + "\n")
+    atomic_write_text(out_dir / "sweep.json", json_dumps(result, indent=2) + "\n")  # NaN scores as null
     return result
 
 
