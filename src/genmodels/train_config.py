@@ -7,6 +7,8 @@ keeps working (re-exported there).
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Literal
 
@@ -41,27 +43,83 @@ class TrainConfig:
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"  # accelerate autocast mode
     progress: bool = True  # show a tqdm bar on the main process
 
-    def __post_init__(self) -> None:
-        checks = {
-            "steps": self.steps >= 0,
-            "batch_size": self.batch_size >= 1,
-            "lr": self.lr > 0,
-            "weight_decay": self.weight_decay >= 0,
-            "betas": len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
-            "warmup_steps": self.warmup_steps >= 0,
-            "grad_clip": self.grad_clip is None or self.grad_clip > 0,
-            "ema_halflife_kimg": self.ema_halflife_kimg >= 0,
-            "ema_rampup": self.ema_rampup is None or self.ema_rampup > 0,
-            "checkpoint_every": self.checkpoint_every >= 0,
-            "sample_every": self.sample_every >= 0,
-            "n_sample": self.n_sample >= 1,
-            "log_every": self.log_every >= 1,
-            "seed": 0 <= self.seed < 2**63,
-            "time_limit_minutes": self.time_limit_minutes is None or self.time_limit_minutes > 0,
-            "num_threads": self.num_threads is None or self.num_threads >= 1,
-            "mixed_precision": self.mixed_precision in ("no", "fp16", "bf16"),
-        }
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError("TrainConfig: invalid " + ", ".join(f"{k}={getattr(self, k)!r}" for k in bad))
+    skip_nonfinite: int = 0  # consecutive steps with a non-finite loss or gradient norm to skip (no optimizer step,
+    #                          no EMA update; counted in metrics.jsonl as skipped_steps) before stopping with
+    #                          NonFiniteError; 0: stop at the first one. A skipped step still counts toward `steps`.
+    history: tuple[str, ...] = ()  # what each resume changed, e.g. "step 20: lr 0.0002 -> 0.01" (the trainer
+    #                                appends; config.json keeps the run's history)
 
+    def __post_init__(self) -> None:
+        bad = [f"TrainConfig.{name}={getattr(self, name)!r}: must be {rule}"
+               for name, rule in _RULES.items() if not _valid(name, getattr(self, name))]
+        if bad:
+            raise ValueError("; ".join(bad))
+
+
+def _int(v: object) -> bool:
+    """An integer (not a bool)."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _real(v: object) -> bool:
+    """A real number, an integer or a float (not a bool)."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def _num(v: object) -> bool:
+    """A finite real number."""
+    return _real(v) and math.isfinite(v)
+
+
+_RULES: dict[str, str] = {
+    "steps": "an integer ≥ 1",
+    "batch_size": "an integer ≥ 1",
+    "lr": "a finite number > 0",
+    "weight_decay": "a finite number ≥ 0",
+    "betas": "two numbers in [0, 1)",
+    "warmup_steps": "an integer ≥ 0 (0: no warm-up)",
+    "grad_clip": "a number > 0 (inf: the norm is measured, not clipped), or None (no clipping)",
+    "ema_halflife_kimg": "a finite number ≥ 0",
+    "ema_rampup": "a finite number > 0, or None (no ramp-up)",
+    "checkpoint_every": "an integer ≥ 0 (0: at the end only)",
+    "sample_every": "an integer ≥ 0 (0: no sample grids)",
+    "n_sample": "an integer ≥ 1",
+    "log_every": "an integer ≥ 1",
+    "seed": "an integer in [0, 2**63)",
+    "time_limit_minutes": "a finite number > 0, or None (no limit)",
+    "num_threads": "an integer ≥ 1, or None (leave torch's)",
+    "mixed_precision": "one of 'no', 'fp16', 'bf16'",
+    "progress": "true or false",
+    "skip_nonfinite": "an integer ≥ 0 (0: stop at the first non-finite step)",
+    "history": "a tuple of strings",
+}
+"""Each field's allowed values, as the error message states them."""
+
+
+def _valid(name: str, v: object) -> bool:
+    """Whether ``v`` is an allowed value of field ``name`` (:data:`_RULES`)."""
+    if name in ("steps", "batch_size", "n_sample", "log_every"):
+        return _int(v) and v >= 1
+    if name in ("warmup_steps", "checkpoint_every", "sample_every", "skip_nonfinite"):
+        return _int(v) and v >= 0
+    if name == "lr":
+        return _num(v) and v > 0
+    if name in ("weight_decay", "ema_halflife_kimg"):
+        return _num(v) and v >= 0
+    if name == "grad_clip":
+        return v is None or (_real(v) and v > 0)
+    if name in ("ema_rampup", "time_limit_minutes"):
+        return v is None or (_num(v) and v > 0)
+    if name == "betas":
+        return isinstance(v, (tuple, list)) and len(v) == 2 and all(_num(b) and 0 <= b < 1 for b in v)
+    if name == "seed":
+        return _int(v) and 0 <= v < 2**63
+    if name == "num_threads":
+        return v is None or (_int(v) and v >= 1)
+    if name == "mixed_precision":
+        return v in ("no", "fp16", "bf16")
+    if name == "progress":
+        return isinstance(v, bool)
+    if name == "history":
+        return isinstance(v, tuple) and all(isinstance(h, str) for h in v)
+    raise AssertionError(f"no rule for TrainConfig.{name}")
