@@ -167,6 +167,41 @@ def test_signal_checkpoints_then_resumes_exactly(tmp_path, signum, default, rais
         signal.signal(signum, previous)
 
 
+class _KilledAt(_InterruptAt):
+    """Progress factory that stops the run as ``kill -9`` would at the end of step ``at``: no checkpoint after the
+    last periodic one, metrics lines past it (``_Killed`` is not an Exception, so nothing in the trainer handles
+    it)."""
+
+    def update(self, n: int = 1) -> None:
+        self.step += n
+        if self.step == self.at:
+            raise _Killed
+
+
+class _Killed(BaseException):
+    pass
+
+
+def _files(folder) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(Path(folder).iterdir()) if p.is_file()}
+
+
+def test_refused_resume_leaves_the_folder_untouched_then_resumes_exactly(tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    make_trainer(straight).fit()
+    with pytest.raises(_Killed):
+        make_trainer(split, progress=_KilledAt(6)).fit()  # checkpoint at step 4, metrics lines up to 5
+    before = _files(split)
+    assert torch.load(split / STATE_NAME, weights_only=True)["step"] == 4 and len(metrics(split)) == 5
+    for config, needle in ((replace(BASE, seed=4), "seed=4"), (replace(BASE, batch_size=16), "batch_size=16"),
+                           (replace(BASE, steps=3), "past --steps 3")):
+        with pytest.raises(ValueError, match=needle):
+            make_trainer(split, config).fit(resume=True, refuse_finished=True)
+        assert _files(split) == before  # not even the stale metrics lines are dropped
+    make_trainer(split).fit(resume=True)
+    _assert_same_run(straight, split)
+
+
 def test_refuses_to_overwrite_and_needs_checkpoint_to_resume(tmp_path):
     with pytest.raises(FileNotFoundError, match="drop --resume"):
         make_trainer(tmp_path).fit(resume=True)

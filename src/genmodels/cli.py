@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,8 @@ def train(
     checkpoint_every: int | None = typer.Option(None, help="Steps between checkpoints."),
     sample_every: int | None = typer.Option(None, help="Steps between sample grids (0: none)."),
     log_every: int | None = typer.Option(None, help="Steps between metrics.jsonl lines."),
+    skip_nonfinite: int | None = typer.Option(None, help="Skip up to N steps in a row with a NaN/inf loss or "
+                                                         "gradient norm (skipped_steps) [default 0: stop at one]."),
     threads: int | None = typer.Option(None, help=THREADS_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     parameterization: str | None = typer.Option(None, help="Network output: eps | x0 | v (--set parameterization)."),
@@ -156,13 +159,15 @@ def train(
                             "objective=iwae, train_samples=5. All fields: `genmodels config MODEL --data DATA`."),
 ) -> None:
     """Train a model family (`genmodels models` lists them) on a dataset; a run folder holds everything needed to
-    resume, sample and evaluate."""
+    resume, sample and evaluate. With --resume, the training flags given apply from the checkpoint on (recorded in
+    metrics.jsonl and config.json); --seed and --batch-size cannot change."""
     from .jobs import run_train
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     train_overrides = dict(steps=steps, batch_size=batch_size, lr=lr, ema_halflife_kimg=ema_halflife_kimg, seed=seed,
                            checkpoint_every=checkpoint_every, sample_every=sample_every, log_every=log_every,
-                           time_limit_minutes=minutes, num_threads=threads, progress=progress)
+                           time_limit_minutes=minutes, num_threads=threads, progress=progress,
+                           skip_nonfinite=skip_nonfinite)
     flags = dict(parameterization=parameterization, loss=loss, variance=variance, schedule=schedule, T=T,
                  channels=channels, channel_mult=channel_mult, num_res_blocks=num_res_blocks, attn_levels=attn_levels)
     given = {k: ",".join(map(str, _ints(v))) if k in ("channel_mult", "attn_levels") else v
@@ -172,11 +177,15 @@ def train(
                          " change the model, which a resumed run keeps; start a new run (another --out)")
     try:
         result = run_train(model, data, out, resume, train_overrides,
-                           [f"{SHORTCUTS[k]}={v}" for k, v in given.items()] + list(settings or []))
-    except ValueError as e:  # name the flag the user typed, not the assignment it stands for
+                           [f"{SHORTCUTS[k]}={v}" for k, v in given.items()] + list(settings or []),
+                           refuse_finished=True)
+    except ValueError as e:  # name the flag the user typed, not the assignment or field it stands for
         msg = str(e)
         for k in given:
             msg = msg.replace(f"--set {SHORTCUTS[k]}:", f"--{k.replace('_', '-')} (--set {SHORTCUTS[k]}):")
+        flag = {"time_limit_minutes": "minutes", "num_threads": "threads"}  # TrainConfig.steps=0 -> --steps 0
+        msg = re.sub(r"TrainConfig\.(\w+)=", lambda m: "--" + flag.get(m[1], m[1]).replace("_", "-") + " "
+                     if m[1] in train_overrides else m[0], msg)
         raise ValueError(msg) from None
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, one summary line (rank 0)
         return

@@ -120,14 +120,20 @@ def describe_models() -> list[dict[str, Any]]:
 
 
 def run_train(model_name: str | None, data: str, out: Path | None, resume: bool, train_overrides: dict[str, Any],
-              settings: list[str] | None = None):
+              settings: list[str] | None = None, *, refuse_finished: bool = False):
     """Build (or reload, with ``resume``) a run and train it. Returns the :class:`~genmodels.train.TrainResult`.
 
-    ``out`` None is ``runs/MODEL``; a resumed run keeps its family (``model_name`` None, or the same).
+    ``out`` None is ``runs/MODEL``; a resumed run keeps its family (``model_name`` None, or the same). On resume,
+    ``train_overrides`` (the TrainConfig fields given, None for the others) replace the run's saved settings; the
+    trainer applies and records each change, and refuses a different ``seed`` or ``batch_size``.
+    ``refuse_finished``: refuse a resume that has nothing left to train (already at ``steps`` or its time limit).
 
     Raises:
         ValueError: no family or no ``--data`` for a new run; a family or ``--data`` differing from a resumed
-            run's; ``--set`` on resume.
+            run's; ``--set`` on resume; a TrainConfig value out of range; a resume that changes ``seed`` or
+            ``batch_size``, or (``refuse_finished``) has nothing to train.
+        genmodels.train.NonFiniteError: (a ValueError) the loss or gradient norm went non-finite; the run folder
+            keeps its last finite checkpoint.
     """
     from .train import TrainConfig, Trainer, model_sample_fn
 
@@ -162,7 +168,7 @@ def run_train(model_name: str | None, data: str, out: Path | None, resume: bool,
     sample_fn = model_sample_fn(train_cfg.n_sample, **model.preview()) if train_cfg.sample_every else None
     trainer = Trainer(model, dataset.train, dataset.spec, train_cfg, out, run_config, sample_fn)
     try:
-        return trainer.fit(resume=resume)
+        return trainer.fit(resume=resume, refuse_finished=refuse_finished)
     finally:
         # the program owns the process group (under torchrun): destroy it before exit, or gloo can abort at
         # interpreter shutdown ("terminate called without an active exception") after a successful run

@@ -20,6 +20,19 @@ torch's global RNG (seeded per process at a fresh start). A checkpoint stores al
 position in the current epoch's permutation, the optimizer, scheduler and EMA, so ``fit(resume=True)``
 continues exactly where the checkpoint was taken: on CPU, a run stopped at step N and resumed
 reproduces an uninterrupted run's losses and weights bitwise (same number of processes and threads).
+
+Resuming with other settings. A resumed run takes the settings of the config it is given: a new ``lr`` (and its
+warm-up), ``steps``, ``time_limit_minutes``, log/checkpoint/sample intervals, clipping, EMA half-life, AdamW
+``betas``/``weight_decay`` or ``skip_nonfinite`` are applied from the checkpoint's step on, recorded in the first
+``metrics.jsonl`` line after the resume (``"resume": {"step": S, "changed": {"lr": [old, new]}}``) and appended to
+``TrainConfig.history`` (so ``config.json`` keeps them). ``batch_size`` and ``seed`` cannot change (they fix the
+data order, and the EMA counts its images in batches): such a resume is refused before anything is written.
+
+Non-finite steps. A step whose loss or gradient norm is NaN or infinite (the decision is agreed across processes)
+applies no update: by default the run stops there with :class:`NonFiniteError`, writing no checkpoint after it,
+so the run folder keeps its last finite checkpoint and resumes from it; with ``skip_nonfinite = N`` up to N
+consecutive such steps are skipped (no optimizer step, no EMA update; counted as ``skipped_steps``). A checkpoint
+is never written from non-finite weights.
 """
 
 from __future__ import annotations
@@ -49,7 +62,7 @@ from .checkpoint import (
     save_pretrained,
 )
 from .core import DataSpec, GenerativeModel
-from .fileio import atomic_write_bytes, atomic_write_text
+from .fileio import atomic_write_bytes, atomic_write_text, json_dumps
 from .train_config import TrainConfig  # re-exported: `from genmodels.train import TrainConfig`
 
 if TYPE_CHECKING:
@@ -57,6 +70,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TrainConfig",
+    "NonFiniteError",
     "TrainResult",
     "Trainer",
     "ema_halflife_images",
@@ -77,6 +91,21 @@ _STATE_VERSION = 1
 logger = logging.getLogger("genmodels.train")
 
 
+class NonFiniteError(ValueError):
+    """Training produced a non-finite loss, gradient norm or weights; the run folder keeps its last finite
+    checkpoint (nothing is written after the non-finite step).
+
+    Attributes:
+        step: the step (1-based) at which it happened.
+        what: what went non-finite: ``"loss"``, ``"gradient norm"``, ``"loss and gradient norm"`` or ``"weights"``.
+        checkpoint_step: the step of the checkpoint in the run folder, or None if none was written.
+    """
+
+    def __init__(self, message: str, step: int, what: str, checkpoint_step: int | None):
+        super().__init__(message)
+        self.step, self.what, self.checkpoint_step = step, what, checkpoint_step
+
+
 @dataclass
 class TrainResult:
     """What :meth:`Trainer.fit` did.
@@ -85,7 +114,8 @@ class TrainResult:
         steps: optimizer steps done in total (including those before a resume).
         images_seen: training examples consumed in total (``steps × batch_size``).
         seconds: training wall time in seconds, summed over resumes.
-        final_loss: mean loss of the last logged window (across processes); NaN if no step ran.
+        final_loss: mean loss of the last logged window with a finite step (across processes); NaN if no step
+            ran (the CLI prints it as null).
         run_dir: the run folder.
         stop_reason: ``"steps"`` (reached ``config.steps``) or ``"time_limit"``.
     """
@@ -318,7 +348,7 @@ class Trainer:
         """The EMA copy of the model (eval mode), after :meth:`fit` has started."""
         return None if self.ema is None else self.ema.module
 
-    def fit(self, resume: bool = False) -> TrainResult:
+    def fit(self, resume: bool = False, *, refuse_finished: bool = False) -> TrainResult:
         """Train up to ``config.steps`` steps, checkpointing along the way.
 
         Checkpoints (``save_pretrained`` files + ``train_state.pt``) are written every
@@ -330,13 +360,19 @@ class Trainer:
         Args:
             resume: continue from ``run_dir/train_state.pt``; the weights, optimizer, scheduler,
                 EMA, data position and every RNG state are restored, and ``metrics.jsonl`` lines
-                past the checkpoint's step are dropped before appending.
+                past the checkpoint's step are dropped before appending. Settings of ``config`` that differ
+                from the checkpoint's are applied and recorded (module docstring).
+            refuse_finished: with ``resume``, raise ValueError (before writing anything) when the run has
+                already reached ``config.steps`` or ``config.time_limit_minutes``, instead of returning at once.
         Returns:
             a :class:`TrainResult`.
         Raises:
             FileExistsError: ``resume=False`` on a folder that already holds a run.
             FileNotFoundError: ``resume=True`` on a folder without ``train_state.pt``.
-            ValueError: resuming with a different ``batch_size`` or ``seed`` than the checkpoint.
+            ValueError: resuming with a different ``batch_size`` or ``seed`` than the checkpoint; with
+                ``refuse_finished``, a resumed run with nothing left to train.
+            NonFiniteError: a non-finite loss or gradient norm (beyond ``skip_nonfinite`` consecutive skips)
+                or non-finite weights at a checkpoint; the folder keeps its last finite checkpoint.
             KeyboardInterrupt: after the checkpoint that a Ctrl-C asked for.
         """
         cfg, acc = self.config, self.accelerator
@@ -363,8 +399,11 @@ class Trainer:
         self._data_gen = torch.Generator().manual_seed(_derive_seed(cfg.seed, _DATA))
         self._noise_gen = torch.Generator(device).manual_seed(_derive_seed(cfg.seed, _NOISE, rank))
         cursor = _Cursor()
+        self._skipped = self._streak = 0  # non-finite steps skipped in total / in a row
+        self._checkpoint_step: int | None = None  # the step of the checkpoint on disk
+        self._resume_note: dict | None = None  # added to the first metrics line after a resume
         if resume:
-            cursor = self._load_state()
+            cursor = self._load_state(refuse_finished)
         else:
             torch.manual_seed(_derive_seed(cfg.seed, _GLOBAL, rank))
             if acc.is_main_process:
@@ -384,6 +423,7 @@ class Trainer:
         window_steps, window_t0 = 0, time.perf_counter()
         final_loss, stop_reason = math.nan, "steps"
         grad_norm = torch.full((), math.nan)
+        window_iters = 0  # steps in the window, skipped ones included (window_steps: the finite ones)
         factory = self._progress_factory or (
             _tqdm_progress if cfg.progress and acc.is_main_process else lambda total, initial: _NoProgress())
         bar = factory(cfg.steps, cur.step)
@@ -392,6 +432,17 @@ class Trainer:
             logger.info("training %s on %s: steps %d→%d, global batch %d on %d process(es), run %s",
                         self.run_config.model, self.run_config.data, cur.step, cfg.steps, B, world,
                         self.run_dir)
+        lr = halflife = math.nan
+
+        def flush() -> float | None:
+            """Log the window (every process: the loss is reduced) and start a new one."""
+            nonlocal window_steps, window_iters, window_t0
+            logged = self._log(cur, window_loss / window_steps if window_steps else None, lr, grad_norm,
+                               B * window_iters / (time.perf_counter() - window_t0), seconds(), halflife, bar)
+            window_loss.zero_()
+            window_steps, window_iters, window_t0 = 0, 0, time.perf_counter()
+            return logged
+
         try:
             with interrupt:
                 while cur.step < cfg.steps:
@@ -402,30 +453,33 @@ class Trainer:
                         stop_reason = "interrupt" if stop == _INTERRUPT else "time_limit"
                         break
                     log_now = (cur.step + 1) % cfg.log_every == 0 or cur.step + 1 == cfg.steps
-                    loss, lr, norm, halflife = self._train_step(cur, need_norm=log_now)
-                    grad_norm = grad_norm if norm is None else norm
-                    window_loss += loss
-                    window_steps += 1
+                    loss, lr, grad_norm, halflife, skipped = self._train_step(cur)
+                    if not skipped:
+                        window_loss += loss
+                        window_steps += 1
+                    window_iters += 1
                     bar.update(1)
 
                     if log_now:
-                        final_loss = self._log(cur, window_loss / window_steps, lr, grad_norm,
-                                               B * window_steps / (time.perf_counter() - window_t0),
-                                               seconds(), halflife, bar)
-                        window_loss.zero_()
-                        window_steps, window_t0 = 0, time.perf_counter()
+                        logged = flush()
+                        final_loss = final_loss if logged is None else logged
                     # Samples before the checkpoint, so a resumed run follows the same sequence.
                     if self.sample_fn is not None and cfg.sample_every and cur.step % cfg.sample_every == 0:
                         self._save_samples(cur.step)
                     if cfg.checkpoint_every and cur.step % cfg.checkpoint_every == 0:
                         self._save_checkpoint(cur, seconds())
                         saved_step = cur.step
-            if window_steps:  # stopped early: flush the partial log window
-                final_loss = self._log(cur, window_loss / window_steps, lr, grad_norm,
-                                       B * window_steps / (time.perf_counter() - window_t0),
-                                       seconds(), halflife, bar)
+            if window_iters:  # stopped early: flush the partial log window
+                logged = flush()
+                final_loss = final_loss if logged is None else logged
             if cur.step > saved_step or not (self.run_dir / STATE_NAME).exists():
                 self._save_checkpoint(cur, seconds())
+        except NonFiniteError as e:  # every process raises at the same step: log why, write no checkpoint
+            if window_iters:
+                flush()
+            self._log_event({"step": e.step, "event": "nonfinite", "nonfinite": e.what,
+                             "skipped_steps": self._skipped, "checkpoint_step": e.checkpoint_step})
+            raise
         finally:
             bar.close()
         if stop_reason == "interrupt":
@@ -439,12 +493,19 @@ class Trainer:
         return TrainResult(steps=cur.step, images_seen=cur.images_seen, seconds=seconds(),
                            final_loss=final_loss, run_dir=self.run_dir, stop_reason=stop_reason)
 
-    def _train_step(self, cur: _Cursor, need_norm: bool) -> tuple[Tensor, float, Tensor | None, float]:
+    def _train_step(self, cur: _Cursor) -> tuple[Tensor, float, Tensor, float, bool]:
         """One optimizer step on the next global batch, then the EMA update; advances ``cur``.
 
+        A step whose loss or gradient norm is not finite (on any process) updates nothing: it is skipped
+        (the optimizer, the EMA and the gradient scaler untouched, the lr schedule and the data position
+        advance) if fewer than ``skip_nonfinite`` steps in a row were, else :class:`NonFiniteError` is
+        raised before ``cur`` advances.
+
         Returns:
-            (this process's mean loss (detached, float32 scalar), the lr used, the gradient norm
-            before clipping (None when not computed), the EMA half-life in images used).
+            (this process's mean loss (detached, float32 scalar), the lr used, the gradient norm before
+            clipping, the EMA half-life in images used, whether the step was skipped).
+        Raises:
+            NonFiniteError: a non-finite step beyond ``skip_nonfinite`` in a row.
         """
         cfg, acc = self.config, self.accelerator
         idx = self._next_indices(cur)  # [B] int64, the global batch
@@ -453,20 +514,72 @@ class Trainer:
         loss = self._loss_module(x, generator=self._noise_gen).mean()  # DDP averages the gradients
         self.optimizer.zero_grad(set_to_none=True)
         acc.backward(loss)
-        norm = None
-        if cfg.grad_clip is not None:
-            norm = acc.clip_grad_norm_(self._loss_module.parameters(), cfg.grad_clip)
-        elif need_norm:  # norm only: an infinite max_norm scales the gradients by exactly 1
-            norm = acc.clip_grad_norm_(self._loss_module.parameters(), math.inf)
+        # the norm at every step, to check it (an infinite max_norm scales the gradients by exactly 1)
+        norm = acc.clip_grad_norm_(self._loss_module.parameters(),
+                                   math.inf if cfg.grad_clip is None else cfg.grad_clip)
         lr = self.scheduler.get_last_lr()[0]
-        self.optimizer.step()
-        self.scheduler.step()
         halflife = ema_halflife_images(int(self.ema.n_averaged) * cfg.batch_size,
                                        cfg.ema_halflife_kimg, cfg.ema_rampup)
-        self.ema.update_parameters(self.model)  # EDM decay, see edm_ema_multi_avg_fn
+        loss = loss.detach().float()
+        bad = self._nonfinite(loss, norm)
+        if bad:
+            self._streak += 1
+            if self._streak > cfg.skip_nonfinite:
+                raise self._nonfinite_error(cur.step + 1, bad, loss, norm)
+            logger.warning("step %d: non-finite %s; skipped (%d in a row, at most %d)", cur.step + 1, bad,
+                           self._streak, cfg.skip_nonfinite)
+            self.optimizer.zero_grad(set_to_none=True)
+            scaler = getattr(acc, "scaler", None)
+            if scaler is not None:  # fp16: clip_grad_norm_ unscaled the gradients; close the scaler's step
+                scaler.update()
+            self._skipped += 1
+        else:
+            self._streak = 0
+            self.optimizer.step()
+            # fp16: the gradient scaler skips a step with overflowing gradients; so does the EMA
+            if not getattr(self.optimizer, "step_was_skipped", False):
+                self.ema.update_parameters(self.model)  # EDM decay, see edm_ema_multi_avg_fn
+        self.scheduler.step()
         cur.step += 1
         cur.images_seen += cfg.batch_size
-        return loss.detach().float(), lr, norm, halflife
+        return loss, lr, norm, halflife, bool(bad)
+
+    def _nonfinite(self, loss: Tensor, norm: Tensor | None) -> str:
+        """What is not finite at this step on any process (every process gets the same answer): ``""``,
+        ``"loss"``, ``"gradient norm"`` or ``"loss and gradient norm"``. Under fp16 the gradient scaler owns
+        overflowing gradients (it skips those steps and lowers its scale), so only the loss is checked."""
+        acc = self.accelerator
+        flags = [~torch.isfinite(loss)]
+        check_norm = norm is not None and getattr(acc, "scaler", None) is None
+        flags.append(~torch.isfinite(norm.detach().float().to(loss.device)) if check_norm
+                     else torch.zeros((), dtype=torch.bool, device=loss.device))
+        t = torch.stack(flags).to(torch.int32)  # [2]: loss, gradient norm
+        if acc.num_processes > 1:  # the gradients are all-reduced, the losses are not: agree on both
+            torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        loss_bad, norm_bad = t.tolist()
+        return " and ".join(name for name, b in (("loss", loss_bad), ("gradient norm", norm_bad)) if b)
+
+    def _nonfinite_error(self, step: int, what: str, loss: Tensor | None = None,
+                         norm: Tensor | None = None) -> NonFiniteError:
+        """The error that stops a run at a non-finite ``step``: what went non-finite, where the run folder stands,
+        and the usual causes and fixes."""
+        values = [f"{name} {float(v):g}" for name, v in (("loss", loss), ("gradient norm", norm)) if v is not None]
+        if what == "weights":
+            desc = "the weights are not finite after the update of this step (the loss and gradient norm were)"
+        else:
+            desc = (f"the {what} {'are' if ' and ' in what else 'is'} not finite"
+                    + (f" ({', '.join(values)})" if values else ""))
+            if self.config.skip_nonfinite:
+                desc += (f", {self._streak} steps in a row (more than skip_nonfinite="
+                         f"{self.config.skip_nonfinite})")
+        where = (f"nothing was saved after it: {self.run_dir} keeps its checkpoint of step {self._checkpoint_step} "
+                 "(continue it with --resume, e.g. with a lower --lr)" if self._checkpoint_step is not None else
+                 f"no checkpoint had been written yet, so {self.run_dir} holds no weights: start it again")
+        msg = (f"training stopped at step {step}: {desc}; {where}. Usual causes: a learning rate too high "
+               f"(lower --lr, now {self.config.lr:g}), data far outside the model's scale (check the dataset's "
+               "range), or a --set option that removes a safeguard (e.g. --set clip_x0=false); --skip-nonfinite N "
+               "skips up to N such steps in a row instead of stopping")
+        return NonFiniteError(msg, step, what, self._checkpoint_step)
 
     def _agree(self, code: int) -> int:
         """The largest stop code over all processes (0: go on), so all stop at the same step."""
@@ -488,15 +601,16 @@ class Trainer:
         cur.position += B
         return idx
 
-    def _log(self, cur: _Cursor, local_loss: Tensor, lr: float, grad_norm: Tensor,
-             images_per_sec: float, seconds: float, halflife_images: float, bar: Progress) -> float:
-        """Append one metrics.jsonl line (main process) and return the window's mean loss."""
-        loss = float(self.accelerator.reduce(local_loss.reshape(1), "mean").item())
+    def _log(self, cur: _Cursor, local_loss: Tensor | None, lr: float, grad_norm: Tensor,
+             images_per_sec: float, seconds: float, halflife_images: float, bar: Progress) -> float | None:
+        """Append one metrics.jsonl line (main process) and return the window's mean loss, None when every step
+        of the window was skipped (the same on every process). Non-finite numbers are written as null."""
+        loss = None if local_loss is None else float(self.accelerator.reduce(local_loss.reshape(1), "mean").item())
         if not self.accelerator.is_main_process:
             return loss
         record = {
             "step": cur.step,
-            "loss": loss,  # mean over the window's steps and over processes
+            "loss": loss,  # mean over the window's finite steps and over processes
             "lr": lr,
             "grad_norm": float(grad_norm),  # global L2 norm before clipping, at the window's last step
             "images_per_sec": images_per_sec,
@@ -504,14 +618,24 @@ class Trainer:
             "ema_halflife_kimg": halflife_images / 1000.0,  # effective (ramped-up) half-life
             "images_seen": cur.images_seen,
             "epoch": cur.epoch,
+            "skipped_steps": self._skipped,  # non-finite steps skipped so far (skip_nonfinite), over resumes
             **self.model.train_metrics(),  # the model's own parts, at the window's last step (this process)
         }
-        with open(self.run_dir / METRICS_NAME, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-        bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
-        logger.info("step %d loss %.5f lr %.2e grad_norm %.3f %.1f img/s", cur.step, loss, lr,
-                    record["grad_norm"], images_per_sec)
+        if self._resume_note is not None:  # the first line after a resume says what it changed
+            record["resume"], self._resume_note = self._resume_note, None
+        self._log_event(record)
+        bar.set_postfix(loss="skipped" if loss is None else f"{loss:.4f}", lr=f"{lr:.2e}")
+        logger.info("step %d loss %s lr %.2e grad_norm %.3f %.1f img/s", cur.step,
+                    "(all skipped)" if loss is None else f"{loss:.5f}", lr, record["grad_norm"], images_per_sec)
         return loss
+
+    def _log_event(self, record: dict) -> None:
+        """Append ``record`` to metrics.jsonl as one line of valid JSON (non-finite numbers as null), on the main
+        process."""
+        if not self.accelerator.is_main_process:
+            return
+        with open(self.run_dir / METRICS_NAME, "a", encoding="utf-8") as f:
+            f.write(json_dumps(record) + "\n")
 
     def _save_samples(self, step: int) -> None:
         """EMA sample grid on the main process, with its own generator; torch's global RNG is
@@ -548,9 +672,15 @@ class Trainer:
 
         ``train_state.pt`` is self-contained (it also holds the weights and EMA), so a run killed
         between two files still resumes from one consistent step.
+
+        Raises:
+            NonFiniteError: the weights or the EMA hold a non-finite value (an update that overflowed);
+                nothing is written, so the folder keeps its last finite checkpoint.
         """
         acc = self.accelerator
         acc.wait_for_everyone()
+        if self._agree(int(not self._weights_finite())):
+            raise self._nonfinite_error(cur.step, "weights")
         rng = {"noise": self._noise_gen.get_state(), "torch": torch.get_rng_state()}
         if acc.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(acc.device)
@@ -576,26 +706,48 @@ class Trainer:
                 "data_generator": self._data_gen.get_state(),
                 "rng": per_rank,  # [world_size] dicts of ByteTensors
                 "train_config": config_to_dict(self.config),
+                "skipped_steps": self._skipped,
+                "nonfinite_streak": self._streak,
             }
             buf = io.BytesIO()
             torch.save(state, buf)
             atomic_write_bytes(self.run_dir / STATE_NAME, buf.getvalue())
             logger.info("checkpoint at step %d in %s", cur.step, self.run_dir)
         acc.wait_for_everyone()
+        self._checkpoint_step = cur.step
 
-    def _load_state(self) -> _Cursor:
-        """Restore everything :meth:`_save_checkpoint` wrote (every process reads the file)."""
+    def _weights_finite(self) -> bool:
+        """Whether every floating-point tensor of the model and of the EMA is finite."""
+        tensors = [t for m in (self.model, self.ema.module) for t in m.state_dict().values() if t.is_floating_point()]
+        return not tensors or bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+
+    def _load_state(self, refuse_finished: bool = False) -> _Cursor:
+        """Restore everything :meth:`_save_checkpoint` wrote (every process reads the file), then apply the
+        settings of ``self.config`` that differ from the checkpoint's and record them (module docstring).
+
+        Everything that can refuse the resume is checked before anything is restored or written.
+        """
         cfg, acc = self.config, self.accelerator
         path = self.run_dir / STATE_NAME
         state = torch.load(path, map_location="cpu", weights_only=True)
+        saved = {**config_to_dict(TrainConfig()), **state.get("train_config", {})}  # older files: defaults
         for key in ("batch_size", "seed"):
-            if state[key] != getattr(cfg, key):
-                raise ValueError(f"cannot resume {path}: it was trained with {key}={state[key]}, "
-                                 f"the config says {getattr(cfg, key)}; use the same {key}")
+            saved[key] = state[key]
+        changed = _config_changes(saved, config_to_dict(cfg))
+        for key, why in (("seed", "it fixes the data order and the noise"),
+                         ("batch_size", "the data position and the EMA's decay count in batches of that size")):
+            if key in changed:
+                flag = "--" + key.replace("_", "-")
+                raise ValueError(f"cannot resume {self.run_dir} with {key}={changed[key][1]}: it was trained with "
+                                 f"{key}={changed[key][0]} and a resumed run keeps it ({why}); omit {flag} (or "
+                                 f"give {flag} {changed[key][0]}), or start a new run in another --out")
+        if refuse_finished:
+            _refuse_finished(state["step"], state["seconds"], cfg)
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        self._apply_optimizer_settings(changed)
         self._data_gen.set_state(state["data_generator"])
         rank = acc.process_index
         if state["world_size"] == acc.num_processes:
@@ -610,11 +762,61 @@ class Trainer:
                            path, acc.num_processes, state["world_size"])
             self._noise_gen.manual_seed(_derive_seed(cfg.seed, _NOISE, rank, state["step"]))
             torch.manual_seed(_derive_seed(cfg.seed, _GLOBAL, rank, state["step"]))
+        self._skipped = state.get("skipped_steps", 0)
+        self._streak = state.get("nonfinite_streak", 0)
+        self._checkpoint_step = state["step"]
+        history = tuple(saved.get("history") or ())
+        if changed:
+            history += (f"step {state['step']}: " + ", ".join(f"{k} {json_dumps(old)} -> {json_dumps(new)}"
+                                                              for k, (old, new) in changed.items()),)
+            logger.info("resuming %s at step %d with %s", self.run_dir, state["step"], history[-1].split(": ", 1)[1])
+        self.config = replace(cfg, history=history)
+        self.run_config = replace(self.run_config, train=self.config)
+        self._resume_note = {"step": state["step"], "changed": changed}
         if acc.is_main_process:
             _truncate_metrics(self.run_dir / METRICS_NAME, state["step"])
         logger.info("resumed %s at step %d", self.run_dir, state["step"])
         return _Cursor(step=state["step"], images_seen=state["images_seen"], seconds=state["seconds"],
                        epoch=state["epoch"], position=state["position"], permutation=state["permutation"])
+
+    def _apply_optimizer_settings(self, changed: dict) -> None:
+        """After loading the optimizer and scheduler states (which carry the checkpoint's lr, betas and weight
+        decay), put in the new values of the changed ones; the lr of the next step is ``lr`` times the warm-up
+        factor at the scheduler's step, as if the run had had the new ``lr``/``warmup_steps`` all along."""
+        cfg = self.config
+        groups = self.optimizer.param_groups
+        if "lr" in changed or "warmup_steps" in changed:
+            sched = self.scheduler
+            sched.base_lrs = [cfg.lr for _ in groups]
+            lrs = [base * fn(sched.last_epoch) for fn, base in zip(sched.lr_lambdas, sched.base_lrs, strict=True)]
+            for group, lr in zip(groups, lrs, strict=True):
+                group["initial_lr"], group["lr"] = cfg.lr, lr
+            sched._last_lr = lrs
+        for key in ("betas", "weight_decay"):
+            if key in changed:
+                for group in groups:
+                    group[key] = getattr(cfg, key)
+
+
+_UNRECORDED = ("progress", "num_threads", "history")
+"""TrainConfig fields a resume may change without recording it: how the run is shown and run, not what it does."""
+
+
+def _config_changes(saved: dict, new: dict) -> dict[str, list]:
+    """``{field: [checkpoint's value, new value]}`` for the fields (in TrainConfig's order) that differ, as JSON
+    values (tuples as lists)."""
+    return {k: [saved.get(k), v] for k, v in new.items() if k not in _UNRECORDED and saved.get(k) != v}
+
+
+def _refuse_finished(step: int, seconds: float, cfg: TrainConfig) -> None:
+    """Raise ValueError when a run at ``step`` after ``seconds`` of training has nothing left to do under ``cfg``."""
+    if step > cfg.steps:
+        raise ValueError(f"the run is at step {step}, past --steps {cfg.steps}; give a larger --steps")
+    if step == cfg.steps:
+        raise ValueError(f"the run is already at step {step}, its --steps; give a larger --steps to train it further")
+    if cfg.time_limit_minutes is not None and seconds >= cfg.time_limit_minutes * 60:
+        raise ValueError(f"the run has trained {seconds / 60:.2f} minutes, past --minutes {cfg.time_limit_minutes:g}; "
+                         "give a larger --minutes")
 
 
 def _gather_objects(obj: object) -> list:
