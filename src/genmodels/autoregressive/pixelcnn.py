@@ -68,6 +68,9 @@ class PixelCNNConfig:
         ValueError: naming the bad field.
     """
 
+    # what a config.json or --set may ask (checkpoint.config_limits)
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"n_mixtures": (1, 100)}
+
     net: MaskedConvNetConfig = field(default_factory=MaskedConvNetConfig)
     head: Head = "softmax"
     n_mixtures: int = 5

@@ -52,6 +52,11 @@ class WaveNetConfig:
         ValueError: if a field is < 1.
     """
 
+    # what a config.json or --set may ask (checkpoint.config_limits)
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
+        "residual_channels": (1, 1024), "skip_channels": (1, 4096), "cycle_length": (1, 16), "n_cycles": (1, 64),
+        "kernel_size": (1, 16)}
+
     residual_channels: int = 64
     skip_channels: int = 128
     cycle_length: int = 8

@@ -39,7 +39,7 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import ClassVar, Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -116,6 +116,9 @@ class ScheduleConfig:
         beta_start, beta_end: end points of the linear schedule (at T = 1000).
         cosine_s: offset s of the cosine schedule.
     """
+
+    # what a config.json or --set may ask (checkpoint.config_limits)
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"T": (2, 100_000)}
 
     kind: ScheduleKind = "linear"
     T: int = 1000
@@ -247,6 +250,9 @@ class GammaConfig:
     Raises:
         ValueError: unknown kind, γ_0 ≥ γ_1, bounds that are reversed or exclude the initial value, n_features < 1.
     """
+
+    # what a config.json or --set may ask (checkpoint.config_limits)
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"n_features": (1, 16_384)}
 
     kind: GammaKind = "learned_net"
     gamma_0: float = -13.3

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import ClassVar, Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -147,6 +147,11 @@ class VDMConfig:
         clip_x0: clamp x̂ to [−1, 1] when sampling (never in the bound).
         unet: backbone for images. mlp: backbone for vectors.
     """
+
+    # what a config.json or --set may ask (checkpoint.config_limits)
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
+        "T": (0, 100_000), "sample_steps": (1, 100_000), "fourier_features": (-16, 16),
+        "len(fourier_features)": (0, 16)}
 
     schedule: GammaConfig = field(default_factory=GammaConfig)
     T: int = 0

@@ -103,6 +103,9 @@ class NICEConfig(FlowConfig):
     data, each with an MLP ``net``, then the diagonal scaling layer (§3.3). NICE used 4 couplings of 5×1000 ReLU
     layers on MNIST (§5.1)."""
 
+    # what a config.json or --set may ask (checkpoint.config_limits)
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"n_couplings": (1, 64)}
+
     n_couplings: int = 4
     net: CouplingNetConfig = field(default_factory=lambda: CouplingNetConfig(hidden=1000, depth=1))
 
@@ -124,6 +127,11 @@ class RealNVPConfig(FlowConfig):
         scale: the log-scale's bound (:data:`~genmodels.flows.transforms.ScaleFn`).
         net: ResNet coupling networks (``hidden`` channels, ``depth`` residual blocks) or MLPs (vectors).
     """
+
+    # what a config.json or --set may ask (checkpoint.config_limits)
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
+        "n_scales": (1, 16), "checkerboard_couplings": (0, 64), "channel_couplings": (0, 64),
+        "final_couplings": (1, 64), "n_couplings": (1, 256)}
 
     n_scales: int = 3
     checkerboard_couplings: int = 3
@@ -152,6 +160,9 @@ class GlowConfig(FlowConfig):
     Attributes:
         scale: the log-scale's bound (Glow: ``sigmoid``).
     """
+
+    # what a config.json or --set may ask (checkpoint.config_limits)
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"n_levels": (1, 16), "steps_per_level": (1, 256)}
 
     n_levels: int = 2
     steps_per_level: int = 8

@@ -18,7 +18,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from torch import Tensor, nn
 
@@ -38,6 +38,9 @@ class CoderConfig:
         channels: width of the first conv level (the second has twice as many).
         activation: ``relu`` (pythae's and Kingma & Welling's choice), ``elu`` or ``silu``.
     """
+
+    # what a config.json or --set may ask (checkpoint.config_limits)
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"hidden": (1, 4096), "depth": (1, 64), "channels": (1, 512)}
 
     backbone: Backbone = "mlp"
     hidden: int = 512

@@ -14,7 +14,7 @@ every example's Jacobian depends on that example only (RealNVP's batch norm woul
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from torch import Tensor, nn
 
@@ -34,6 +34,9 @@ class CouplingNetConfig:
     Raises:
         ValueError: for a width < 1, a negative depth or an unknown activation.
     """
+
+    # what a config.json or --set may ask (checkpoint.config_limits)
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"hidden": (1, 2048), "depth": (0, 64)}
 
     hidden: int = 64
     depth: int = 2

@@ -10,6 +10,7 @@ matching.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import Tensor, nn
 
@@ -24,6 +25,9 @@ class EnergyMLPConfig:
         hidden: width of every hidden layer.
         depth: number of hidden layers (each Linear → SiLU).
     """
+
+    # what a config.json or --set may ask (checkpoint.config_limits)
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"hidden": (1, 4096), "depth": (1, 64)}
 
     hidden: int = 128
     depth: int = 3
@@ -64,6 +68,9 @@ class EnergyConvConfig:
         channels: width of the first stage (the second has twice as many).
         hidden: width of the read-out's hidden layer.
     """
+
+    # what a config.json or --set may ask (checkpoint.config_limits)
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"channels": (1, 512), "hidden": (1, 4096)}
 
     channels: int = 32
     hidden: int = 128

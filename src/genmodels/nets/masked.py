@@ -33,7 +33,7 @@ horizontal stack is seen (:attr:`MaskedConvNet.rows_above` is the upward reach).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -180,6 +180,11 @@ class MaskedConvNetConfig:
     Raises:
         ValueError: naming the bad field.
     """
+
+    # what a config.json or --set may ask (checkpoint.config_limits)
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
+        "n_layers": (1, 128), "channels": (1, 1024), "first_kernel": (1, 31), "kernel": (1, 31),
+        "head_channels": (1, 4096)}
 
     kind: Literal["gated", "plain"] = "gated"
     n_layers: int = 6

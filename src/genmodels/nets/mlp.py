@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import Tensor, nn
 
@@ -20,6 +21,9 @@ class MLPConfig:
         depth: number of residual blocks.
         emb_dim: size of the noise embedding.
     """
+
+    # what a config.json or --set may ask (checkpoint.config_limits)
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"hidden": (1, 4096), "depth": (0, 64), "emb_dim": (1, 4096)}
 
     hidden: int = 256
     depth: int = 4

@@ -9,6 +9,7 @@ scalar per example to an image of the same shape.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +34,12 @@ class UNetConfig:
         dropout: dropout inside residual blocks.
         groups: group-norm groups (must divide every level's width).
     """
+
+    # what a config.json or --set may ask (checkpoint.config_limits)
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
+        # level widths channels·mult ≤ 4096 (ADM's largest is 1024), ≤ 8 levels (a 256-px image has 9), ≤ 8 blocks each
+        "channels": (1, 512), "channel_mult": (1, 8), "len(channel_mult)": (1, 8), "num_res_blocks": (0, 8),
+        "attn_levels": (0, 7), "len(attn_levels)": (0, 8), "num_heads": (1, 64), "groups": (1, 512), "dropout": (0, 1)}
 
     channels: int = 32
     channel_mult: tuple[int, ...] = (1, 2, 2)

@@ -66,6 +66,10 @@ class EBMConfig:
         mlp: energy network for vectors. conv: energy network for images.
     """
 
+    # what a config.json or --set may ask (checkpoint.config_limits)
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
+        "n_probes": (1, 1000), "exact_trace_max_dim": (0, 100_000), "sample_steps": (0, 1_000_000)}
+
     loss_type: EBMLoss = "dsm"
     sigma: float = 0.1
     n_probes: int = 1

@@ -70,6 +70,9 @@ class NCSNConfig:
         unet: backbone for images. mlp: backbone for vectors.
     """
 
+    # what a config.json or --set may ask (checkpoint.config_limits)
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"n_sigmas": (1, 10_000), "sample_steps_each": (1, 100_000)}
+
     sigma_max: float = 1.0
     sigma_min: float = 0.01
     n_sigmas: int = 10

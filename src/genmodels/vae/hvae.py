@@ -26,7 +26,7 @@ the joint log-ratio Σ_l log p(z_l|z_{l+1}) − log q(z_l|·) (:class:`~genmodel
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -58,6 +58,10 @@ class HVAEConfig(LatentVariableConfig):
         and the fields of :class:`~genmodels.vae.vae.LatentVariableConfig` (coder, likelihood, objective,
         train_samples, kl_warmup_steps, free_bits).
     """
+
+    # what a config.json or --set may ask (checkpoint.config_limits)
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
+        "latent_dims": (1, 4096), "len(latent_dims)": (1, 16), "latent_hidden": (1, 4096)}
 
     latent_dims: tuple[int, ...] = (32, 16)
     inference: Literal["top_down", "bottom_up"] = "bottom_up"

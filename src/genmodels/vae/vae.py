@@ -64,6 +64,9 @@ class LatentVariableConfig:
         ValueError: naming the bad field and the fix.
     """
 
+    # what a config.json or --set may ask (checkpoint.config_limits)
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"train_samples": (1, 1000), "kl_warmup_steps": (0, 10**9)}
+
     coder: CoderConfig = field(default_factory=CoderConfig)
     likelihood: L.Likelihood = "auto"
     objective: Objective = "elbo"
@@ -87,6 +90,9 @@ class LatentVariableConfig:
 @dataclass(frozen=True)
 class VAEConfig(LatentVariableConfig):
     """A Gaussian VAE: ``latent_dim``, the size of z, and the fields of :class:`LatentVariableConfig`."""
+
+    # what a config.json or --set may ask (checkpoint.config_limits)
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"latent_dim": (1, 4096)}
 
     latent_dim: int = 32
 
