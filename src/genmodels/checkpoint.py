@@ -29,6 +29,7 @@ import dataclasses
 import enum
 import json
 import logging
+import math
 import os
 import types
 import typing
@@ -57,6 +58,7 @@ __all__ = [
     "config_to_dict",
     "save_pretrained",
     "load_run_config",
+    "load_train_state",
     "from_pretrained",
     "config_limits",
     "atomic_write_bytes",
@@ -488,13 +490,44 @@ def _state_dict_bytes(module: nn.Module, metadata: Mapping[str, str] | None) -> 
 
 
 def _load_state_dict_file(path: Path, device: str | torch.device = "cpu") -> dict[str, Tensor]:
-    """Read a safetensors file written by :func:`save_pretrained`, restoring tied aliases."""
-    with safetensors.safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-    sd = safetensors.torch.load_file(str(path), device=str(torch.device(device)))
-    for alias, kept in json.loads(meta.get(_ALIASES_KEY, "{}")).items():
-        sd[alias] = sd[kept]
+    """Read a safetensors file written by :func:`save_pretrained`, restoring tied aliases.
+
+    Raises:
+        ValueError: the file is not a valid safetensors file (truncated, zero bytes, random or another format),
+            or its alias table is damaged; the message names the file and the fix.
+    """
+    damaged = f"{path} is not a valid safetensors file (truncated or corrupt: {{}}); retrain or restore it from a copy"
+    try:
+        with safetensors.safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        sd = safetensors.torch.load_file(str(path), device=str(torch.device(device)))
+    except safetensors.SafetensorError as e:
+        raise ValueError(damaged.format(str(e).replace("Error while deserializing header: ", ""))) from None
+    try:
+        aliases = json.loads(meta.get(_ALIASES_KEY, "{}"))
+        for alias, kept in aliases.items():
+            sd[alias] = sd[kept]
+    except (ValueError, KeyError, AttributeError, TypeError) as e:
+        raise ValueError(damaged.format(f"bad {_ALIASES_KEY} metadata: {e!r}")) from None
     return sd
+
+
+def _mismatch(model: nn.Module, state: Mapping[str, Tensor]) -> str:
+    """What differs between a model's state_dict and ``state``, in one line: counts and the first example."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    parts = []
+    if shapes:
+        k = shapes[0]
+        parts.append(f"{len(shapes)} tensor(s) of another shape, e.g. {k}: file {list(state[k].shape)}, "
+                     f"model {list(own[k].shape)}")
+    if missing:
+        parts.append(f"{len(missing)} missing, e.g. {missing[0]}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected, e.g. {unexpected[0]}")
+    return "; ".join(parts) or "the tensors differ"
 
 
 def save_pretrained(run_dir: str | os.PathLike, model: nn.Module, run_config: RunConfig,
@@ -559,13 +592,95 @@ def load_run_config(run_dir: str | os.PathLike) -> RunConfig:
             badly typed keys (the message names the file and the key).
     """
     config = _check_run_dir(Path(run_dir))
+    if config.stat().st_size > _MAX_CONFIG_BYTES:
+        raise ValueError(f"{config} is {config.stat().st_size / 2**20:.0f} MiB, too large to be a genmodels config "
+                         f"(they are a few KiB); the file is damaged or not a run's: restore it from a copy")
     try:
         d = json.loads(config.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{config} is not valid JSON ({e}); the file is damaged") from None
+    except RecursionError:
+        raise ValueError(f"{config} is nested too deeply to be a genmodels config; the file is damaged or not a "
+                         "run's: restore it from a copy") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, an integer of more than 4300 digits
+        raise ValueError(f"{config} is not valid JSON ({e}); the file is damaged: restore it from a copy") from None
     if not isinstance(d, dict):
         raise ValueError(f"{config}: expected a JSON object, got {type(d).__name__}")
-    return RunConfig.from_json(d, source=str(config))
+    try:
+        run_config = RunConfig.from_json(d, source=str(config))
+    except (TypeError, AttributeError, KeyError, RecursionError) as e:  # e.g. a list where a name should be
+        raise ValueError(f"{config} is not a genmodels config ({type(e).__name__}: {e}); restore it from a "
+                         "copy") from None
+    _check_spec(run_config.spec, f"{config}: spec")
+    return run_config
+
+
+_MAX_CONFIG_BYTES = 2**24
+"""A run's config.json is a few KiB; a bigger one is refused before it is read."""
+
+_SPEC_LIMITS = {"event dimension": (1, 2**16), "event size": (1, 2**26), "rank": (1, 3), "n_bins": (2, 2**16),
+                "sample_rate": (1, 10**7)}
+"""What a :class:`DataSpec` read from a file may say: events of rank 1–3 (vectors, sequences, images) with at most
+2**26 values (a 4096×4096 RGB image is 2**25.6), up to 2**16 levels, audio up to 10 MHz. Larger ones would make the
+models built from it (and every sample) allocate without bound."""
+
+
+def _check_spec(spec: DataSpec, where: str) -> None:
+    """Raise a ValueError naming ``where`` when a spec read from a file is badly typed or outside
+    :data:`_SPEC_LIMITS`."""
+    def ok(key: str, v: Any) -> bool:
+        lo, hi = _SPEC_LIMITS[key]
+        return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+    shape = spec.event_shape
+    if not (isinstance(shape, tuple) and ok("rank", len(shape)) and all(ok("event dimension", s) for s in shape)
+            and ok("event size", math.prod(shape))):
+        lo, hi = _SPEC_LIMITS["event size"]
+        raise ValueError(f"{where}.event_shape={list(shape) if isinstance(shape, tuple) else shape!r} is out of "
+                         f"range: 1 to 3 positive integers whose product is at most {hi} (2**26)")
+    for key in ("n_bins", "sample_rate"):
+        v = getattr(spec, key)
+        if v is not None and not ok(key, v):
+            lo, hi = _SPEC_LIMITS[key]
+            raise ValueError(f"{where}.{key}={_short(v)} is out of range: an integer in [{lo}, {hi}], or null")
+    vr = spec.value_range  # (-inf, inf) for unbounded continuous data
+    if not (isinstance(vr, tuple) and len(vr) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                          for v in vr) and vr[0] < vr[1]):
+        raise ValueError(f"{where}.value_range={vr!r} is out of range: two numbers, low < high")
+    if not isinstance(spec.name, str):
+        raise ValueError(f"{where}.name={spec.name!r}: expected a string")
+
+
+def load_train_state(path: str | os.PathLike, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Read a ``train_state.pt`` (``torch.load(weights_only=True)``: no pickled code runs), or a one-line error.
+
+    Args:
+        path: the file. required: keys the state must have.
+    Returns:
+        the state dict.
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is truncated, corrupt or not a torch file (``UnpicklingError``, a zip error, an
+            ``EOFError``...), holds something other than a dict, or lacks a ``required`` key; the message names the
+            file and the fix.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: the run has no training state to resume; start a new run "
+                                "(another --out)")
+    damaged = (f"{path} is not a valid training state ({{}}); restore it from a copy, or start a new run (another "
+               f"--out): this run's weights stay loadable for sample and evaluate")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise  # the disk, not the file: the CLI names the path and the errno
+    except Exception as e:  # UnpicklingError, RuntimeError (zip), EOFError, ValueError, ...
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(damaged.format(f"truncated or corrupt: {type(e).__name__}: {first[:200]}")) from None
+    if not isinstance(state, dict):
+        raise ValueError(damaged.format(f"it holds a {type(state).__name__}, not a dict"))
+    missing = [k for k in required if k not in state]
+    if missing:
+        raise ValueError(damaged.format(f"it lacks {', '.join(missing)}: written by another version of genmodels?"))
+    return state
 
 
 def from_pretrained(run_dir: str | os.PathLike, *, ema: bool = True, map_location: str | torch.device = "cpu",
@@ -599,11 +714,12 @@ def from_pretrained(run_dir: str | os.PathLike, *, ema: bool = True, map_locatio
     if not weights.is_file():
         raise FileNotFoundError(f"{run_dir} has {CONFIG_NAME} but no {WEIGHTS_NAME}: the run stopped "
                                 "before writing weights; resume it or train again")
+    state = _load_state_dict_file(weights)  # before the build: a damaged file fails fast
     model = MODELS.get(run_config.model).build(run_config.model_config, run_config.spec)
-    state = _load_state_dict_file(weights)
     try:
         model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        raise ValueError(f"{weights} does not match the {run_config.model!r} model that "
-                         f"{CONFIG_NAME} builds: {e}") from None
+    except RuntimeError:
+        raise ValueError(f"{weights} does not match the {run_config.model!r} model that {run_dir / CONFIG_NAME} "
+                         f"builds ({_mismatch(model, state)}): the config belongs to another run or the weights to "
+                         f"another config; restore the run's own {CONFIG_NAME}, or retrain") from None
     return model.to(map_location).eval(), run_config

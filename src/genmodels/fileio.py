@@ -4,7 +4,9 @@ Every writer fills a temporary file in the destination's folder (``.NAME.PID.RAN
 it, renames it over the destination with :func:`os.replace` (atomic on POSIX and Windows) and fsyncs the folder
 so the rename itself survives a crash. Readers therefore see either the old file or the complete new one, never
 a partial write, and a write that fails (an exception, a full disk, Ctrl-C) leaves the old file and no temporary
-file behind. Temporary files are created with mode ``0o666`` less the process umask, like :func:`open`, not
+file behind. An :class:`OSError` of a failed write names the destination (``e.filename``), not the temporary
+file: a full disk (``ENOSPC``) raised by ``write`` or ``fsync`` would otherwise name no file at all.
+Temporary files are created with mode ``0o666`` less the process umask, like :func:`open`, not
 ``mkstemp``'s ``0o600``.
 
 Three forms, for three kinds of writer:
@@ -53,6 +55,22 @@ def _temp_path(path: Path, suffix: str = "") -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
 
 
+def _discard(tmp: Path) -> None:
+    """Remove a temporary file after a failed write; never raises (on a read-only or failing disk the removal can
+    fail too, and the write's own error is the one to report)."""
+    try:
+        tmp.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def _name_destination(e: BaseException, path: Path, tmp: Path) -> None:
+    """Make an OSError of a write to ``tmp`` name ``path``, the file the caller asked for (in place); errors with
+    a message of their own (no errno) are left as they are."""
+    if isinstance(e, OSError) and e.errno is not None and (e.filename is None or str(e.filename) == str(tmp)):
+        e.filename, e.filename2 = str(path), None
+
+
 def fsync_dir(folder: PathLike) -> None:
     """Make the renames in ``folder`` durable (POSIX); a no-op where folders cannot be opened or synced
     (Windows)."""
@@ -89,15 +107,20 @@ def atomic_open(path: PathLike, *, parents: bool = False) -> Iterator[IO[bytes]]
     """
     path = _destination(path, parents)
     tmp = _temp_path(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    except OSError as e:  # a read-only folder, permission denied, a full disk (no inode)
+        _name_destination(e, path, tmp)
+        raise
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as e:
+        _discard(tmp)
+        _name_destination(e, path, tmp)
         raise
     fsync_dir(path.parent)
 
@@ -131,8 +154,9 @@ def atomic_path(path: PathLike, *, parents: bool = False) -> Iterator[Path]:
         finally:
             os.close(fd)
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as e:
+        _discard(tmp)
+        _name_destination(e, path, tmp)
         raise
     fsync_dir(path.parent)
 
