@@ -27,6 +27,7 @@ from typing import Any
 
 import typer
 
+from .errors import at_least, one_line, positive_numbers
 from .fileio import json_dumps
 
 app = typer.Typer(help="Train, sample and evaluate likelihood-based generative models, in bits/dim.",
@@ -58,6 +59,10 @@ def _friendly(fn: Callable) -> Callable:
             _fail(e.args[0] if e.args else e)
         except _ERRORS as e:
             _fail(e)
+        except (OSError, MemoryError, RuntimeError) as e:  # a full disk, a read-only folder, no memory (errors.py)
+            if one_line(e) is None:  # a RuntimeError that is a bug keeps its traceback
+                raise
+            _fail(one_line(e))
 
     return wrapper
 
@@ -66,6 +71,16 @@ def _fail(msg: object) -> None:
     """``error: msg`` on stderr and exit status 2 (no traceback)."""
     typer.secho(f"error: {msg}", err=True, fg=typer.colors.RED)
     raise typer.Exit(2) from None
+
+
+def _check(rule: Callable[[Any], str | None]) -> Callable:
+    """A typer callback: ``rule(value)`` is None, or the error, one line and exit status 2 (not typer's framed box)."""
+    def check(param: typer.CallbackParam, value: Any) -> Any:
+        return value if value is None or rule(value) is None else _fail(f"{param.opts[0]} {rule(value)}")
+    return check
+
+
+_POSITIVE, _ABOVE_ZERO, _TOLS = _check(at_least(1)), _check(at_least(0, strict=True)), _check(positive_numbers)
 
 
 def _set_threads(threads: int) -> None:
@@ -198,11 +213,11 @@ def train(
 @_friendly
 def sample(
     run: Path = typer.Argument(..., help="Run folder."),
-    n: int = typer.Option(64, help="Number of samples."),
+    n: int = typer.Option(64, help="Number of samples.", callback=_POSITIVE),
     sampler: str | None = typer.Option(None, help="A sampler of the run's family (`genmodels models` lists them) "
                                                      "[default: the family's first]."),
     steps: int | None = typer.Option(None, help="The sampler's steps / noise levels, where it has them "
-                                                   "[default: the family's]."),
+                                                   "[default: the family's].", callback=_POSITIVE),
     eta: float | None = typer.Option(None, help="DDIM η (0: deterministic, 1: ancestral), for samplers that take it."),
     temperature: float | None = typer.Option(None, help="Samplers that take it: the base distribution's std of a "
                                                            "flow (e.g. 0.7), the softmax temperature of an "
@@ -210,7 +225,7 @@ def sample(
     seed: int = typer.Option(0, help="Seed of the sampler's noise."),
     out: Path | None = typer.Option(None, help="PNG path [default RUN/samples/SAMPLER_STEPS.png]."),
     raw: bool = typer.Option(False, "--raw", help="Use the raw weights instead of the EMA weights."),
-    batch_size: int = typer.Option(100, help="Samples drawn at once (≈100 is fastest on CPU)."),
+    batch_size: int = typer.Option(100, help="Samples drawn at once (≈100 is fastest on CPU).", callback=_POSITIVE),
     threads: int | None = typer.Option(None, help=THREADS_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
@@ -226,15 +241,16 @@ def sample(
 def evaluate(
     run: Path = typer.Argument(..., help="Run folder."),
     split: str = typer.Option("test", help="test | train."),
-    limit: int | None = typer.Option(None, help="Evaluate only the first N examples."),
-    t_samples: int = typer.Option(4, help="Bounds over noise levels: stratified steps or times per example."),
+    limit: int | None = typer.Option(None, help="Evaluate only the first N examples.", callback=_POSITIVE),
+    t_samples: int = typer.Option(4, help="Bounds over noise levels: stratified steps or times per example.",
+                                  callback=_POSITIVE),
     exact: bool = typer.Option(False, "--exact", help="Bounds over noise levels: sum all T steps (T evaluations per "
                                                      "example)."),
     k: int = typer.Option(1, "--k", help="Latent-variable bounds: importance samples of the IWAE bound (1: the "
-                                         "ELBO); e.g. 5000."),
+                                         "ELBO); e.g. 5000.", callback=_POSITIVE),
     calibrate: bool = typer.Option(True, "--calibrate/--no-calibrate",
                                    help="Bounds with a step proposal: fit it on 128 training examples first."),
-    batch_size: int = typer.Option(100, help="Examples per batch (≈100 is fastest on CPU)."),
+    batch_size: int = typer.Option(100, help="Examples per batch (≈100 is fastest on CPU).", callback=_POSITIVE),
     seed: int = typer.Option(0),
     raw: bool = typer.Option(False, "--raw", help="Use the raw weights instead of the EMA weights."),
     threads: int | None = typer.Option(None, help=THREADS_HELP),
@@ -242,16 +258,18 @@ def evaluate(
     out: Path | None = typer.Option(None, help="Also write the JSON here [default RUN/eval_SPLIT.json]."),
     likelihood: str = typer.Option("bound", help="bound (the family's own NLL or bound) | ode (probability-flow ODE, "
                                                  "Song et al. 2021, App. D; slow: use --limit)."),
-    rtol: float = typer.Option(1e-5, help="ODE likelihood: solver rtol."),
-    atol: float = typer.Option(1e-5, help="ODE likelihood: solver atol."),
-    hutchinson_samples: int = typer.Option(1, help="ODE likelihood: probe vectors per image (images only)."),
+    rtol: float = typer.Option(1e-5, help="ODE likelihood: solver rtol.", callback=_ABOVE_ZERO),
+    atol: float = typer.Option(1e-5, help="ODE likelihood: solver atol.", callback=_ABOVE_ZERO),
+    hutchinson_samples: int = typer.Option(1, help="ODE likelihood: probe vectors per image (images only).",
+                                           callback=_POSITIVE),
     sampler: str | None = typer.Option(None, help="Sample quality instead of likelihood: comma-separated samplers "
                                                      "of the run's family, options in brackets: "
                                                      "'ddim[eta=0.5],heun[s_churn=40],annealed[eps=2e-5]'."),
     nfe: str = typer.Option("5,10,20,50", help="Sample quality: NFE budgets, e.g. 5,10,20,50,1000; per sampler "
                                              "after ';', e.g. '5,10,20,50;ancestral=20,1000'."),
     n: int = typer.Option(500, help="Sample quality: samples per point (the floor uses as many real images)."),
-    tol: str = typer.Option("1e-2,1e-3", help="Sample quality: rtol=atol values of adaptive samplers."),
+    tol: str = typer.Option("1e-2,1e-3", help="Sample quality: rtol=atol values of adaptive samplers.",
+                            callback=_TOLS),
     inception_weights: Path | None = typer.Option(None, help="Sample quality: also FID with this Inception "
                                                                 "weights file (needs genmodels[inception])."),
     data: str | None = typer.Option(None, "--data", "-d", help="evaluate on another dataset (out-of-distribution); "
