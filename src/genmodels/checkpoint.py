@@ -666,8 +666,8 @@ def load_train_state(path: str | os.PathLike, required: tuple[str, ...] = ()) ->
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: the run has no training state to resume; start a new run "
                                 "(another --out)")
-    damaged = (f"{path} is not a valid training state ({{}}); restore it from a copy, or start a new run (another "
-               f"--out): this run's weights stay loadable for sample and evaluate")
+    damaged = (f"{path} is not a valid training state, so the run cannot resume ({{}}); restore it from a copy, or "
+               f"start a new run (another --out): this run's weights stay loadable for sample and evaluate")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except OSError:
