@@ -59,6 +59,7 @@ from .checkpoint import (
     WEIGHTS_NAME,
     RunConfig,
     config_to_dict,
+    load_train_state,
     save_pretrained,
 )
 from .core import DataSpec, GenerativeModel
@@ -87,6 +88,9 @@ STATE_NAME = "train_state.pt"
 METRICS_NAME = "metrics.jsonl"
 SAMPLES_DIR = "samples"
 _STATE_VERSION = 1
+_STATE_KEYS = ("step", "images_seen", "seconds", "epoch", "position", "permutation", "world_size", "batch_size",
+               "seed", "model", "ema", "optimizer", "scheduler", "data_generator", "rng")
+"""What every train_state.pt holds (later keys, e.g. skipped_steps, are optional)."""
 
 logger = logging.getLogger("genmodels.train")
 
@@ -729,7 +733,7 @@ class Trainer:
         """
         cfg, acc = self.config, self.accelerator
         path = self.run_dir / STATE_NAME
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_train_state(path, required=_STATE_KEYS)  # a damaged file: one line naming it
         saved = {**config_to_dict(TrainConfig()), **state.get("train_config", {})}  # older files: defaults
         for key in ("batch_size", "seed"):
             saved[key] = state[key]
