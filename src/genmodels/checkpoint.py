@@ -31,6 +31,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import types
 import typing
 from collections.abc import Mapping
@@ -674,7 +675,9 @@ def load_train_state(path: str | os.PathLike, required: tuple[str, ...] = ()) ->
         raise  # the disk, not the file: the CLI names the path and the errno
     except Exception as e:  # UnpicklingError, RuntimeError (zip), EOFError, ValueError, ...
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(damaged.format(f"truncated or corrupt: {type(e).__name__}: {first[:200]}")) from None
+        if isinstance(e, pickle.UnpicklingError):  # torch's text is a paragraph about weights_only
+            first = "not a torch checkpoint"
+        raise ValueError(damaged.format(f"truncated or corrupt: {type(e).__name__}: {first[:160]}")) from None
     if not isinstance(state, dict):
         raise ValueError(damaged.format(f"it holds a {type(state).__name__}, not a dict"))
     missing = [k for k in required if k not in state]
