@@ -408,3 +408,16 @@ def test_toy_log_density_values_and_unsupported_toys():
             toy_log_density(name, torch.zeros(2, 2))
     with pytest.raises(DataError, match="known toys"):
         toy_log_density("spiral", torch.zeros(2, 2))
+
+
+def test_npz_far_outside_the_models_scale_is_refused_and_large_values_warned(tmp_path, caplog):
+    """An npz with values of 1e30 is refused with the fix (issue 15); values in the hundreds load with a warning."""
+    bad = tmp_path / "huge.npz"
+    np.savez(bad, x=np.full((20, 2), 1e30, dtype=np.float32))
+    with pytest.raises(DataError, match=r"1e\+30.*standardize"):
+        load_dataset(f"npz:{bad}")
+    big = tmp_path / "big.npz"
+    np.savez(big, x=(np.random.default_rng(0).normal(size=(40, 2)) * 300).astype(np.float32))
+    with caplog.at_level("WARNING"):
+        load_dataset(f"npz:{big}")
+    assert "unit scale" in caplog.text

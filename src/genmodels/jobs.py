@@ -17,11 +17,11 @@ from typing import Any
 
 import torch
 
-from .checkpoint import RunConfig, atomic_write_text, config_from_dict, config_to_dict, from_pretrained, load_run_config
+from .checkpoint import RunConfig, config_from_dict, config_to_dict, from_pretrained, load_run_config
 from .core import EvalOptions, GenerativeModel, NoLikelihoodError, Progress, nats_to_bpd
 from .data import DataError, Dataset, load_dataset
 from .families import MODELS
-from .fileio import json_dumps
+from .fileio import atomic_path, atomic_write_text, json_dumps
 from .sampling import draw_in_batches
 
 __all__ = ["parse_value", "apply_overrides", "model_config", "run_train", "run_sample", "run_evaluate",
@@ -221,7 +221,8 @@ def run_sample(run: Path, n: int, sampler: str | None, steps: int | None, seed: 
     arrays = {"x": res.x0.numpy()}  # the model's scale; x_user: the user's units, for series the loader quantized
     if run_config.data_quantization is not None:
         arrays["x_user"] = run_config.data_quantization.to_user(res.x0)
-    np.savez_compressed(out.with_suffix(".npz"), **arrays)
+    with atomic_path(out.with_suffix(".npz"), parents=True) as tmp:  # a full disk leaves no half-written file
+        np.savez_compressed(tmp, **arrays)
     result = {"picture": str(out), "samples": str(out.with_suffix(".npz")), "n": n, "sampler": sampler,
               "steps": steps, "nfe": res.nfe, "seconds": round(seconds, 2), "weights": "raw" if raw else "ema",
               **{k: options.get(k, 1.0 if k == "temperature" else 0.0)
@@ -302,8 +303,8 @@ def run_evaluate(run: Path, split: str, limit: int | None, options: EvalOptions,
     if per_example is not None:
         import numpy as np
 
-        per_example.parent.mkdir(parents=True, exist_ok=True)
-        np.save(per_example, report.per_example_nats.numpy())
+        with atomic_path(per_example, parents=True) as tmp:
+            np.save(tmp, report.per_example_nats.numpy())
         result["per_example_nats"] = str(per_example)
     result.update(model.eval_extras(x, report, options))
     return result

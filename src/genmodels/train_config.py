@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 __all__ = ["TrainConfig"]
 
@@ -22,6 +22,13 @@ class TrainConfig:
     Raises:
         ValueError: on an out-of-range field (the message names it).
     """
+
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {
+        # upper bounds a hostile config.json cannot pass (checkpoint.config_from_dict applies them before anything
+        # is allocated): a billion steps, 64k-example batches, 1024-image grids, a thread per core of a large machine
+        "steps": (1, 10**9), "batch_size": (1, 65536), "n_sample": (1, 1024), "warmup_steps": (0, 10**9),
+        "checkpoint_every": (0, 10**9), "sample_every": (0, 10**9), "log_every": (1, 10**9), "num_threads": (1, 1024),
+        "skip_nonfinite": (0, 10**6)}
 
     steps: int = 10_000  # optimizer steps in total (a resumed run continues up to this many)
     batch_size: int = 64  # global batch: examples per step summed over all processes

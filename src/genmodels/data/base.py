@@ -29,6 +29,7 @@ Every bad input raises :class:`DataError`, whose message names the file or datas
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
 from collections.abc import Callable
@@ -63,6 +64,7 @@ __all__ = [
     "holdout_split",
     "to_event_layout",
     "check_finite",
+    "check_scale",
     "check_levels",
     "check_labels",
     "continuous_range",
@@ -540,6 +542,32 @@ def check_finite(a: np.ndarray, source: str) -> None:
         if bad:
             raise DataError(f"{source}: {bad} of {a.size} values are NaN or infinite; remove or "
                             f"replace them (e.g. numpy.nan_to_num) before loading")
+
+
+MAX_ABS_VALUE = 1e6
+"""Largest |value| of continuous data that loads: the models work on data of about unit scale (a diffusion model's
+prior is N(0, I), a flow's base too), so 1e30 is a unit mistake or garbage, never data to train on."""
+WARN_ABS_VALUE = 100.0
+"""Above this |value| continuous data loads with a warning to standardize it."""
+
+
+def check_scale(a: np.ndarray, source: str) -> None:
+    """Refuse continuous data far outside the models' scale (|x| > :data:`MAX_ABS_VALUE`); warn above
+    :data:`WARN_ABS_VALUE`.
+
+    Raises:
+        DataError: naming ``source``, the largest |value| and the fix (standardize).
+    """
+    if not (np.issubdtype(a.dtype, np.floating) and a.size):
+        return
+    m = float(np.max(np.abs(a)))
+    fix = "standardize it first, e.g. x = (x − x.mean(0)) / x.std(0)"
+    if m > MAX_ABS_VALUE:
+        raise DataError(f"{source}: values reach |x| = {m:.3g}, far outside the scale the models work on (about "
+                        f"1; a diffusion model's prior is N(0, I)); {fix}")
+    if m > WARN_ABS_VALUE:
+        logging.getLogger(__name__).warning("%s: values reach |x| = %.3g; the models train best on data of about "
+                                            "unit scale: %s", source, m, fix)
 
 
 def check_levels(a: np.ndarray, n_bins: int, source: str) -> None:

@@ -34,6 +34,7 @@ from genmodels.data.base import (
     check_finite,
     check_labels,
     check_levels,
+    check_scale,
     continuous_range,
     holdout_split,
     parse_options,
@@ -333,6 +334,7 @@ def _npz_array(a: np.ndarray, source: str) -> tuple[np.ndarray, bool]:
         with np.errstate(over="ignore"):  # values beyond float32 become inf and are reported below
             a32 = a.astype(np.float32)
         check_finite(a32, source + " (after conversion to float32)")
+        check_scale(a32, source)
         return to_event_layout(a32, source), False
     if np.issubdtype(a.dtype, np.integer):
         check_levels(a, 256, source + " (integer data is read as 8-bit levels 0..255)")
