@@ -341,6 +341,7 @@ class RunConfig:
         from .data import DataError, load_dataset, source_location
 
         def shape(t: tuple[int, ...]) -> str:
+            """An event shape as ``(3,32,32)``."""
             return f"({t[0]},)" if len(t) == 1 else "(" + ",".join(map(str, t)) + ")"
 
         if data is not None:
@@ -628,6 +629,7 @@ def _check_spec(spec: DataSpec, where: str) -> None:
     """Raise a ValueError naming ``where`` when a spec read from a file is badly typed or outside
     :data:`_SPEC_LIMITS`."""
     def ok(key: str, v: Any) -> bool:
+        """Whether the integer ``v`` lies in the limits of ``key``."""
         lo, hi = _SPEC_LIMITS[key]
         return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
 

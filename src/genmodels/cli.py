@@ -76,6 +76,7 @@ def _fail(msg: object) -> None:
 def _check(rule: Callable[[Any], str | None]) -> Callable:
     """A typer callback: ``rule(value)`` is None, or the error, one line and exit status 2 (not typer's framed box)."""
     def check(param: typer.CallbackParam, value: Any) -> Any:
+        """The value, or one error line naming the option (exit status 2)."""
         return value if value is None or rule(value) is None else _fail(f"{param.opts[0]} {rule(value)}")
     return check
 

@@ -65,6 +65,7 @@ __all__ = [
     "to_event_layout",
     "check_finite",
     "check_scale",
+    "given_or_holdout",
     "check_levels",
     "check_labels",
     "continuous_range",
@@ -420,6 +421,7 @@ class DataFingerprint:
             out.append(f"train/test {self.n_train}/{self.n_test} → {now.n_train}/{now.n_test}")
         if self.n_bins != now.n_bins:
             def lv(b):
+                """Levels as a phrase ("17 levels", "continuous")."""
                 return "continuous" if b is None else f"{b} levels"
             out.append(f"{lv(self.n_bins)} → {lv(now.n_bins)}")
         if not out and self.sha256 != now.sha256:
@@ -471,6 +473,21 @@ def unscale_discrete(x: Tensor, n_bins: int) -> Tensor:
     """
     k = torch.round((x.double() + 1.0) * (n_bins - 1) / 2.0)
     return k.clamp(0, n_bins - 1).long()
+
+
+def given_or_holdout(xs: dict[str, np.ndarray], ys: dict[str, np.ndarray]
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """``(train, test, y_train, y_test)``: the file's own ``train``/``test`` arrays when it has both, else the one array
+    split by :func:`holdout_split`; ``ys`` holds the labels of the same keys (missing: None).
+
+    Args:
+        xs: ``{"train": …, "test": …}`` or one ``{key: [N, …]}``. ys: labels by the same keys, ``[N]`` each.
+    """
+    if len(xs) == 2:
+        return xs["train"], xs["test"], ys.get("train"), ys.get("test")
+    (k, x), = xs.items()
+    tr, te = holdout_split(x.shape[0])
+    return x[tr], x[te], *((ys[k][tr], ys[k][te]) if k in ys else (None, None))
 
 
 def holdout_split(n: int, n_test: int | None = None, *, test_fraction: float = 0.1

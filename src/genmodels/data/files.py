@@ -36,6 +36,7 @@ from genmodels.data.base import (
     check_levels,
     check_scale,
     continuous_range,
+    given_or_holdout,
     holdout_split,
     parse_options,
     scale_discrete,
@@ -169,14 +170,7 @@ def load_idx_dir(directory: str | Path, name: str | None = None, *, require_test
         raise DataError(f"dataset {name!r}: train images are {list(xs['train'].shape[1:])} but test images "
                         f"are {list(xs['test'].shape[1:])} ({files[('train', 'images')].name} vs "
                         f"{files[('test', 'images')].name}); both must have one size")
-    if len(xs) == 2:
-        train, test = xs["train"], xs["test"]
-        y_train, y_test = ys.get("train"), ys.get("test")
-    else:
-        (s, x), = xs.items()
-        tr, te = holdout_split(x.shape[0])
-        train, test = x[tr], x[te]
-        y_train, y_test = (ys[s][tr], ys[s][te]) if s in ys else (None, None)
+    train, test, y_train, y_test = given_or_holdout(xs, ys)
     spec = DataSpec(name=name, event_shape=tuple(train.shape[1:]), n_bins=256)
     return Dataset(spec, scale_discrete(train, 256), scale_discrete(test, 256), y_train, y_test)
 
@@ -444,9 +438,7 @@ def load_npz(file: str | Path, name: str | None = None, *, layout: str = "auto",
         y_train, y_test = ys.get("train"), ys.get("test")
     else:
         (k, (x, d_train)), = data.items()
-        tr, te = holdout_split(x.shape[0])
-        train, test = x[tr], x[te]
-        y_train, y_test = (ys[k][tr], ys[k][te]) if k in ys else (None, None)
+        train, test, y_train, y_test = given_or_holdout({k: x}, ys)
     if d_train:
         spec = DataSpec(name=name, event_shape=tuple(train.shape[1:]), n_bins=256)
         return Dataset(spec, scale_discrete(train, 256), scale_discrete(test, 256), y_train, y_test)
@@ -467,14 +459,7 @@ def _npz_sequences(path: Path, name: str, arrays: dict, labels: dict, quantize: 
     if len({a.dtype.kind for a in series.values()}) > 1:
         every = every.astype(np.float64)
     q = fit_quantization(every, quantize, levels, f"npz file {path}")
-    if len(series) == 2:
-        train, test = series["train"], series["test"]
-        y_train, y_test = ys.get("train"), ys.get("test")
-    else:
-        (k, x), = series.items()
-        tr, te = holdout_split(x.shape[0])
-        train, test = x[tr], x[te]
-        y_train, y_test = (ys[k][tr], ys[k][te]) if k in ys else (None, None)
+    train, test, y_train, y_test = given_or_holdout(series, ys)
     ds = sequence_dataset(name, train, test, q, train_labels=y_train, test_labels=y_test)
     logger.info("%s: %d series of %d steps as 1-D sequences, event (1, %d), %s; `genmodels sample` writes x_user in "
                 "these units", name, ds.n_train + ds.n_test, train.shape[1], train.shape[1], q.describe())
