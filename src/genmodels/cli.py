@@ -1,14 +1,11 @@
 """The ``genmodels`` command line: it parses commands and prints what :mod:`genmodels.jobs` returns.
 
     genmodels demo                                   # the main job on an embedded dataset
-    genmodels models                                 # every family: what it is, its samplers, its likelihood
-    genmodels datasets                               # the datasets, and the patterns for your own data
+    genmodels models; genmodels datasets             # the families (samplers, likelihood); the data
     genmodels train MODEL --data DATA --minutes 30 --out RUN
     genmodels sample RUN --n 64 --sampler SAMPLER --steps 50
     genmodels evaluate RUN --split test              # JSON: bits/dim with its parts and standard error
-    genmodels evaluate RUN --likelihood ode --limit 200     # bits/dim through the probability-flow ODE
     genmodels evaluate RUN --sampler S1,S2 --nfe 5,10,20,50   # sample quality against NFE
-    genmodels pictures RUN                           # the family's own pictures and the loss curve
 
 Nothing here knows the families: what a run can do (samplers, options, likelihood) comes from its family's
 declarations, so a new family needs no line here. Importing this module loads neither torch nor any family, so
@@ -29,9 +26,11 @@ import typer
 
 from .errors import at_least, one_line, positive_numbers
 from .fileio import json_dumps
+from .train_config import TrainConfig as _TC  # its defaults, for the help texts (no torch)
 
 app = typer.Typer(help="Train, sample and evaluate likelihood-based generative models, in bits/dim.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  rich_markup_mode=None)  # help texts are plain: "[default 64]" is text, not a rich markup tag
 
 _ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError, KeyError)
 
@@ -41,6 +40,12 @@ SHORTCUTS = {"parameterization": "parameterization", "loss": "loss", "variance":
              "attn_levels": "unet.attn_levels"}
 """``train`` flags that are shortcuts for ``--set`` assignments (flag -> config field); a family whose config has no
 such field says so, as for any ``--set``."""
+
+
+def _default(text: str, field: str) -> str:
+    """A train option's help with its default, read from :class:`~genmodels.train_config.TrainConfig`."""
+    return f"{text} [default {getattr(_TC, field):g}]."
+
 
 THREADS_HELP = "torch threads for this process [default: all cores, or OMP_NUM_THREADS]."
 
@@ -146,15 +151,15 @@ def train(
     out: Path | None = typer.Option(None, "--out", "-o", help="Run folder (config.json, weights, metrics) "
                                                                  "[default: runs/MODEL]."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
-    steps: int | None = typer.Option(None, help="Optimizer steps in total [default 10000]."),
+    steps: int | None = typer.Option(None, help=_default("Optimizer steps in total", "steps")),
     minutes: float | None = typer.Option(None, help="Stop cleanly (with a checkpoint) after this many minutes."),
-    batch_size: int | None = typer.Option(None, help="Global batch size [default 64]."),
-    lr: float | None = typer.Option(None, help="Peak AdamW learning rate [default 2e-4]."),
-    ema_halflife_kimg: float | None = typer.Option(None, help="EMA half-life in thousands of images."),
-    seed: int | None = typer.Option(None, help="Seed of weights, data order and noise [default 0]."),
-    checkpoint_every: int | None = typer.Option(None, help="Steps between checkpoints."),
-    sample_every: int | None = typer.Option(None, help="Steps between sample grids (0: none)."),
-    log_every: int | None = typer.Option(None, help="Steps between metrics.jsonl lines."),
+    batch_size: int | None = typer.Option(None, help=_default("Global batch size", "batch_size")),
+    lr: float | None = typer.Option(None, help=_default("Peak AdamW learning rate", "lr")),
+    ema_halflife_kimg: float | None = typer.Option(None, help=_default("EMA half-life, kimg", "ema_halflife_kimg")),
+    seed: int | None = typer.Option(None, help=_default("Seed of weights, data order and noise", "seed")),
+    checkpoint_every: int | None = typer.Option(None, help=_default("Steps between checkpoints", "checkpoint_every")),
+    sample_every: int | None = typer.Option(None, help=_default("Steps between grids (0: none)", "sample_every")),
+    log_every: int | None = typer.Option(None, help=_default("Steps between metrics.jsonl lines", "log_every")),
     skip_nonfinite: int | None = typer.Option(None, help="Skip up to N steps in a row with a NaN/inf loss or "
                                                          "gradient norm (skipped_steps) [default 0: stop at one]."),
     threads: int | None = typer.Option(None, help=THREADS_HELP),
