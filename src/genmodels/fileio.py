@@ -87,6 +87,20 @@ def fsync_dir(folder: PathLike) -> None:
 
 
 @contextmanager
+def _replace_or_discard(tmp: Path, path: Path) -> Iterator[None]:
+    """Around the writing of ``tmp``: on success rename it over ``path`` and fsync the folder; on any exception remove
+    it, name ``path`` (not the temporary) in an OSError, and re-raise."""
+    try:
+        yield
+        os.replace(tmp, path)
+    except BaseException as e:
+        _discard(tmp)
+        _name_destination(e, path, tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+@contextmanager
 def atomic_open(path: PathLike, *, parents: bool = False) -> Iterator[IO[bytes]]:
     """A binary file object whose content replaces ``path`` atomically when the ``with`` block ends without an
     exception (flush, fsync, :func:`os.replace`, fsync of the folder); on an exception the old file is kept,
@@ -112,17 +126,10 @@ def atomic_open(path: PathLike, *, parents: bool = False) -> Iterator[IO[bytes]]
     except OSError as e:  # a read-only folder, permission denied, a full disk (no inode)
         _name_destination(e, path, tmp)
         raise
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        _discard(tmp)
-        _name_destination(e, path, tmp)
-        raise
-    fsync_dir(path.parent)
+    with _replace_or_discard(tmp, path), os.fdopen(fd, "wb") as f:
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
 
 
 @contextmanager
@@ -144,7 +151,7 @@ def atomic_path(path: PathLike, *, parents: bool = False) -> Iterator[Path]:
     """
     path = _destination(path, parents)
     tmp = _temp_path(path, path.suffix)
-    try:
+    with _replace_or_discard(tmp, path):
         yield tmp
         if not tmp.is_file():
             raise FileNotFoundError(f"nothing was written at the temporary path {tmp} of {path}")
@@ -153,12 +160,6 @@ def atomic_path(path: PathLike, *, parents: bool = False) -> Iterator[Path]:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
-    except BaseException as e:
-        _discard(tmp)
-        _name_destination(e, path, tmp)
-        raise
-    fsync_dir(path.parent)
 
 
 def atomic_write_bytes(path: PathLike, data: bytes, *, parents: bool = False) -> Path:
