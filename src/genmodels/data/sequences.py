@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 from torch import Tensor
@@ -142,7 +142,7 @@ class Quantization:
                     units=str(d.get("units", "")))
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"bad data quantization {d!r}: {type(e).__name__} {e}") from None
-        if q.kind not in ("levels", "uniform", "mu_law") or q.n_bins < 2:
+        if q.kind not in get_args(QuantKind) or q.n_bins < 2:
             raise ValueError(f"bad data quantization {d!r}: kind must be levels, uniform or mu_law, n_bins ≥ 2")
         return q
 

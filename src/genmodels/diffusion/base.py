@@ -97,7 +97,7 @@ class DiffusionModel(GenerativeModel):
     # ------------------------------------------------------------------ sampling
     def default_steps(self, sampler: str | None = None) -> int | None:
         """All T steps; None for the adaptive ``ode`` sampler (its tolerances set its cost)."""
-        return None if self.check_sampler(sampler) == "ode" else self.T
+        return None if nfe_for_steps(self.check_sampler(sampler), 1) is None else self.T
 
     def nfe(self, sampler: str | None = None, steps: int | None = None) -> int | None:
         """Evaluations per sample (:func:`~genmodels.diffusion.grids.nfe_for_steps`); None for ``ode``."""
@@ -108,7 +108,7 @@ class DiffusionModel(GenerativeModel):
         """The N of :func:`~genmodels.diffusion.grids.steps_for_nfe`; 0 where it exceeds the T training steps a
         grid-limited sampler can visit (``ancestral``, ``ddim``, ``euler_maruyama``, ``pc``); None for ``ode``."""
         name = self.check_sampler(sampler)
-        if name == "ode":
+        if nfe_for_steps(name, 1) is None:  # adaptive: no step count
             return None
         steps = steps_for_nfe(name, nfe)
         return 0 if name in _GRID_LIMITED and steps > self.T else steps

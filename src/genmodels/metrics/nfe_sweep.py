@@ -141,17 +141,21 @@ def nfe_sweep(model: GenerativeModel, samplers: Sequence[str], nfes: Sequence[in
     if n < 2:
         raise ValueError(f"n must be ≥ 2 samples, got {n}")
     parsed = [(label, *parse_sampler(label)) for label in samplers]
+
+    def adaptive(name: str) -> bool:
+        """An adaptive sampler: its NFE is known only after the run (its tolerance sets it)."""
+        return model.nfe(name) is None
+
     for _, name, opts in parsed:  # unknown names and options fail before any work
         model.check_sampler(name, opts)
-        adaptive = "rtol" in model.sampler_options.get(name, ())
-        if model.steps_for_nfe(name, 1) is None and not adaptive:
+        if model.steps_for_nfe(name, 1) is None and not adaptive(name):
             raise ValueError(f"the {name!r} sampler of a {type(model).__name__} has a fixed cost of "
                              f"{model.nfe(name)} evaluations per sample: there is no NFE to sweep")
     cache = Path(cache_dir) if cache_dir is not None else None
     rows: list[SweepRow] = []
     for s, name, opts in parsed:
         base = {**(sampler_options or {}).get(name, {}), **opts}
-        if model.steps_for_nfe(name, 1) is None:  # adaptive: its tolerance sets its NFE
+        if adaptive(name):
             points = [(None, None, {**base, "rtol": tol, "atol": tol}, f"tol{tol:g}") for tol in ode_tolerances]
         else:
             points = []
