@@ -35,6 +35,7 @@ Progress = Callable[[Iterable], Iterable]
 
 __all__ = [
     "DataSpec",
+    "Conditioning",
     "SampleOutput",
     "EvalOptions",
     "Progress",
@@ -65,6 +66,12 @@ class DataSpec:
         value_range: the range the tensors are scaled to; always ``(−1, 1)`` for discrete data.
         sample_rate: for audio sequences (``(1, L)`` events), samples per second: samples are then also written
             as WAV files; ``None`` for everything else.
+        num_classes: number of classes K of labelled data (labels ``0..K−1``), ``None`` for unlabelled data.
+        class_names: the K class names where known (``fashion-mnist``: ``"T-shirt/top"``, …; ``folder:`` with one
+            subfolder per class: the subfolder names), else ``None``.
+
+    The class fields do not take part in ``==`` (a run saved before labels existed resumes on the same data); the
+    data fingerprint covers the labels themselves.
     """
 
     name: str
@@ -72,6 +79,21 @@ class DataSpec:
     n_bins: int | None = None
     value_range: tuple[float, float] = (-1.0, 1.0)
     sample_rate: int | None = None
+    num_classes: int | None = field(default=None, compare=False)
+    class_names: tuple[str, ...] | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.num_classes is not None and self.num_classes < 1:
+            raise ValueError(f"DataSpec {self.name!r}: num_classes must be ≥ 1 or None, got {self.num_classes}")
+        if self.class_names is not None:
+            object.__setattr__(self, "class_names", tuple(self.class_names))
+            if self.num_classes is None or len(self.class_names) != self.num_classes:
+                raise ValueError(f"DataSpec {self.name!r}: {len(self.class_names)} class names for "
+                                 f"num_classes={self.num_classes}; give one name per class")
+
+    def class_name(self, k: int) -> str:
+        """The name of class ``k`` (its number as text where the data has no names)."""
+        return self.class_names[k] if self.class_names is not None else str(k)
 
     @property
     def dim(self) -> int:
@@ -99,13 +121,43 @@ class DataSpec:
              "value_range": list(self.value_range)}
         if self.sample_rate is not None:
             d["sample_rate"] = self.sample_rate
+        if self.num_classes is not None:
+            d["num_classes"] = self.num_classes
+        if self.class_names is not None:
+            d["class_names"] = list(self.class_names)
         return d
 
     @classmethod
     def from_json(cls, d: dict) -> DataSpec:
         """Rebuild a spec saved by :meth:`to_json`."""
         return cls(name=d["name"], event_shape=tuple(d["event_shape"]), n_bins=d["n_bins"],
-                   value_range=tuple(d["value_range"]), sample_rate=d.get("sample_rate"))
+                   value_range=tuple(d["value_range"]), sample_rate=d.get("sample_rate"),
+                   num_classes=d.get("num_classes"), class_names=d.get("class_names"))
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """Class conditioning of a model: every family's config has one, as its field ``cond``.
+
+    A conditional model has label embeddings for the K classes and one more, the **null label** ``K`` (``∅``), and
+    trains on ``∅`` instead of the true label with probability ``p_uncond`` (label dropout, Ho & Salimans 2022,
+    Algorithm 1), so one network is both p(x | y) and p(x | ∅) ≈ p(x). Classifier-free guidance and the
+    unconditional samples of a conditional model read it at ``∅``.
+
+    Attributes:
+        num_classes: K; 0 for an unconditional model (no label parameters at all, so its numbers are those of a
+            model built before conditioning existed).
+        p_uncond: probability of training on the null label (0.1, as in Ho & Salimans 2022 §4; 0 disables it).
+    """
+
+    LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"num_classes": (0, 100_000), "p_uncond": (0.0, 1.0)}
+    num_classes: int = 0
+    p_uncond: float = 0.1
+
+    @property
+    def enabled(self) -> bool:
+        """True for a class-conditional model (``num_classes > 0``)."""
+        return self.num_classes > 0
 
 
 @dataclass
@@ -207,7 +259,13 @@ class GenerativeModel(nn.Module):
     eval_options: ClassVar[tuple[str, ...]] = ()
     """The fields of :class:`EvalOptions` that this family's evaluation honours."""
     num_classes: int | None = None
-    """Number of classes of a class-conditional model; None for an unconditional one."""
+    """Number of classes K of a class-conditional model; None for an unconditional one. Set by
+    :meth:`set_conditioning`; the null label is ``K`` (:attr:`null_label`)."""
+    p_uncond: float = 0.0
+    """Probability of training on the null label (label dropout; :class:`Conditioning`)."""
+    guidance_samplers: ClassVar[tuple[str, ...]] = ()
+    """The samplers of :attr:`samplers` that take classifier-free guidance (``guidance_scale``) for a conditional
+    model; empty for a family whose samplers have no guidance."""
 
     def loss(self, x: Tensor, generator: torch.Generator | None = None, y: Tensor | None = None) -> Tensor:
         """Training objective per example.
@@ -237,15 +295,77 @@ class GenerativeModel(nn.Module):
         which the trainer adds to each ``metrics.jsonl`` line; empty by default."""
         return {}
 
-    # ------------------------------------------------------------------ what the family can do
-    def check_label(self, y: Tensor | None) -> None:
-        """Raise for a label given to an unconditional model.
+    # ------------------------------------------------------------------ class labels
+    def set_conditioning(self, cond: Conditioning | None) -> None:
+        """Record the config's :class:`Conditioning` (families call it in ``__init__``, before building the label
+        embeddings, which have :attr:`num_label_embeddings` rows)."""
+        if cond is not None and cond.enabled:
+            self.num_classes = cond.num_classes
+            self.p_uncond = cond.p_uncond
+
+    @property
+    def null_label(self) -> int:
+        """The index of the null label ∅ (``num_classes``).
 
         Raises:
-            ValueError: ``y`` is not None and the model is unconditional (``num_classes`` None).
+            ValueError: for an unconditional model.
         """
-        if y is not None and self.num_classes is None:
-            raise ValueError(f"this {type(self).__name__} is unconditional: it takes no class label y")
+        if self.num_classes is None:
+            raise ValueError(f"this {type(self).__name__} is unconditional: it has no null label")
+        return self.num_classes
+
+    @property
+    def num_label_embeddings(self) -> int:
+        """Rows of a label embedding table: the K classes and the null label."""
+        return self.null_label + 1
+
+    def check_label(self, y: Tensor | None, n: int | None = None) -> None:
+        """Raise for a bad label.
+
+        A conditional model takes ``y`` ``[n]`` integers in ``0..K`` (``K``, the null label, asks for the
+        unconditional model) or None (all null).
+
+        Raises:
+            ValueError: ``y`` given to an unconditional model, or not a 1-D integer tensor of length ``n``, or a
+                class outside ``0..K−1`` (the message names the range).
+        """
+        if y is None:
+            return
+        if self.num_classes is None:
+            raise ValueError(f"this {type(self).__name__} is unconditional: it takes no class label "
+                             f"(train it with --conditional to sample or score by class)")
+        if not isinstance(y, Tensor) or y.dim() != 1 or y.dtype.is_floating_point or y.dtype == torch.bool:
+            raise ValueError(f"class labels must be a 1-D integer tensor, got "
+                             f"{getattr(y, 'dtype', type(y).__name__)} of shape {tuple(getattr(y, 'shape', ()))}")
+        if n is not None and y.shape[0] != n:
+            raise ValueError(f"{y.shape[0]} class labels for {n} examples; give one label per example")
+        if y.numel() and (int(y.min()) < 0 or int(y.max()) > self.num_classes):
+            bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
+            raise ValueError(f"class {bad} is out of range: this model has classes 0..{self.num_classes - 1}")
+
+    def labels_or_null(self, y: Tensor | None, n: int, device: torch.device | None = None) -> Tensor | None:
+        """The labels a conditional network reads: ``y`` (checked), or the null label for all ``n`` when ``y`` is
+        None; None for an unconditional model (which must get no label)."""
+        self.check_label(y, n)
+        if self.num_classes is None:
+            return None
+        device = device if device is not None else self.device
+        if y is None:
+            return torch.full((n,), self.null_label, dtype=torch.long, device=device)
+        return y.to(device=device, dtype=torch.long)
+
+    def drop_labels(self, y: Tensor | None, n: int, generator: torch.Generator | None = None) -> Tensor | None:
+        """Training labels after label dropout: each replaced by the null label with probability ``p_uncond``
+        (Ho & Salimans 2022, Algorithm 1, line 3). Draws from ``generator`` only for a conditional model with
+        ``p_uncond > 0`` (an unconditional model's random stream is unchanged). None → all null; an unconditional
+        model returns None."""
+        y = self.labels_or_null(y, n)
+        if y is None or self.p_uncond <= 0:
+            return y
+        drop = torch.rand(n, generator=generator, device=y.device) < self.p_uncond
+        return torch.where(drop, torch.full_like(y, self.null_label), y)
+
+    # ------------------------------------------------------------------ what the family can do
 
     def check_sampler(self, sampler: str | None, options: dict[str, Any] | None = None) -> str:
         """The sampler's name (``None``: the default, ``samplers[0]``), after checking its ``options``' names.

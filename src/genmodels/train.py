@@ -259,9 +259,11 @@ class _LossModule(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: Tensor, generator: torch.Generator) -> Tensor:  # [B, *event] -> [B]
-        """The model's per-example loss, ``[B]``."""
-        return self.model.loss(x, generator=generator)
+    def forward(self, x: Tensor, generator: torch.Generator, y: Tensor | None = None) -> Tensor:  # -> [B]
+        """The model's per-example loss, ``[B]`` (``y``: ``[B]`` labels of a conditional model)."""
+        if y is None:  # an unconditional model's call is the one it always was
+            return self.model.loss(x, generator=generator)
+        return self.model.loss(x, generator=generator, y=y)
 
 
 def _derive_seed(*keys: int) -> int:
@@ -306,15 +308,19 @@ class Trainer:
             process when ``config.progress``, else nothing.
         accelerator: an ``accelerate.Accelerator`` to use; default: a new one with
             ``mixed_precision=config.mixed_precision`` (CPU when no GPU is visible).
+        train_labels: ``[N]`` int64 class labels of ``train_data``; required by a class-conditional model
+            (``model.num_classes`` set), which gets each batch's labels (label dropout is the model's own,
+            :meth:`~genmodels.core.GenerativeModel.drop_labels`); ignored by an unconditional one.
     Raises:
         ValueError: ``train_data`` of the wrong shape/dtype, fewer examples than ``batch_size``, or
-            ``batch_size`` not divisible by the number of processes.
+            ``batch_size`` not divisible by the number of processes; a conditional model without labels, or labels
+            that do not match the data or the model's classes.
     """
 
     def __init__(self, model: GenerativeModel, train_data: Tensor, spec: DataSpec,
                  config: TrainConfig, run_dir: str | Path, run_config: RunConfig,
                  sample_fn: SampleFn | None = None, *, progress: ProgressFactory | None = None,
-                 accelerator: Accelerator | None = None):
+                 accelerator: Accelerator | None = None, train_labels: Tensor | None = None):
         from accelerate import Accelerator  # heavy import, only when training
 
         if not isinstance(train_data, Tensor) or not train_data.is_floating_point():
@@ -335,8 +341,20 @@ class Trainer:
         if config.batch_size % world:
             raise ValueError(f"batch_size={config.batch_size} is the global batch and must be "
                              f"divisible by the number of processes ({world})")
+        if model.num_classes is None:
+            train_labels = None
+        elif train_labels is None:
+            raise ValueError(f"this {type(model).__name__} is class-conditional ({model.num_classes} classes) "
+                             f"but the data {spec.name!r} has no labels; train it unconditionally (drop "
+                             f"--conditional) or give labelled data")
+        else:
+            model.check_label(train_labels, len(train_data))
+            if int(train_labels.max()) >= model.num_classes:
+                raise ValueError(f"the data has label {int(train_labels.max())} but the model has "
+                                 f"{model.num_classes} classes")
         self.model = model
         self.train_data = train_data
+        self.train_labels = train_labels
         self.spec = spec
         self.config = config
         self.run_dir = Path(run_dir)
@@ -385,6 +403,7 @@ class Trainer:
             torch.set_num_threads(cfg.num_threads)
         device, rank, world = acc.device, acc.process_index, acc.num_processes
         self._data = self.train_data.to(device).contiguous()
+        self._labels = None if self.train_labels is None else self.train_labels.to(device)
 
         # Model, optimizer (accelerate moves them to the device and wraps the model in DDP).
         optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=cfg.betas,
@@ -515,7 +534,8 @@ class Trainer:
         idx = self._next_indices(cur)  # [B] int64, the global batch
         shard = idx[acc.process_index::acc.num_processes]  # [B / world], this process's examples
         x = self._data[shard.to(self._data.device)]  # [B / world, *event_shape]
-        loss = self._loss_module(x, generator=self._noise_gen).mean()  # DDP averages the gradients
+        y = None if self._labels is None else self._labels[shard.to(self._labels.device)]  # [B / world]
+        loss = self._loss_module(x, generator=self._noise_gen, y=y).mean()  # DDP averages the gradients
         self.optimizer.zero_grad(set_to_none=True)
         acc.backward(loss)
         # the norm at every step, to check it (an infinite max_norm scales the gradients by exactly 1)
