@@ -263,6 +263,9 @@ class GenerativeModel(nn.Module):
     :meth:`set_conditioning`; the null label is ``K`` (:attr:`null_label`)."""
     p_uncond: float = 0.0
     """Probability of training on the null label (label dropout; :class:`Conditioning`)."""
+    inpainters: ClassVar[tuple[str, ...]] = ()
+    """Names of the family's methods that fill in missing values (:meth:`inpaint`), the first the default; empty
+    for a family that cannot."""
     guidance_samplers: ClassVar[tuple[str, ...]] = ()
     """The samplers of :attr:`samplers` that take classifier-free guidance (``guidance_scale``) for a conditional
     model; empty for a family whose samplers have no guidance."""
@@ -388,10 +391,33 @@ class GenerativeModel(nn.Module):
         """The ``steps`` a sampler uses when none is given; None for a sampler without a step count."""
         return None
 
-    def nfe(self, sampler: str | None = None, steps: int | None = None) -> int | None:
+    def nfe(self, sampler: str | None = None, steps: int | None = None, guidance_scale: float = 0.0) -> int | None:
         """Network evaluations per sample of ``sampler`` at ``steps`` (None: its default); None where it is only
-        known after the run (an adaptive solver). Default: one pass."""
+        known after the run (an adaptive solver). A guided run (``guidance_scale`` ≠ 0) counts both the conditional
+        and the unconditional evaluation of each step. Default: one pass."""
         return 1
+
+    def check_guidance(self, sampler: str | None, guidance_scale: float, y: Tensor | None) -> None:
+        """Raise for classifier-free guidance that cannot apply: a guidance scale on an unconditional model, on a
+        sampler outside :attr:`guidance_samplers`, or without labels to guide towards.
+
+        Raises:
+            ValueError: naming the problem and the fix.
+        """
+        if guidance_scale == 0:
+            return
+        if not math.isfinite(guidance_scale):
+            raise ValueError(f"guidance_scale must be finite, got {guidance_scale}")
+        if self.num_classes is None:
+            raise ValueError(f"guidance needs a class-conditional model; this {type(self).__name__} is "
+                             f"unconditional (train it with --conditional, or drop --guidance)")
+        name = self.samplers[0] if sampler is None else sampler
+        if name not in self.guidance_samplers:
+            takes = " | ".join(self.guidance_samplers) or "none"
+            raise ValueError(f"the {name!r} sampler of a {type(self).__name__} takes no guidance; samplers with "
+                             f"guidance: {takes}")
+        if y is None:
+            raise ValueError("guidance steers towards a class: give the classes to draw (--class K or all)")
 
     def steps_for_nfe(self, sampler: str, nfe: int) -> int | None:
         """The largest ``steps`` whose run spends at most ``nfe`` evaluations per sample (0 if none does); None for a
@@ -422,6 +448,45 @@ class GenerativeModel(nn.Module):
         if steps is not None and self.default_steps(name) is None:
             raise ValueError(f"the {name!r} sampler of a {type(self).__name__} has no step count; drop --steps")
         return SampleOutput(x0=self.sample(n, generator, **options), nfe=self.nfe(name, steps) or 0)
+
+    def inpaint(self, x: Tensor, known: Tensor, generator: torch.Generator | None = None, *,
+                method: str | None = None, y: Tensor | None = None, progress: Progress | None = None,
+                **options: Any) -> SampleOutput:
+        """Fill in the unknown entries of ``x`` given the known ones: a sample of p(x_unknown | x_known[, y]).
+
+        Args:
+            x: ``[B, *event_shape]`` examples on the data scale; only the entries where ``known`` is true are read.
+            known: bool, ``[B, *event_shape]`` or ``[1, *event_shape]`` (broadcast): True where ``x`` is observed
+                (:mod:`genmodels.masks` makes them).
+            method: a name in :attr:`inpainters` (None: the first). y: ``[B]`` labels of a conditional model.
+            **options: the method's own (e.g. RePaint's ``jump_length``, ``jump_n_sample``; ``steps``).
+        Returns:
+            :class:`SampleOutput` whose ``x0`` equals ``x`` where ``known`` and is filled in elsewhere.
+        Raises:
+            ValueError: a family without inpainting (:attr:`inpainters` empty), an unknown method or option, or a
+                mask whose shape does not match.
+        """
+        raise ValueError(f"a {type(self).__name__} cannot fill in missing values; families that can: those whose "
+                         f"`genmodels models` entry lists inpainting")
+
+    def check_inpaint(self, method: str | None, x: Tensor, known: Tensor) -> str:
+        """The method's name (None: ``inpainters[0]``) after checking it and the mask's shape against ``x``.
+
+        Raises:
+            ValueError: no inpainting, an unknown method, or ``known`` not shaped ``[B or 1, *event_shape]``.
+        """
+        if not self.inpainters:
+            raise ValueError(f"a {type(self).__name__} cannot fill in missing values (it has no inpainting method)")
+        name = self.inpainters[0] if method is None else method
+        if name not in self.inpainters:
+            raise ValueError(f"a {type(self).__name__} fills in with {' | '.join(self.inpainters)}, not {name!r}")
+        shape = tuple(self.spec.event_shape)
+        if tuple(x.shape[1:]) != shape:
+            raise ValueError(f"the images have shape {tuple(x.shape[1:])}, the model's data {shape}")
+        if known.dim() != x.dim() or tuple(known.shape[1:]) != shape or known.shape[0] not in (1, x.shape[0]):
+            raise ValueError(f"the mask has shape {tuple(known.shape[1:])}, the images {shape}; make a mask of "
+                             f"the data's size")
+        return name
 
     def preview(self) -> dict[str, Any]:
         """Keywords of :meth:`draw` for the sample grids drawn during training: a cheap run of the default sampler
