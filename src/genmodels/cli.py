@@ -6,6 +6,8 @@
     genmodels sample RUN --n 64 --sampler SAMPLER --steps 50
     genmodels evaluate RUN --split test              # JSON: bits/dim with its parts and standard error
     genmodels evaluate RUN --sampler S1,S2 --nfe 5,10,20,50   # sample quality against NFE
+    genmodels train MODEL --data DATA --conditional; genmodels sample RUN --class all --guidance 2
+    genmodels inpaint RUN --images test:0-15 --mask top; genmodels guidance RUN --scales 0,1,2,4
 
 Nothing here knows the families: what a run can do (samplers, options, likelihood) comes from its family's
 declarations, so a new family needs no line here. Importing this module loads neither torch nor any family, so
@@ -178,6 +180,8 @@ def train(
         None, "--set", help="Model config field=value, repeatable; dotted for nested fields: latent_dim=16, "
                             "latent_dims=32,16, coder.backbone=conv, kl_warmup_steps=2000, free_bits=0.1, "
                             "objective=iwae, train_samples=5. All fields: `genmodels config MODEL --data DATA`."),
+    conditional: bool = typer.Option(False, "--conditional", help="Model p(x | y) of the data's class labels, with "
+                                     "label dropout (--set cond.p_uncond=0.1) so that it is also p(x)."),
 ) -> None:
     """Train a model family (`genmodels models` lists them) on a dataset; a run folder holds everything needed to
     resume, sample and evaluate. With --resume, the training flags given apply from the checkpoint on (recorded in
@@ -199,7 +203,7 @@ def train(
     try:
         result = run_train(model, data, out, resume, train_overrides,
                            [f"{SHORTCUTS[k]}={v}" for k, v in given.items()] + list(settings or []),
-                           refuse_finished=True)
+                           refuse_finished=True, conditional=conditional)
     except ValueError as e:  # name the flag the user typed, not the assignment or field it stands for
         msg = str(e)
         for k in given:
@@ -234,12 +238,67 @@ def sample(
     batch_size: int = typer.Option(100, help="Samples drawn at once (≈100 is fastest on CPU).", callback=_POSITIVE),
     threads: int | None = typer.Option(None, help=THREADS_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    classes: str | None = typer.Option(None, "--class", help="Conditional runs: a class (number or name), several "
+                                       "(3,5) or all (one grid row per class) [default: unconditional]."),
+    guidance: float = typer.Option(0.0, help="Classifier-free guidance scale w (Ho & Salimans 2022; 0: none)."),
 ) -> None:
     """Draw samples from a run into a picture and an .npz file; prints what it wrote as JSON."""
     from .jobs import run_sample
 
     options = {k: v for k, v in {"eta": eta, "temperature": temperature}.items() if v is not None}
-    _echo(run_sample(run, n, sampler, steps, seed, out, raw, progress, batch_size, options), indent=None)
+    _echo(run_sample(run, n, sampler, steps, seed, out, raw, progress, batch_size, options, classes, guidance),
+          indent=None)
+
+
+@app.command()
+@_friendly
+def inpaint(
+    run: Path = typer.Argument(..., help="Run folder."),
+    images: str = typer.Option("test:0-15", help="Data images to complete: SPLIT:RANGE, e.g. test:0-15, test:3,7."),
+    mask: str = typer.Option("top", help="What is known: top | bottom | left | right (that half), center (all but "
+                                         "a centre box), random:F (a fraction F unknown) or a PNG (white = known)."),
+    method: str | None = typer.Option(None, help="repaint | replace (diffusion), raster (autoregressive) "
+                                                    "[default: the family's first]."),
+    steps: int | None = typer.Option(None, help="Diffusion: levels of the reverse process.", callback=_POSITIVE),
+    jump_length: int | None = typer.Option(None, help="RePaint: steps per jump back (j).", callback=_POSITIVE),
+    jump_n_sample: int | None = typer.Option(None, help="RePaint: resamplings per jump (r).", callback=_POSITIVE),
+    samples: int = typer.Option(1, help="Completions per image (rows of the picture).", callback=_POSITIVE),
+    classes: str | None = typer.Option(None, "--class", help="Conditional runs: true (each image's label) or a "
+                                                            "class."),
+    seed: int = typer.Option(0), out: Path | None = typer.Option(None, help="PNG path [default RUN/inpaint/…]."),
+    raw: bool = typer.Option(False, "--raw", help="Use the raw weights instead of the EMA weights."),
+    threads: int | None = typer.Option(None, help=THREADS_HELP),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Fill in the unknown part of data images given the known part; prints what it wrote as JSON."""
+    from .jobs import run_inpaint
+
+    options = {k: v for k, v in dict(steps=steps, jump_length=jump_length, jump_n_sample=jump_n_sample).items()
+               if v is not None}
+    _echo(run_inpaint(run, images, mask, method, seed, out, raw, progress, classes, samples, options), indent=None)
+
+
+@app.command()
+@_friendly
+def guidance(
+    run: Path = typer.Argument(..., help="Run folder of a conditional model."),
+    scales: str = typer.Option("0,0.5,1,2,4", help="Guidance scales w."),
+    n_per_class: int = typer.Option(50, help="Samples per class at each w.", callback=_POSITIVE),
+    sampler: str | None = typer.Option(None, help="A sampler with guidance [default: the family's first]."),
+    steps: int | None = typer.Option(None, help="The sampler's steps.", callback=_POSITIVE),
+    seed: int = typer.Option(0), batch_size: int = typer.Option(100, callback=_POSITIVE),
+    raw: bool = typer.Option(False, "--raw"), threads: int | None = typer.Option(None, help=THREADS_HELP),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """The guidance sweep: how often the dataset's classifier recognizes the requested class, and the Fréchet
+    distance, at each guidance scale; writes RUN/guidance_sweep/ (table, figure, one grid per w)."""
+    from .jobs import run_guidance_sweep
+
+    try:
+        ws = [float(v) for v in scales.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--scales expects comma-separated numbers like 0,1,2, got {scales!r}") from None
+    _echo(run_guidance_sweep(run, ws, n_per_class, sampler, steps, seed, batch_size, raw, progress))
 
 
 @app.command()
@@ -280,6 +339,8 @@ def evaluate(
                                                                 "weights file (needs genmodels[inception])."),
     data: str | None = typer.Option(None, "--data", "-d", help="evaluate on another dataset (out-of-distribution); "
                                                                "its event shape and levels must match the run's"),
+    classify: bool = typer.Option(False, "--classify", help="Conditional runs: the generative classifier's accuracy "
+                                                            "beside the dataset's feature classifier's."),
 ) -> None:
     """Evaluate a run, printing JSON.
 
@@ -287,6 +348,8 @@ def evaluate(
     nats_stderr, terms_bpd (the family's named parts, e.g. for a diffusion bound prior = L_T, diffusion = Σ L_t,
     reconstruction = L_0), examples, seconds, and what the family adds (e.g. an IWAE bound's ELBO and the active
     units); each example's NLL is saved beside the JSON (.npy). ``--likelihood ode``: bits/dim through the probability-flow ODE.
+    A conditional run reports -log p(x | y) and, under "conditional", -log p(x) = -log sum_y p(y) p(x | y), -log p(x | null)
+    and the generative classifier's accuracy (K + 1 passes: use --limit).
     ``--sampler``: the NFE sweep of sample quality (Fréchet distance on the dataset's own classifier, KID,
     precision/recall, with the test-vs-train floor), written to RUN/nfe_sweep/. Families without a likelihood
     (score-based models) take ``--sampler`` only.
@@ -323,7 +386,7 @@ def evaluate(
         name = f"eval_{split}{tag}.json" if k == 1 else f"eval_{split}_iwae{k}{tag}.json"
         options = EvalOptions(t_samples=t_samples, exact=exact, calibrate=calibrate, k=k)
         result = run_evaluate(run, split, limit, options, batch_size, seed, raw, progress,
-                              (out or run / name).with_suffix(".npy"), data)
+                              (out or run / name).with_suffix(".npy"), data, classify)
     else:
         raise ValueError(f"--likelihood must be 'bound' or 'ode', got {likelihood!r}")
     text = json_dumps(result, indent=2)

@@ -46,6 +46,7 @@ __all__ = [
     "save_schedule_plot",
     "save_loss_curve",
     "save_quality_vs_cost",
+    "save_guidance_sweep",
     "save_latent_scatter",
     "FieldPanel",
     "save_score_fields",
@@ -593,6 +594,46 @@ def save_quality_vs_cost(curves: Mapping[str, Sequence[tuple[float, float, float
     return _save_figure(fig, path)
 
 
+def save_guidance_sweep(scales: Sequence[float], class_accuracy: Sequence[float], fd: Sequence[float],
+                        path: PathLike, *, fd_floor: float | None = None,
+                        classifier_accuracy: float | None = None) -> Path:
+    """The guidance sweep: the guidance scale w on the x-axis; left axis, how often the feature classifier recognizes
+    the requested class (with its accuracy on real test images, the ceiling, dotted); right axis, the Fréchet
+    distance to the test split (with the real-data floor, dashed).
+
+    Args:
+        scales: w per point. class_accuracy: fractions in [0, 1]. fd: Fréchet distances (≥ 0).
+        path: destination PNG (atomic write, parents created).
+    Returns:
+        ``Path`` of the written file.
+    Raises:
+        ValueError: empty or unequal-length inputs.
+    """
+    if not scales or not (len(scales) == len(class_accuracy) == len(fd)):
+        raise ValueError(f"save_guidance_sweep needs equal, non-empty lists; got {len(scales)} scales, "
+                         f"{len(class_accuracy)} accuracies and {len(fd)} distances")
+    fig = _new_figure(6.4, 3.8)
+    ax = fig.subplots()
+    order = np.argsort(np.asarray(scales, dtype=float))
+    w = np.asarray(scales, dtype=float)[order]
+    ax.plot(w, 100 * np.asarray(class_accuracy, dtype=float)[order], marker="o", color="C0",
+            label="requested class recognized")
+    if classifier_accuracy is not None:
+        ax.axhline(100 * classifier_accuracy, color="C0", linestyle=":", linewidth=1,
+                   label="classifier on real test images")
+    ax.set(xlabel="guidance scale w", ylabel="requested class recognized (%)")
+    ax.grid(alpha=0.3)
+    ax2 = ax.twinx()
+    ax2.plot(w, np.asarray(fd, dtype=float)[order], marker="s", color="C3", label="Fréchet distance")
+    if fd_floor is not None:
+        ax2.axhline(fd_floor, color="C3", linestyle="--", linewidth=1, label="FD floor (train vs test)")
+    ax2.set_ylabel("Fréchet distance (classifier features)")
+    lines = ax.get_legend_handles_labels()
+    lines2 = ax2.get_legend_handles_labels()
+    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=8, loc="center right")
+    return _save_figure(fig, path)
+
+
 def save_latent_scatter(z: Tensor, path: PathLike, labels: Tensor | None = None, *,
                         title: str = "posterior means of the test set") -> Path:
     """Scatter 2-D latent codes ``z`` ``[N, 2]``, coloured by class ``labels`` ``[N]`` (int) when given.
@@ -856,7 +897,7 @@ def save_trajectories(trajectory: Tensor, path: PathLike, *, background: Tensor 
     return _save_figure(fig, path)
 
 
-def save_samples(x: Tensor, spec, path: PathLike, title: str | None = None) -> list[Path]:
+def save_samples(x: Tensor, spec, path: PathLike, title: str | None = None, nrow: int | None = None) -> list[Path]:
     """What ``genmodels sample`` writes for samples ``x`` of any family, chosen by the data's event shape.
 
     - images ``(C, H, W)``: a grid (:func:`save_grid`), small images upscaled to tiles of about 64 px
@@ -872,6 +913,7 @@ def save_samples(x: Tensor, spec, path: PathLike, title: str | None = None) -> l
         spec: the :class:`~genmodels.core.DataSpec` of the data (its ``event_shape``, ``name`` and ``sample_rate``).
         path: destination PNG (atomic write, parents created).
         title: the waveform picture's title (sequences only).
+        nrow: images per grid row (None: a square grid), e.g. the samples per class for one row per class.
     Returns:
         the written paths: the picture first, then any WAV files.
     Raises:
@@ -879,7 +921,7 @@ def save_samples(x: Tensor, spec, path: PathLike, title: str | None = None) -> l
     """
     path = Path(path)
     if spec.is_image:
-        return [save_grid(x, path, scale=max(1, 64 // x.shape[-1]))]
+        return [save_grid(x, path, nrow, scale=max(1, 64 // x.shape[-1]))]
     if not spec.is_sequence:
         return [save_grid(x, path)]
     written = [save_waveforms(x[:8], path, title=title or f"{len(x)} samples of {spec.name}")]

@@ -68,8 +68,10 @@ class NLLReport:
 @torch.no_grad()
 def evaluate_nll(model: GenerativeModel, x: Tensor, *, batch_size: int = 100,
                  generator: torch.Generator | None = None,
-                 progress: Callable[[Iterable], Iterable] | None = None, **nll_kwargs: Any) -> NLLReport:
-    """Mean NLL of ``x`` under ``model`` in bits/dim, with its standard error and parts.
+                 progress: Callable[[Iterable], Iterable] | None = None, y: Tensor | None = None,
+                 **nll_kwargs: Any) -> NLLReport:
+    """Mean NLL of ``x`` under ``model`` in bits/dim, with its standard error and parts (of ``x`` given its labels
+    ``y``, ``[N]``, for a conditional model: −log p(x | y); :mod:`genmodels.metrics.conditional` for the rest).
 
     Args:
         model: any :class:`GenerativeModel`.
@@ -87,8 +89,11 @@ def evaluate_nll(model: GenerativeModel, x: Tensor, *, batch_size: int = 100,
     start = time.perf_counter()
     nll, terms = [], {}
     batches = x.split(batch_size)
-    for xb in progress(batches) if progress else batches:
-        out = model.nll_terms(xb.to(model.device), generator, **nll_kwargs)
+    labels = [None] * len(batches) if y is None else y.split(batch_size)
+    pairs = list(zip(batches, labels, strict=True))
+    for xb, yb in progress(pairs) if progress else pairs:
+        label = {} if yb is None else {"y": yb.to(model.device)}  # an unconditional model's call is unchanged
+        out = model.nll_terms(xb.to(model.device), generator, **nll_kwargs, **label)
         nll.append(out.nll.double().cpu())
         for k, v in out.terms.items():
             terms.setdefault(k, []).append(v.double().cpu())
