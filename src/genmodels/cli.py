@@ -436,8 +436,9 @@ def models() -> None:
     from .jobs import describe_models
 
     for row in describe_models():
+        extra = "".join(f"; {k}: {', '.join(row[k])}" for k in ("guidance", "inpainting") if row[k])
         typer.echo(f"{row['name']:9s} {row['description']}\n{'':9s} samplers: {', '.join(row['samplers'])}; "
-                   f"likelihood: {row['likelihood']}")
+                   f"likelihood: {row['likelihood']}{'; class-conditional' if row['conditional'] else ''}{extra}")
 
 
 @app.command()

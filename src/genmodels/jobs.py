@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -160,14 +160,22 @@ def _labels(model: GenerativeModel, classes: Any, n: int) -> tuple[torch.Tensor 
     return y, None
 
 
+def entry_config(name: str) -> type:
+    """The config dataclass of a registered family."""
+    return MODELS.get(name).config_cls
+
+
 def describe_models() -> list[dict[str, Any]]:
-    """Every registered family with what it declares: description, samplers (default first), likelihood."""
+    """Every registered family with what it declares: description, samplers (default first), likelihood, whether it
+    can be class-conditional (its config has ``cond``), the samplers with guidance and the inpainting methods."""
     rows = []
     for name in MODELS.names():
         cls = MODELS.get(name).model_cls
         likelihood = cls.nll_kind if cls.has_likelihood else "none"
         rows.append({"name": name, "description": cls.description, "samplers": list(cls.samplers),
-                     "likelihood": likelihood + (" + ode" if cls.has_ode_likelihood else "")})
+                     "likelihood": likelihood + (" + ode" if cls.has_ode_likelihood else ""),
+                     "conditional": "cond" in {f.name for f in fields(entry_config(name))},
+                     "guidance": list(cls.guidance_samplers), "inpainting": list(cls.inpainters)})
     return rows
 
 

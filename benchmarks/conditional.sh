@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Conditional generation (issue 16), every number of BENCHMARKS.md's "Conditional generation" section:
+#
+#  1. mnist5k, four families (DDPM, VAE, PixelCNN, RealNVP), each trained unconditionally and class-conditionally for
+#     the same wall-clock budget on one thread: the test NLL of both, the paired difference
+#     −log p(x | y) − (−log p(x)) in nats per image (benchmarks/paired_nll.py on the per-example files), and the
+#     conditional model's generative-classifier accuracy on the 1000 test images (`evaluate --classify`).
+#  2. Fashion-MNIST: a class-conditional DDPM, the guidance sweep over w ∈ {0, 0.5, 1, 2, 4} (`genmodels guidance`),
+#     the per-class grid at the best w, and RePaint / replacement inpainting of test images.
+#  3. Fashion-MNIST: an unconditional PixelCNN and its exact raster-order completion of the same test images.
+#
+# Usage: bash benchmarks/conditional.sh [OUT] (default benchmarks/results/conditional). Budgets: MINUTES (mnist5k,
+# per run, default 4), FMNIST_MINUTES (the DDPM, default 40), PIXELCNN_MINUTES (default 12). Two jobs run at a time,
+# one thread each, with OpenMP waiting passively (a busy core then costs little: BENCHMARKING.md). Rerunning resumes
+# every unfinished training run and skips finished steps.
+set -euo pipefail
+OUT=${1:-benchmarks/results/conditional}
+MINUTES=${MINUTES:-4}
+FMNIST_MINUTES=${FMNIST_MINUTES:-40}
+PIXELCNN_MINUTES=${PIXELCNN_MINUTES:-12}
+export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE
+mkdir -p "$OUT"
+G="genmodels"
+
+train() {  # train NAME MODEL DATA MINUTES [flags...]: a run in $OUT/NAME, resumed if it exists
+  local name=$1 model=$2 data=$3 minutes=$4; shift 4
+  if [[ -f $OUT/$name/train_state.pt ]]; then
+    $G train --out "$OUT/$name" --resume --minutes "$minutes" --threads 1 --no-progress >"$OUT/$name.train.log" 2>&1 || true
+  else
+    $G train "$model" --data "$data" --out "$OUT/$name" --minutes "$minutes" --steps 1000000 --threads 1 \
+      --sample-every 0 --no-progress "$@" >"$OUT/$name.train.log" 2>&1
+  fi
+}
+
+evaluate() {  # evaluate NAME [flags...]: test NLL (+ per-example .npy) into $OUT/NAME/eval_test.json
+  local name=$1; shift
+  [[ -f $OUT/$name/eval_test.json ]] || $G evaluate "$OUT/$name" --threads 1 --no-progress "$@" >/dev/null
+}
+
+# 1. mnist5k: unconditional and conditional at the same budget, two at a time
+FAMILIES=(ddpm vae pixelcnn realnvp)
+for f in "${FAMILIES[@]}"; do
+  train "m5k-$f" "$f" mnist5k "$MINUTES" &
+  train "m5k-$f-cond" "$f" mnist5k "$MINUTES" --conditional &
+  wait
+done
+for f in "${FAMILIES[@]}"; do
+  evaluate "m5k-$f" &
+  evaluate "m5k-$f-cond" --classify &
+  wait
+done
+
+# 2 and 3. Fashion-MNIST: the conditional DDPM and the PixelCNN side by side
+train fm-ddpm-cond ddpm fashion-mnist "$FMNIST_MINUTES" --conditional &
+train fm-pixelcnn pixelcnn fashion-mnist "$PIXELCNN_MINUTES" &
+wait
+[[ -f $OUT/fm-ddpm-cond/guidance_sweep/sweep.json ]] || \
+  $G guidance "$OUT/fm-ddpm-cond" --scales 0,0.5,1,2,4 --sampler ddim --steps 50 --n-per-class 20 --threads 1 \
+    --no-progress >"$OUT/fm-guidance.json" &
+$G inpaint "$OUT/fm-pixelcnn" --images test:0-15 --mask top --samples 2 --threads 1 --no-progress \
+  --out "$OUT/inpaint_pixelcnn_top.png" >"$OUT/inpaint_pixelcnn.json"
+$G inpaint "$OUT/fm-ddpm-cond" --images test:0-15 --mask top --method repaint --steps 100 --jump-length 10 \
+  --jump-n-sample 5 --samples 2 --threads 1 --no-progress --out "$OUT/inpaint_repaint_top.png" >"$OUT/inpaint_repaint.json"
+$G inpaint "$OUT/fm-ddpm-cond" --images test:0-15 --mask top --method replace --steps 100 --samples 2 \
+  --threads 1 --no-progress --out "$OUT/inpaint_replace_top.png" >"$OUT/inpaint_replace.json"
+wait
+best=$(python -c "import json; r=json.load(open('$OUT/fm-ddpm-cond/guidance_sweep/sweep.json'))['rows']; \
+print(max(r, key=lambda x: x['class_accuracy'])['guidance_scale'])")
+$G sample "$OUT/fm-ddpm-cond" --class all --n 100 --guidance "$best" --sampler ddim --steps 50 --threads 1 \
+  --no-progress --out "$OUT/fm_per_class_w$best.png" >"$OUT/fm-per-class.json"
+
+# the tables
+python benchmarks/conditional_summary.py "$OUT"
