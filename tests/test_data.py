@@ -143,6 +143,7 @@ def test_fashion_mnist_official_split():
     assert ds.train.shape == (60000, 1, 28, 28) and ds.test.shape == (10000, 1, 28, 28)
     assert ds.train_labels.shape == (60000,) and ds.test_labels.shape == (10000,)
     assert torch.bincount(ds.test_labels).tolist() == [1000] * 10
+    assert ds.spec.num_classes == 10 and ds.spec.class_names[0] == "T-shirt/top"
     assert ds.train.min().item() == -1.0 and ds.train.max().item() == 1.0
 
 
@@ -154,6 +155,7 @@ def test_fashion_mnist_env_override(tmp_path, monkeypatch):
     monkeypatch.setenv(FASHION_MNIST_ENV, str(tmp_path))
     ds = load_dataset("fashion-mnist")
     assert ds.train.shape == (5, 1, 6, 7) and ds.test_labels.tolist() == list(range(5))
+    assert ds.spec.num_classes == 10 and ds.spec.class_name(9) == "Ankle boot"
     (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
     assert "apt-get install dataset-fashion-mnist" in error_of("fashion-mnist")
     monkeypatch.setenv(FASHION_MNIST_ENV, str(tmp_path / "nowhere"))

@@ -12,6 +12,9 @@ Names (``list_datasets()``): embedded ``digits``, ``mnist5k``, ``fashion-mnist``
 (:mod:`~genmodels.data.binarized`); ``speech``, espeak-ng sentences as μ-law audio, event ``(1, 2048)``
 (:mod:`~genmodels.data.speech`); 2-D toys ``moons``, ``swissroll``, ``8gaussians``, ``checkerboard``
 (:mod:`~genmodels.data.toys`). Every bad input raises :class:`DataError` naming the file and the fix.
+Labelled data (``digits``, ``mnist5k``, ``fashion-mnist``, ``folder:DIR`` with one subfolder per class, ``npz:``
+with ``y``, IDX label files, ``moons``, ``8gaussians``) has ``DataSpec.num_classes`` and, where known,
+``class_names``.
 A prefixed name takes ``?key=value&…`` options (``folder:faces?alpha=keep``); a run stores its data as
 :func:`resolve_source` gives it, with a :class:`DataFingerprint`.
 """

