@@ -1,16 +1,21 @@
 """Encoder and decoder backbones for latent-variable models (VAEs). They know nothing of probability.
 
-An encoder maps an example to a feature vector, ``[B, *event_shape] -> [B, features]``; a decoder maps a
-vector to the parameters of an output distribution with ``params_per_dim`` numbers per data dimension,
+An encoder maps an example to a feature vector, ``[B, *event_shape] -> [B, features]``, optionally reading a
+context vector ``[B, context_dim]`` beside it (a class-label embedding: the CVAE's q(z | x, y), Sohn et al. 2015);
+a decoder maps a vector to the parameters of an output distribution with ``params_per_dim`` numbers per data dimension,
 ``[B, in_dim] -> [B, params_per_dim·C, H, W]`` for images or ``[B, params_per_dim·D]`` for vectors. The heads that
 turn features into distribution parameters live with the models (:mod:`genmodels.vae`).
 
 Two kinds, chosen by :class:`CoderConfig.backbone`:
 
 - ``mlp``: flatten, ``depth`` hidden layers of width ``hidden`` (the MLP VAE of Kingma & Welling 2014, App. C,
-  and of pythae's MNIST benchmarks with ``depth=1, hidden=512``);
-- ``conv``: two stride-2 3×3 convolutions (each followed by a stride-1 one) and a linear layer; the decoder
-  mirrors it with transposed convolutions that land exactly on the input size (any H, W).
+  and of pythae's MNIST benchmarks with ``depth=1, hidden=512``); the context is concatenated to the flattened input;
+- ``conv``: two stride-2 3×3 convolutions (each followed by a stride-1 one) and a linear layer; the context is
+  concatenated to the flattened feature maps, the linear layer's input; the decoder mirrors it with transposed
+  convolutions that land exactly on the input size (any H, W).
+
+With ``context_dim = 0`` (the default) an encoder has exactly the layers, and draws exactly the initial weights, it
+had before contexts existed.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
+import torch
 from torch import Tensor, nn
 
 __all__ = ["CoderConfig", "make_encoder", "make_decoder", "MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder"]
@@ -71,21 +77,42 @@ def _mlp(sizes: list[int], activation: str, last_activation: bool) -> nn.Sequent
     return nn.Sequential(*layers)
 
 
+def _with_context(h: Tensor, context: Tensor | None, context_dim: int) -> Tensor:
+    """``[B, n] -> [B, n + context_dim]``: h with the context appended (h itself without one).
+
+    Raises:
+        ValueError: a context missing, unexpected or of the wrong width.
+    """
+    if context is None and context_dim == 0:
+        return h
+    if context is None or context.dim() != 2 or context.shape != (h.shape[0], context_dim):
+        got = None if context is None else tuple(context.shape)
+        raise ValueError(f"this encoder reads a context of shape [B, {context_dim}] (B = {h.shape[0]}); got {got}")
+    return torch.cat([h, context.to(h.dtype)], 1)
+
+
 class MLPEncoder(nn.Module):
-    """``[B, *event_shape] -> [B, hidden]``: flatten, then ``depth`` Linear+activation layers.
+    """``[B, *event_shape] (+ context [B, context_dim]) -> [B, hidden]``: flatten, append the context, then ``depth``
+    Linear+activation layers.
 
     Args:
-        event_shape: shape of one example. config: :class:`CoderConfig`.
+        event_shape: shape of one example. config: :class:`CoderConfig`. context_dim: width of the context vector
+            (0: none).
     """
 
-    def __init__(self, event_shape: tuple[int, ...], config: CoderConfig):
+    def __init__(self, event_shape: tuple[int, ...], config: CoderConfig, context_dim: int = 0):
         super().__init__()
-        self.features = config.hidden
-        self.net = _mlp([math.prod(event_shape)] + [config.hidden] * config.depth, config.activation, True)
+        self.features, self.context_dim = config.hidden, context_dim
+        self.net = _mlp([math.prod(event_shape) + context_dim] + [config.hidden] * config.depth, config.activation,
+                        True)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """x ``[B, *event_shape]`` -> ``[B, hidden]``."""
-        return self.net(x.flatten(1))
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """x ``[B, *event_shape]``, context ``[B, context_dim]`` (None without one) -> ``[B, hidden]``.
+
+        Raises:
+            ValueError: a context missing, unexpected or of the wrong width.
+        """
+        return self.net(_with_context(x.flatten(1), context, self.context_dim))
 
 
 class MLPDecoder(nn.Module):
@@ -122,32 +149,40 @@ def _conv_sizes(h: int, w: int) -> list[tuple[int, int]]:
 
 
 class ConvEncoder(nn.Module):
-    """``[B, C, H, W] -> [B, hidden]``: (3×3 conv stride 2, 3×3 conv) × 2 levels, flatten, linear.
+    """``[B, C, H, W] (+ context [B, context_dim]) -> [B, hidden]``: (3×3 conv stride 2, 3×3 conv) × 2 levels,
+    flatten, append the context, linear.
 
     Args:
-        event_shape: ``(C, H, W)``. config: :class:`CoderConfig`.
+        event_shape: ``(C, H, W)``. config: :class:`CoderConfig`. context_dim: width of the context vector (0: none).
     Raises:
         ValueError: if the event is not an image.
     """
 
-    def __init__(self, event_shape: tuple[int, ...], config: CoderConfig):
+    def __init__(self, event_shape: tuple[int, ...], config: CoderConfig, context_dim: int = 0):
         super().__init__()
         if len(event_shape) != 3:
             raise ValueError(f"the conv backbone needs images (C, H, W), got event shape {event_shape}; use 'mlp'")
         c, h, w = event_shape
         ch = config.channels
-        self.features = config.hidden
+        self.features, self.context_dim = config.hidden, context_dim
         (h2, w2) = _conv_sizes(h, w)[-1]
         self.net = nn.Sequential(
             nn.Conv2d(c, ch, 3, stride=2, padding=1), _act(config.activation),
             nn.Conv2d(ch, ch, 3, padding=1), _act(config.activation),
             nn.Conv2d(ch, 2 * ch, 3, stride=2, padding=1), _act(config.activation),
             nn.Conv2d(2 * ch, 2 * ch, 3, padding=1), _act(config.activation),
-            nn.Flatten(), nn.Linear(2 * ch * h2 * w2, config.hidden), _act(config.activation))
+            nn.Flatten(), nn.Linear(2 * ch * h2 * w2 + context_dim, config.hidden), _act(config.activation))
 
-    def forward(self, x: Tensor) -> Tensor:
-        """x ``[B, C, H, W]`` -> ``[B, hidden]``."""
-        return self.net(x)
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """x ``[B, C, H, W]``, context ``[B, context_dim]`` (None without one) -> ``[B, hidden]``.
+
+        Raises:
+            ValueError: a context missing, unexpected or of the wrong width.
+        """
+        if context is None and self.context_dim == 0:
+            return self.net(x)
+        h = _with_context(self.net[:-2](x), context, self.context_dim)  # [B, 2·ch·H/4·W/4 + context_dim]
+        return self.net[-2:](h)
 
 
 class ConvDecoder(nn.Module):
@@ -190,9 +225,10 @@ class ConvDecoder(nn.Module):
         return self.out(x)
 
 
-def make_encoder(event_shape: tuple[int, ...], config: CoderConfig) -> MLPEncoder | ConvEncoder:
-    """The encoder backbone ``config.backbone`` asks for; its output size is ``.features``."""
-    return (ConvEncoder if config.backbone == "conv" else MLPEncoder)(event_shape, config)
+def make_encoder(event_shape: tuple[int, ...], config: CoderConfig, context_dim: int = 0) -> MLPEncoder | ConvEncoder:
+    """The encoder backbone ``config.backbone`` asks for, reading a ``[B, context_dim]`` context beside the example
+    when ``context_dim > 0``; its output size is ``.features``."""
+    return (ConvEncoder if config.backbone == "conv" else MLPEncoder)(event_shape, config, context_dim)
 
 
 def make_decoder(in_dim: int, event_shape: tuple[int, ...], params_per_dim: int,

@@ -21,17 +21,24 @@ Inference, two variants (``HVAEConfig.inference``):
 
 Either way ``reconstruction + Σ_l kl_zl = −ELBO`` per sample (:meth:`HVAE.nll_terms`), and the IWAE bound uses
 the joint log-ratio Σ_l log p(z_l|z_{l+1}) − log q(z_l|·) (:class:`~genmodels.vae.vae.LatentPass`).
+
+Class-conditional (``cond.num_classes = K > 0``): a hierarchical CVAE (Sohn et al. 2015, Eq. 4, with a hierarchy of
+latents): the label embedding e(y) conditions the inference network (the encoder reads it beside x, and in the
+``bottom_up`` variant every q(z_{l+1} | z_l, y) too), the decoder p(x | z_1, y) and the top layer's prior,
+p(z_L | y) = N(μ_y, diag σ²_y), learned per class and zero-initialized (every class starts at N(0, I)); the lower
+priors p(z_l | z_{l+1}) see y through z_{l+1}. Every bound above then bounds log p(x | y), its top KL taken against
+p(z_L | y).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
-from ..core import DataSpec
+from ..core import Conditioning, DataSpec
 from ..distributions import normal_kl, normal_log_prob, standard_normal_kl
 from ..nets.coders import make_decoder, make_encoder
 from . import likelihoods as L
@@ -57,6 +64,8 @@ class HVAEConfig(LatentVariableConfig):
         latent_hidden: width of the MLPs between stochastic layers (prior nets, bottom-up nets).
         and the fields of :class:`~genmodels.vae.vae.LatentVariableConfig` (coder, likelihood, objective,
         train_samples, kl_warmup_steps, free_bits).
+        cond: class conditioning (:class:`~genmodels.core.Conditioning`): a hierarchical CVAE for K > 0 classes
+            (module docstring).
     """
 
     # what a config.json or --set may ask (checkpoint.config_limits)
@@ -66,6 +75,7 @@ class HVAEConfig(LatentVariableConfig):
     latent_dims: tuple[int, ...] = (32, 16)
     inference: Literal["top_down", "bottom_up"] = "bottom_up"
     latent_hidden: int = 256
+    cond: Conditioning = field(default_factory=Conditioning)
 
     def __post_init__(self) -> None:
         if not self.latent_dims or min(self.latent_dims) < 1:
@@ -79,6 +89,11 @@ class HVAEConfig(LatentVariableConfig):
 
 def _soft_clamp(v: Tensor) -> Tensor:
     return LOGVAR_BOUND * torch.tanh(v / LOGVAR_BOUND)
+
+
+def _cat(z: Tensor, context: Tensor | None) -> Tensor:
+    """[z, e(y)] along the features, or z for an unconditional model."""
+    return z if context is None else torch.cat([z, context.to(z.dtype)], -1)
 
 
 def _gauss(params: Tensor) -> tuple[Tensor, Tensor]:
@@ -104,9 +119,10 @@ class HVAE(LatentVariableModel):
         self.latent_dims = dims
         n = len(dims)
         act = nn.SiLU
-        self.encoder = make_encoder(spec.event_shape, config.coder)
+        e = self.label_dim  # width of e(y); 0 for an unconditional model
+        self.encoder = make_encoder(spec.event_shape, config.coder, e)
         feat = self.encoder.features
-        self.decoder = make_decoder(dims[0], spec.event_shape, L.params_per_dim(self.likelihood), config.coder)
+        self.decoder = make_decoder(dims[0] + e, spec.event_shape, L.params_per_dim(self.likelihood), config.coder)
         # generative path: p(z_l | z_{l+1}) for l = 1..L−1 (index l−1): hidden state g_l, then (μ, log σ²)
         self.prior_hidden = nn.ModuleList(
             nn.Sequential(nn.Linear(dims[l + 1], hid), act(), nn.Linear(hid, hid), act()) for l in range(n - 1))
@@ -114,8 +130,8 @@ class HVAE(LatentVariableModel):
         if config.inference == "bottom_up":
             # q(z_1 | x) from the encoder, q(z_{l+1} | z_l) from an MLP on z_l
             self.q_first = nn.Linear(feat, 2 * dims[0])
-            self.q_up = nn.ModuleList(
-                nn.Sequential(nn.Linear(dims[l], hid), act(), nn.Linear(hid, hid), act(),
+            self.q_up = nn.ModuleList(  # q(z_{l+1} | z_l[, y]): e(y) beside z_l
+                nn.Sequential(nn.Linear(dims[l] + e, hid), act(), nn.Linear(hid, hid), act(),
                               nn.Linear(hid, 2 * dims[l + 1]))
                 for l in range(n - 1))
         else:
@@ -127,6 +143,9 @@ class HVAE(LatentVariableModel):
             for m in self.q_residual:  # start at q = p for the lower layers (NVAE's residual parameterization)
                 nn.init.zeros_(m.weight)
                 nn.init.zeros_(m.bias)
+        if self.num_classes is not None:  # p(z_L | y) = N(μ_y, diag σ²_y), per class, from N(0, I)
+            self.top_prior_params = nn.Embedding(self.num_label_embeddings, 2 * dims[-1])
+            nn.init.zeros_(self.top_prior_params.weight)
 
     # ------------------------------------------------------------------ pieces
     def prior(self, z_above: Tensor, l: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -135,30 +154,46 @@ class HVAE(LatentVariableModel):
         mu, logvar = _gauss(self.prior_head[l](g))
         return mu, logvar, g
 
-    def _features(self, x: Tensor) -> list[Tensor]:
-        h = [self.encoder(x)]
+    def top_prior(self, y: Tensor | None, n: int) -> tuple[Tensor, Tensor] | None:
+        """A conditional model's p(z_L | y) = N(μ_y, diag σ²_y): (μ_y, log σ²_y), each ``[n, d_L]`` (y None: the
+        null label); None for an unconditional model (p(z_L) = N(0, I))."""
+        y = self.labels_or_null(y, n)
+        return None if y is None else _gauss(self.top_prior_params(y))
+
+    def _features(self, x: Tensor, context: Tensor | None = None) -> list[Tensor]:
+        h = [self._encode(x, context)]
         for f in self.h_up:
             h.append(f(h[-1]))
         return h
 
     # ------------------------------------------------------------------ LatentVariableModel
-    def latent_pass(self, x: Tensor, samples: int = 1, generator: torch.Generator | None = None) -> LatentPass:
+    def latent_pass(self, x: Tensor, samples: int = 1, generator: torch.Generator | None = None,
+                    y: Tensor | None = None) -> LatentPass:
         """S = ``samples`` draws of (z_1 … z_L) per example from q; the encoder runs once per example. See
-        :class:`~genmodels.vae.vae.LatentPass`; ``kl`` is bottom first."""
+        :class:`~genmodels.vae.vae.LatentPass`; ``kl`` is bottom first. A conditional model (``y`` ``[B]``, None:
+        the null label) infers q(· | x, y), decodes p(x | z_1, y) and takes the top KL against p(z_L | y)."""
         S, B, n = samples, len(x), len(self.latent_dims)
         rep = lambda t: t.expand(S, *t.shape).flatten(0, 1)  # noqa: E731  [B, ·] -> [S·B, ·]
+        y = self.labels_or_null(y, B)
+        context = self.label_context(y, B)  # [B, LABEL_DIM] or None
+        ctx = None if context is None else rep(context)  # [S·B, LABEL_DIM]
+        top = self.top_prior(y, B)
+        top = None if top is None else tuple(rep(t) for t in top)  # (μ_y, log σ²_y), each [S·B, d_L]
         kl: list[Tensor] = [None] * n  # type: ignore[list-item]
         log_ratio = torch.zeros(S * B, device=x.device, dtype=x.dtype)
         zs: list[Tensor] = [None] * n  # type: ignore[list-item]
         if self.config.inference == "bottom_up":
-            q = [_gauss(rep(self.q_first(self.encoder(x))))]
+            q = [_gauss(rep(self.q_first(self._encode(x, context))))]
             zs[0] = L.reparameterize(*q[0], generator)
             for l in range(n - 1):
-                q.append(_gauss(self.q_up[l](zs[l])))
+                q.append(_gauss(self.q_up[l](_cat(zs[l], ctx))))
                 zs[l + 1] = L.reparameterize(*q[l + 1], generator)
             for l in range(n):
                 log_q = normal_log_prob(zs[l], *q[l])
-                if l == n - 1:
+                if l == n - 1 and top is not None:
+                    log_p = normal_log_prob(zs[l], *top)
+                    kl[l] = normal_kl(*q[l], *top)  # KL(q ‖ p(z_L | y)), analytic given z_{L−1}
+                elif l == n - 1:
                     log_p = normal_log_prob(zs[l], torch.zeros_like(zs[l]), torch.zeros_like(zs[l]))
                     kl[l] = standard_normal_kl(*q[l])  # analytic given z_{L−1}
                 else:
@@ -167,12 +202,16 @@ class HVAE(LatentVariableModel):
                     kl[l] = log_q - log_p  # single-sample Monte Carlo: z_{l+1} depends on z_l
                 log_ratio = log_ratio + (log_p - log_q).sum(-1)
         else:
-            h = [rep(t) for t in self._features(x)]
+            h = [rep(t) for t in self._features(x, context)]
             mu_q, lv_q = _gauss(self.q_top(h[-1]))
             zs[-1] = L.reparameterize(mu_q, lv_q, generator)
-            kl[-1] = standard_normal_kl(mu_q, lv_q)
-            log_ratio = (normal_log_prob(zs[-1], torch.zeros_like(mu_q), torch.zeros_like(mu_q))
-                         - normal_log_prob(zs[-1], mu_q, lv_q)).sum(-1)
+            if top is None:
+                kl[-1] = standard_normal_kl(mu_q, lv_q)
+                log_ratio = (normal_log_prob(zs[-1], torch.zeros_like(mu_q), torch.zeros_like(mu_q))
+                             - normal_log_prob(zs[-1], mu_q, lv_q)).sum(-1)
+            else:  # KL(q(z_L | x, y) ‖ p(z_L | y))
+                kl[-1] = normal_kl(mu_q, lv_q, *top)
+                log_ratio = (normal_log_prob(zs[-1], *top) - normal_log_prob(zs[-1], mu_q, lv_q)).sum(-1)
             for l in range(n - 2, -1, -1):
                 mu_p, lv_p, g = self.prior(zs[l + 1], l)
                 d_mu, d_lv = self.q_residual[l](torch.cat([g, h[l]], -1)).chunk(2, dim=-1)
@@ -181,28 +220,35 @@ class HVAE(LatentVariableModel):
                 kl[l] = normal_kl(mu_q, lv_q, mu_p, lv_p)  # analytic given z_{l+1}
                 log_ratio = log_ratio + (normal_log_prob(zs[l], mu_p, lv_p)
                                          - normal_log_prob(zs[l], mu_q, lv_q)).sum(-1)
-        params = self.decode(zs[0])
+        params = self._decode(zs[0], ctx)
         log_px = L.log_prob(params, rep(x), self.likelihood, self.spec).view(S, B)
         return LatentPass(log_px, [k.view(S, B, -1) for k in kl], log_ratio.view(S, B), params)
 
-    def latent_means(self, x: Tensor) -> list[Tensor]:
-        """Posterior means of z_1 … z_L (bottom first), each layer conditioned on the means of the others."""
+    def latent_means(self, x: Tensor, y: Tensor | None = None) -> list[Tensor]:
+        """Posterior means of z_1 … z_L (bottom first), each layer conditioned on the means of the others (and on
+        ``y`` ``[B]`` for a conditional model; None: the null label)."""
         n = len(self.latent_dims)
+        context = self.label_context(y, len(x))
         if self.config.inference == "bottom_up":
-            means = [_gauss(self.q_first(self.encoder(x)))[0]]
+            means = [_gauss(self.q_first(self._encode(x, context)))[0]]
             for l in range(n - 1):
-                means.append(_gauss(self.q_up[l](means[-1]))[0])
+                means.append(_gauss(self.q_up[l](_cat(means[-1], context)))[0])
             return means
-        h = self._features(x)
+        h = self._features(x, context)
         means = [_gauss(self.q_top(h[-1]))[0]]
         for l in range(n - 2, -1, -1):
             mu_p, _, g = self.prior(means[0], l)
             means.insert(0, mu_p + self.q_residual[l](torch.cat([g, h[l]], -1)).chunk(2, dim=-1)[0])
         return means
 
-    def prior_sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """Ancestral sampling z_L ~ N(0, I), z_l ~ p(z_l | z_{l+1}); returns z_1, ``[n, d_1]``."""
-        z = torch.randn(n, self.latent_dims[-1], generator=generator, device=self.device, dtype=self.dtype)
+    def prior_sample(self, n: int, generator: torch.Generator | None = None, y: Tensor | None = None) -> Tensor:
+        """Ancestral sampling z_L ~ N(0, I) (a conditional model's z_L ~ p(z_L | y), ``y`` ``[n]``, None: the null
+        label), z_l ~ p(z_l | z_{l+1}); returns z_1, ``[n, d_1]``."""
+        top = self.top_prior(y, n)
+        if top is None:
+            z = torch.randn(n, self.latent_dims[-1], generator=generator, device=self.device, dtype=self.dtype)
+        else:
+            z = L.reparameterize(*top, generator)
         for l in range(len(self.latent_dims) - 2, -1, -1):
             mu, logvar, _ = self.prior(z, l)
             z = L.reparameterize(mu, logvar, generator)

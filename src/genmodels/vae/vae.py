@@ -15,6 +15,18 @@ is tighter as k grows (their Theorem 1) and tends to log p(x); ``nll(x, k=K)`` r
 ``reconstruction`` and ``kl_*`` (the ELBO, averaged over the same K samples) and ``iwae_gap`` = IWAE − ELBO
 part (≤ 0 in expectation), which sum to it.
 
+Class-conditional VAEs (``cond.num_classes = K > 0``) are CVAEs (Sohn et al. 2015, "Learning Structured Output
+Representation using Deep Conditional Generative Models", §3): a label embedding e(y) (K classes and the null
+label ∅ = K) conditions the encoder q_φ(z | x, y), the decoder p_θ(x | z, y) and a learned prior
+p_θ(z | y) = N(μ_y, diag σ²_y) (a per-class mean and log-variance, zero-initialized: every class starts at N(0, I)),
+and the bound is their conditional ELBO (Eq. 4, in this library's names: x the data, y the label)
+
+    log p(x | y) ≥ E_q(z|x,y)[log p_θ(x | z, y)] − KL(q_φ(z | x, y) ‖ p_θ(z | y)),
+
+the KL analytic between the two Gaussians; the IWAE bound takes y the same way (z_i ~ q(z | x, y), weights
+p(x | z_i, y) p(z_i | y) / q(z_i | x, y)). With label dropout (``cond.p_uncond``) the null label trains
+p(x | ∅) ≈ p(x); y = None asks for it. An unconditional model (K = 0) has no label parameters.
+
 Against posterior collapse (Bowman et al. 2016): KL warm-up (β from 0 to 1 over ``kl_warmup_steps``;
 Sønderby et al. 2016, §2.3) and free bits (Kingma et al. 2016, "IAF", §C.8: each latent dimension's
 batch-averaged KL is replaced by max(λ, KL), so no dimension is pushed below λ nats); the number of active
@@ -31,15 +43,18 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from ..core import DataSpec, EvalOptions, GenerativeModel, NLLOutput, Progress, SampleOutput
-from ..distributions import normal_log_prob, standard_normal_kl
+from ..core import Conditioning, DataSpec, EvalOptions, GenerativeModel, NLLOutput, Progress, SampleOutput
+from ..distributions import normal_kl, normal_log_prob, standard_normal_kl
 from ..nets.coders import CoderConfig, make_decoder, make_encoder
 from . import likelihoods as L
 
 if TYPE_CHECKING:
     from ..data.base import Dataset
 
-__all__ = ["LatentVariableConfig", "VAEConfig", "VAE", "LatentVariableModel", "LatentPass", "logmeanexp"]
+__all__ = ["LatentVariableConfig", "VAEConfig", "VAE", "LatentVariableModel", "LatentPass", "logmeanexp", "LABEL_DIM"]
+
+LABEL_DIM = 32
+"""Width of a CVAE's label embedding e(y), the context its encoder and decoder read."""
 
 Objective = Literal["elbo", "iwae"]
 
@@ -60,6 +75,10 @@ class LatentVariableConfig:
         train_samples: z samples per example in training (k of the IWAE objective; ELBO: averaged).
         kl_warmup_steps: the KL weight β rises linearly from 0 to 1 over this many training steps (0: β = 1).
         free_bits: λ, nats per latent dimension (0 disables).
+
+    Each subclass ends with ``cond`` (:class:`~genmodels.core.Conditioning`): K > 0 classes make the model a CVAE
+    (module docstring), 0 (the default) leaves it as it always was.
+
     Raises:
         ValueError: naming the bad field and the fix.
     """
@@ -89,12 +108,14 @@ class LatentVariableConfig:
 
 @dataclass(frozen=True)
 class VAEConfig(LatentVariableConfig):
-    """A Gaussian VAE: ``latent_dim``, the size of z, and the fields of :class:`LatentVariableConfig`."""
+    """A Gaussian VAE: ``latent_dim``, the size of z, the fields of :class:`LatentVariableConfig`, and ``cond``
+    (class conditioning: a CVAE for K > 0 classes)."""
 
     # what a config.json or --set may ask (checkpoint.config_limits)
     LIMITS: ClassVar[dict[str, tuple[float, float]]] = {"latent_dim": (1, 4096)}
 
     latent_dim: int = 32
+    cond: Conditioning = field(default_factory=Conditioning)
 
     def __post_init__(self) -> None:
         if self.latent_dim < 1:
@@ -124,8 +145,12 @@ class LatentPass:
 
 class LatentVariableModel(GenerativeModel):
     """What the Gaussian VAE and the hierarchical VAE share: the bounds, the objective, warm-up, free bits,
-    active units and sampling. Subclasses implement :meth:`latent_pass`, :meth:`latent_means`,
-    :meth:`prior_sample` and set ``decoder``, ``likelihood`` and ``latent_dims``.
+    active units, sampling and, for a CVAE, the label embedding e(y) (:meth:`label_context`). Subclasses implement
+    :meth:`latent_pass`, :meth:`latent_means`, :meth:`prior_sample` and set ``decoder``, ``likelihood`` and
+    ``latent_dims``; their decoder reads [z_1, e(y)] for a CVAE.
+
+    Every method taking ``y`` (``[B]`` labels of a CVAE) reads None as the null label; an unconditional model takes
+    none (ValueError).
 
     The training step counter (for KL warm-up) is a buffer, so it is saved, resumed and copied to the EMA.
     """
@@ -141,25 +166,49 @@ class LatentVariableModel(GenerativeModel):
         self.config, self.spec = config, spec
         self.likelihood = L.resolve_likelihood(config.likelihood, spec)
         self.register_buffer("train_steps", torch.zeros((), dtype=torch.int64))
+        self.set_conditioning(getattr(config, "cond", None))
+        # width of e(y), which the encoder and the decoder read (0 for an unconditional model: no label parameters)
+        self.label_dim = LABEL_DIM if self.num_classes is not None else 0
+        if self.num_classes is not None:
+            self.label_embedding = nn.Embedding(self.num_label_embeddings, LABEL_DIM)
+
+    def label_context(self, y: Tensor | None, n: int) -> Tensor | None:
+        """e(y) ``[n, LABEL_DIM]`` of a CVAE (y None: the null label), None for an unconditional model.
+
+        Raises:
+            ValueError: a bad label (:meth:`~genmodels.core.GenerativeModel.check_label`).
+        """
+        y = self.labels_or_null(y, n)
+        return None if y is None else self.label_embedding(y)
 
     # ------------------------------------------------------------------ what subclasses provide
-    def latent_pass(self, x: Tensor, samples: int = 1, generator: torch.Generator | None = None) -> LatentPass:
-        """Encode ``x`` (``[B, *event]``), draw ``samples`` latents per example, decode; see :class:`LatentPass`."""
+    def latent_pass(self, x: Tensor, samples: int = 1, generator: torch.Generator | None = None,
+                    y: Tensor | None = None) -> LatentPass:
+        """Encode ``x`` (``[B, *event]``) (with labels ``y`` ``[B]`` for a CVAE), draw ``samples`` latents per example,
+        decode; see :class:`LatentPass`."""
         raise NotImplementedError
 
-    def latent_means(self, x: Tensor) -> list[Tensor]:
+    def latent_means(self, x: Tensor, y: Tensor | None = None) -> list[Tensor]:
         """Posterior means of each layer (bottom first), ``[B, d_l]``, with the layers they condition on set to
         their own means (no noise). Used for active units, interpolations and latent-space pictures."""
         raise NotImplementedError
 
-    def prior_sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """z_1 from the generative model's prior (through the layers above it), ``[n, d_1]``."""
+    def prior_sample(self, n: int, generator: torch.Generator | None = None, y: Tensor | None = None) -> Tensor:
+        """z_1 from the generative model's prior (through the layers above it; p(· | y) for a CVAE), ``[n, d_1]``."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ shared
-    def decode(self, z1: Tensor) -> Tensor:
-        """Decoder parameters of p(x | z_1) for ``z1`` ``[B, d_1]``."""
-        return self.decoder(z1)
+    def _encode(self, x: Tensor, context: Tensor | None) -> Tensor:
+        """Encoder features of x (and e(y) ``[B, LABEL_DIM]`` for a CVAE; None: unconditional)."""
+        return self.encoder(x) if context is None else self.encoder(x, context)
+
+    def _decode(self, z1: Tensor, context: Tensor | None) -> Tensor:
+        """Decoder parameters from z_1 ``[N, d_1]`` and e(y) ``[N, LABEL_DIM]`` (None: unconditional)."""
+        return self.decoder(z1 if context is None else torch.cat([z1, context.to(z1.dtype)], -1))
+
+    def decode(self, z1: Tensor, y: Tensor | None = None) -> Tensor:
+        """Decoder parameters of p(x | z_1) (p(x | z_1, y) for a CVAE, ``y`` ``[B]``) for ``z1`` ``[B, d_1]``."""
+        return self._decode(z1, self.label_context(y, len(z1)))
 
     def kl_weight(self) -> float:
         """β of the KL terms now: min(1, (step + 1) / kl_warmup_steps) (Sønderby et al. 2016), 1 without warm-up."""
@@ -169,13 +218,18 @@ class LatentVariableModel(GenerativeModel):
     def loss(self, x: Tensor, generator: torch.Generator | None = None, y: Tensor | None = None) -> Tensor:
         """Negative training objective per example, ``[B]`` nats: −ELBO with β-weighted (warm-up) and free-bits
         KL terms, or −IWAE_k (``objective='iwae'``, k = ``train_samples``). Each call in training mode counts one
-        step for the warm-up."""
-        self.check_label(y)
+        step for the warm-up. A CVAE trains its conditional ELBO (Sohn et al. 2015, Eq. 4) on ``y`` after label
+        dropout (each label replaced by the null label with probability ``p_uncond``; Ho & Salimans 2022).
+
+        Raises:
+            ValueError: a bad label (any label for an unconditional model).
+        """
+        y = self.drop_labels(y, len(x), generator)
         cfg = self.config
         beta = self.kl_weight()
         if self.training and torch.is_grad_enabled():
             self.train_steps += 1
-        p = self.latent_pass(x, cfg.train_samples, generator)
+        p = self.latent_pass(x, cfg.train_samples, generator, y)
         if self.training:
             # detached tensors: no device sync per step; train_metrics() reads them when the trainer logs
             self._last_metrics = {"kl_weight": torch.tensor(beta), "reconstruction": -p.log_px.detach().mean(),
@@ -198,15 +252,17 @@ class LatentVariableModel(GenerativeModel):
 
         Args:
             x: ``[B, *event_shape]``.
+            y: ``[B]`` labels of a CVAE: the bounds on −log p(x | y) (Sohn et al. 2015, Eq. 4); None: the null label,
+                −log p(x | ∅).
             k: importance samples; 1 gives the ELBO (analytic KLs, one z sample).
             chunk: samples per forward pass (memory); default ``max(1, 4096 // B)``.
         Returns:
             :class:`NLLOutput` with terms ``reconstruction``, ``kl_z`` (VAE) or ``kl_z1 … kl_zL`` (HVAE), and for
             k > 1 ``iwae_gap`` (−IWAE − (−ELBO), so the parts sum to the NLL).
         Raises:
-            ValueError: if k < 1.
+            ValueError: if k < 1, or a bad label (any label for an unconditional model).
         """
-        self.check_label(y)
+        y = self.labels_or_null(y, len(x))
         if k < 1:
             raise ValueError(f"k (importance samples) must be ≥ 1, got {k}")
         chunk = max(1, min(k, chunk or 4096 // max(1, len(x))))
@@ -215,7 +271,7 @@ class LatentVariableModel(GenerativeModel):
         done = 0
         while done < k:
             s = min(chunk, k - done)
-            p = self.latent_pass(x, s, generator)
+            p = self.latent_pass(x, s, generator, y)
             log_w.append((p.log_px + p.log_ratio).double())
             recon = recon - p.log_px.double().sum(0)
             kls = [a + kl.double().sum((0, 2)) for a, kl in zip(kls, p.kl, strict=True)]
@@ -244,10 +300,17 @@ class LatentVariableModel(GenerativeModel):
         return ["kl_z"] if n == 1 else [f"kl_z{i + 1}" for i in range(n)]
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None, mean: bool = False) -> Tensor:
+    def sample(self, n: int, generator: torch.Generator | None = None, mean: bool = False,
+               y: Tensor | None = None) -> Tensor:
         """``n`` draws from p(x) = ∫ p(x|z) p(z) dz, ``[n, *event_shape]``; with ``mean=True`` the decoder's mean
-        E[x | z] instead of a draw from p(x | z) (what VAE papers usually show)."""
-        params = self.decode(self.prior_sample(n, generator))
+        E[x | z] instead of a draw from p(x | z) (what VAE papers usually show). A CVAE draws from
+        p(x | y) = ∫ p(x | z, y) p(z | y) dz (``y`` ``[n]``; None: the null label).
+
+        Raises:
+            ValueError: a bad label.
+        """
+        y = self.labels_or_null(y, n)
+        params = self.decode(self.prior_sample(n, generator, y), y)
         if mean:
             return L.decoder_mean(params, self.likelihood)
         return L.decoder_sample(params, self.likelihood, self.spec, generator)
@@ -259,13 +322,14 @@ class LatentVariableModel(GenerativeModel):
         evaluation per sample.
 
         Raises:
-            KeyError: another sampler. ValueError: ``steps`` given (there are none) or a label.
+            KeyError: another sampler. ValueError: ``steps`` given (there are none) or a bad label (any label for an
+                unconditional model).
         """
         name = self.check_sampler(sampler, options)
-        self.check_label(y)
+        self.check_label(y, n)
         if steps is not None:
             raise ValueError(f"a {type(self).__name__} samples in one pass: --steps does not apply")
-        return SampleOutput(x0=self.sample(n, generator, mean=name == "mean"), nfe=1)
+        return SampleOutput(x0=self.sample(n, generator, mean=name == "mean", y=y), nfe=1)
 
     def preview(self) -> dict[str, Any]:
         """The decoder's mean, as VAE papers show."""
@@ -293,20 +357,28 @@ class LatentVariableModel(GenerativeModel):
         return write_figures(self, data, out, generator)
 
     @torch.no_grad()
-    def reconstruct(self, x: Tensor) -> Tensor:
-        """The decoder's mean at the posterior mean of z_1, ``[B, *event_shape]``."""
-        return L.decoder_mean(self.decode(self.latent_means(x)[0]), self.likelihood)
+    def reconstruct(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """The decoder's mean at the posterior mean of z_1, ``[B, *event_shape]`` (a CVAE's given ``y``; None: the
+        null label)."""
+        y = self.labels_or_null(y, len(x))
+        return L.decoder_mean(self.decode(self.latent_means(x, y)[0], y), self.likelihood)
 
     @torch.no_grad()
-    def active_units(self, x: Tensor, threshold: float = 1e-2, batch_size: int = 500) -> list[int]:
+    def active_units(self, x: Tensor, threshold: float = 1e-2, batch_size: int = 500,
+                     y: Tensor | None = None) -> list[int]:
         """Active latent units per layer (bottom first): dimensions u with Cov_x(E_q[z_u | x]) > ``threshold``
-        over the examples ``x`` (Burda et al. 2016, §5.2; posterior means from :meth:`latent_means`)."""
-        means = [torch.cat(m) for m in zip(*(self.latent_means(xb) for xb in x.split(batch_size)), strict=True)]
+        over the examples ``x`` (Burda et al. 2016, §5.2; posterior means from :meth:`latent_means`; a CVAE's
+        given ``y`` ``[B]``, None: the null label)."""
+        y = self.labels_or_null(y, len(x))
+        ys = [None] * len(x.split(batch_size)) if y is None else y.split(batch_size)
+        per_batch = (self.latent_means(xb, yb) for xb, yb in zip(x.split(batch_size), ys, strict=True))
+        means = [torch.cat(m) for m in zip(*per_batch, strict=True)]
         return [int((m.double().var(0) > threshold).sum()) for m in means]
 
 
 class VAE(LatentVariableModel):
-    """Gaussian VAE with an MLP or convolutional encoder/decoder (Kingma & Welling 2014).
+    """Gaussian VAE with an MLP or convolutional encoder/decoder (Kingma & Welling 2014); with ``cond`` a CVAE
+    (Sohn et al. 2015; module docstring): q(z | x, y), p(x | z, y), p(z | y) = N(μ_y, diag σ²_y).
 
     Args:
         config: :class:`VAEConfig`. spec: the data it models.
@@ -320,33 +392,57 @@ class VAE(LatentVariableModel):
         super().__init__()
         self._init_common(config, spec)
         self.latent_dims = (config.latent_dim,)
-        self.encoder = make_encoder(spec.event_shape, config.coder)
-        self.to_posterior = nn.Linear(self.encoder.features, 2 * config.latent_dim)  # (μ, log σ²)
-        self.decoder = make_decoder(config.latent_dim, spec.event_shape, L.params_per_dim(self.likelihood),
-                                    config.coder)
+        d, e = config.latent_dim, self.label_dim
+        self.encoder = make_encoder(spec.event_shape, config.coder, e)  # q(z | x[, y]): e(y) beside x
+        self.to_posterior = nn.Linear(self.encoder.features, 2 * d)  # (μ, log σ²)
+        self.decoder = make_decoder(d + e, spec.event_shape, L.params_per_dim(self.likelihood), config.coder)
+        if self.num_classes is not None:  # p(z | y) = N(μ_y, diag σ²_y): a per-class (μ, log σ²), from N(0, I)
+            self.prior_params = nn.Embedding(self.num_label_embeddings, 2 * d)
+            nn.init.zeros_(self.prior_params.weight)
 
-    def posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """q(z|x): (μ, log σ²), each ``[B, latent_dim]``."""
-        mu, logvar = self.to_posterior(self.encoder(x)).chunk(2, dim=1)
+    def posterior(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """q(z|x) (a CVAE's q(z | x, y), ``y`` ``[B]``, None: the null label): (μ, log σ²), each ``[B, latent_dim]``.
+        """
+        mu, logvar = self.to_posterior(self._encode(x, self.label_context(y, len(x)))).chunk(2, dim=1)
         return mu, logvar
 
-    def latent_pass(self, x: Tensor, samples: int = 1, generator: torch.Generator | None = None) -> LatentPass:
+    def prior(self, y: Tensor | None, n: int) -> tuple[Tensor, Tensor] | None:
+        """A CVAE's learned prior p(z | y) = N(μ_y, diag σ²_y) (Sohn et al. 2015, §3): (μ_y, log σ²_y), each
+        ``[n, latent_dim]`` (y None: the null label); None for an unconditional model (p(z) = N(0, I))."""
+        y = self.labels_or_null(y, n)
+        return None if y is None else tuple(self.prior_params(y).chunk(2, dim=1))
+
+    def latent_pass(self, x: Tensor, samples: int = 1, generator: torch.Generator | None = None,
+                    y: Tensor | None = None) -> LatentPass:
         """S = ``samples`` reparameterized z per example; the encoder runs once per example. See
-        :class:`LatentPass`."""
-        mu, logvar = self.posterior(x)  # [B, d]
+        :class:`LatentPass`. A CVAE (``y`` ``[B]``, None: the null label) encodes q(z | x, y), decodes
+        p(x | z, y) and measures its KL against p(z | y) (Sohn et al. 2015, Eq. 4)."""
+        y = self.labels_or_null(y, len(x))
+        context = self.label_context(y, len(x))  # [B, LABEL_DIM] or None
+        mu, logvar = self.to_posterior(self._encode(x, context)).chunk(2, dim=1)  # [B, d]
         z = L.reparameterize(mu.expand(samples, *mu.shape), logvar.expand(samples, *logvar.shape), generator)
-        params = self.decode(z.flatten(0, 1))  # [S·B, …]
+        rep = None if context is None else context.expand(samples, *context.shape).flatten(0, 1)  # [S·B, ·]
+        params = self._decode(z.flatten(0, 1), rep)  # [S·B, …]
         xs = x.expand(samples, *x.shape).flatten(0, 1)
         log_px = L.log_prob(params, xs, self.likelihood, self.spec).view(samples, len(x))
-        log_ratio = (normal_log_prob(z, torch.zeros_like(z), torch.zeros_like(z))
-                     - normal_log_prob(z, mu, logvar)).sum(-1)
-        kl = standard_normal_kl(mu, logvar).expand(samples, *mu.shape)
+        prior = self.prior(y, len(x))
+        if prior is None:
+            log_ratio = (normal_log_prob(z, torch.zeros_like(z), torch.zeros_like(z))
+                         - normal_log_prob(z, mu, logvar)).sum(-1)
+            kl = standard_normal_kl(mu, logvar).expand(samples, *mu.shape)
+        else:  # KL(q(z | x, y) ‖ p(z | y)), analytic (Sohn et al. 2015, Eq. 4)
+            mu_p, lv_p = prior
+            log_ratio = (normal_log_prob(z, mu_p, lv_p) - normal_log_prob(z, mu, logvar)).sum(-1)
+            kl = normal_kl(mu, logvar, mu_p, lv_p).expand(samples, *mu.shape)
         return LatentPass(log_px, [kl], log_ratio, params)
 
-    def latent_means(self, x: Tensor) -> list[Tensor]:
-        """``[μ_φ(x)]``, ``[B, latent_dim]``."""
-        return [self.posterior(x)[0]]
+    def latent_means(self, x: Tensor, y: Tensor | None = None) -> list[Tensor]:
+        """``[μ_φ(x)]`` (a CVAE's ``[μ_φ(x, y)]``), ``[B, latent_dim]``."""
+        return [self.posterior(x, y)[0]]
 
-    def prior_sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """z ~ N(0, I), ``[n, latent_dim]``."""
-        return torch.randn(n, self.config.latent_dim, generator=generator, device=self.device, dtype=self.dtype)
+    def prior_sample(self, n: int, generator: torch.Generator | None = None, y: Tensor | None = None) -> Tensor:
+        """z ~ N(0, I) (a CVAE's z ~ p(z | y), ``y`` ``[n]``, None: the null label), ``[n, latent_dim]``."""
+        prior = self.prior(y, n)
+        if prior is None:
+            return torch.randn(n, self.config.latent_dim, generator=generator, device=self.device, dtype=self.dtype)
+        return L.reparameterize(*prior, generator)
