@@ -9,14 +9,27 @@ Notation:
 ``Δ``                  the bin width 2/(n_bins − 1) on the ``[−1, 1]`` scale
 ``f``                  the flow: logit pre-processing (discrete data), then the levels of transforms
 ``z``                  f(x) flattened, ``[B, D]``: the factored-out pieces of every level, then the last level's
-                       output (RealNVP §3.6); base p_Z = N(0, I)
+                       output (RealNVP §3.6); base p_Z = N(0, I), or N(μ_y, diag σ_y²) for a class-conditional flow
+``y``                  the class label of a conditional flow, ``[B]`` in 0..K (K: the null label ∅)
+``e(y)``               its embedding, ``[B, LABEL_DIM]``: the context of every coupling network
 ``log_det``            log |det ∂f/∂x| per example, ``[B]`` nats (the sum of the layers', RealNVP Eq. 3)
-``T``                  sampling temperature: z ~ N(0, T² I) (Glow §5)
+``T``                  sampling temperature: z ~ N(0, T² I) (Glow §5); N(μ_y, T² σ_y²) for a conditional flow
 =====================  ============================================================================================
 
 The likelihood (change of variables; seed 004; RealNVP Eq. 3):
 
     log p(x) = log N(f(x); 0, I) + log |det ∂f/∂x|.
+
+Class-conditional flows (``cond.num_classes = K > 0``) model p(x | y) with the same change of variables,
+
+    log p(x | y) = log N(f(x; e(y)); μ_y, diag σ_y²) + log |det ∂f(x; e(y))/∂x|,
+
+exact for every y: the base is class-conditional, a learned mean μ_y and log-scale log σ_y per class and dimension
+of z (a zero-initialized linear map of the one-hot label, so every class starts at N(0, I): the class-conditional
+prior of Glow, Kingma & Dhariwal 2018, the ``ycond`` option of their code), and each coupling network reads the
+label embedding e(y) beside x_a (extra input features, or constant input channels for images;
+:mod:`genmodels.nets.coupling`), so f(·; e(y)) is a bijection for each y. With label dropout (``cond.p_uncond``)
+the null label ∅ = K trains p(x | ∅) ≈ p(x); y = None asks for it.
 
 For discrete data the model's density is fitted to x + u and the reported NLL is the upper bound on the discrete
 NLL of :func:`~genmodels.core.discrete_nll_from_density`, −log p(x + u) − D·log Δ (one u per evaluation), in the
@@ -45,7 +58,17 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from ..core import DataSpec, GenerativeModel, NLLOutput, log_bin_width, nats_to_bpd, uniform_dequantize
+from ..core import (
+    Conditioning,
+    DataSpec,
+    GenerativeModel,
+    NLLOutput,
+    Progress,
+    SampleOutput,
+    log_bin_width,
+    nats_to_bpd,
+    uniform_dequantize,
+)
 from ..nets.coupling import CouplingNetConfig
 from .transforms import (
     ActNorm,
@@ -65,7 +88,10 @@ from .transforms import (
 )
 
 __all__ = ["FlowConfig", "NICEConfig", "RealNVPConfig", "GlowConfig", "Flow", "NICE", "RealNVP", "Glow",
-           "default_nice_config", "default_realnvp_config", "default_glow_config", "max_squeezes"]
+           "default_nice_config", "default_realnvp_config", "default_glow_config", "max_squeezes", "LABEL_DIM"]
+
+LABEL_DIM = 16
+"""Width of a class-conditional flow's label embedding e(y), the context every coupling network reads."""
 
 
 # ============================================================================ configs
@@ -79,6 +105,9 @@ class FlowConfig:
         logit_alpha: α of the logit pre-processing for discrete data (RealNVP §4.1: 0.05 for images); None
             models the dequantized data directly. Not used for continuous data.
         net: the coupling networks (MLP width/depth for vectors and NICE; ResNet channels/blocks for images).
+
+    Each family's config ends with ``cond`` (:class:`~genmodels.core.Conditioning`): K > 0 classes make the flow
+    class-conditional (module docstring), 0 (the default) leaves it as it always was.
     Raises:
         ValueError: for α ∉ (0, ½).
     """
@@ -108,6 +137,7 @@ class NICEConfig(FlowConfig):
 
     n_couplings: int = 4
     net: CouplingNetConfig = field(default_factory=lambda: CouplingNetConfig(hidden=1000, depth=1))
+    cond: Conditioning = field(default_factory=Conditioning)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -139,6 +169,7 @@ class RealNVPConfig(FlowConfig):
     final_couplings: int = 4
     n_couplings: int = 8
     scale: ScaleFn = "tanh"
+    cond: Conditioning = field(default_factory=Conditioning)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -167,6 +198,7 @@ class GlowConfig(FlowConfig):
     n_levels: int = 2
     steps_per_level: int = 8
     scale: ScaleFn = "sigmoid"
+    cond: Conditioning = field(default_factory=Conditioning)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -257,11 +289,13 @@ def max_squeezes(event_shape: tuple[int, ...]) -> int:
 
 
 class Flow(GenerativeModel):
-    """A normalizing flow over a standard normal base (module docstring). Subclasses build the levels
-    (:meth:`build_levels`); this class adds the pre-processing, dequantization, likelihood and sampling.
+    """A normalizing flow over a standard normal base, or a class-conditional one (module docstring). Subclasses
+    build the levels (:meth:`build_levels`); this class adds the pre-processing, dequantization, likelihood,
+    sampling and, for a conditional flow, the label embedding and the per-class base.
 
-    ``forward(x) -> (z [B, D], log_det [B])`` is the whole map f on the model's scale (including the logit of
-    discrete data, no dequantization) and ``inverse(z) -> x`` its inverse, so a flow is itself a transform.
+    ``forward(x, y=None) -> (z [B, D], log_det [B])`` is the whole map f on the model's scale (including the logit of
+    discrete data, no dequantization) and ``inverse(z, y=None) -> x`` its inverse, so a flow is itself a transform;
+    ``y`` (``[B]`` labels of a conditional flow; None: the null label) selects the couplings' context.
 
     Args:
         config: the family's config. spec: the data (vectors ``(D,)`` or images ``(C, H, W)``).
@@ -278,6 +312,9 @@ class Flow(GenerativeModel):
     def __init__(self, config: FlowConfig, spec: DataSpec):
         super().__init__()
         self.config, self.spec = config, spec
+        self.set_conditioning(getattr(config, "cond", None))
+        # context features of each coupling network: the label embedding's width (0 for an unconditional flow)
+        self.n_context = LABEL_DIM if self.num_classes is not None else 0
         if not (spec.is_image or len(spec.event_shape) == 1):
             raise ValueError(f"{self.family} models vectors (D,) or images (C, H, W), got event shape "
                              f"{spec.event_shape}")
@@ -292,6 +329,12 @@ class Flow(GenerativeModel):
         self.splits: tuple[bool, ...] = tuple(level.split for level in levels)
         self.z_shapes: tuple[tuple[int, ...], ...] = (*tracker.factored, tracker.shape)  # the pieces of z, in order
         assert sum(math.prod(s) for s in self.z_shapes) == spec.dim
+        if self.num_classes is not None:
+            # e(y): the couplings' context; (μ_y, log σ_y) of the base, a zero-initialized linear map of the one-hot
+            # label (Glow's class-conditional prior), so every class starts at N(0, I)
+            self.label_embedding = nn.Embedding(self.num_label_embeddings, LABEL_DIM)
+            self.base_params = nn.Embedding(self.num_label_embeddings, 2 * spec.dim)
+            nn.init.zeros_(self.base_params.weight)
 
     def build_levels(self, tracker: _ShapeTracker) -> list[Level]:
         """The flow's :class:`Level` s, in order, calling ``tracker.squeeze()`` and ``tracker.split()`` where they
@@ -305,8 +348,18 @@ class Flow(GenerativeModel):
                              f"{self.spec.name!r}); got a batch of shape {tuple(x.shape)}; expected "
                              f"[B, {', '.join(map(str, self.spec.event_shape))}]")
 
-    def _encode(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(z ``[B, D]``, the logit's log_det ``[B]``, the flow layers' log_det ``[B]``)."""
+    def _context(self, y: Tensor | None, n: int) -> Tensor | None:
+        """e(y) ``[n, LABEL_DIM]`` for a conditional flow (y None: the null label), None for an unconditional one.
+
+        Raises:
+            ValueError: a bad label (:meth:`~genmodels.core.GenerativeModel.check_label`).
+        """
+        y = self.labels_or_null(y, n)
+        return None if y is None else self.label_embedding(y)
+
+    def _encode(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """(z ``[B, D]``, the logit's log_det ``[B]``, the flow layers' log_det ``[B]``), the couplings reading
+        ``context`` ``[B, LABEL_DIM]`` (None: unconditional)."""
         self._check_x(x)
         log_det_pre = x.new_zeros(x.shape[0])
         h = x
@@ -315,7 +368,7 @@ class Flow(GenerativeModel):
         log_det = x.new_zeros(x.shape[0])
         pieces = []
         for level, split in zip(self.levels, self.splits, strict=True):
-            h, ld = level(h)
+            h, ld = level(h, context)
             log_det = log_det + ld
             if split:  # RealNVP §3.6: factor out half the channels to the base
                 c = h.shape[1] // 2
@@ -324,24 +377,25 @@ class Flow(GenerativeModel):
         pieces.append(h.flatten(1))
         return torch.cat(pieces, 1), log_det_pre, log_det
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """z = f(x) ``[B, D]`` and log |det ∂z/∂x| ``[B]`` (nats), for ``x`` ``[B, *event_shape]`` on the model's
-        scale (no dequantization).
+    def forward(self, x: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """z = f(x; e(y)) ``[B, D]`` and log |det ∂z/∂x| ``[B]`` (nats), for ``x`` ``[B, *event_shape]`` on the
+        model's scale (no dequantization); ``y`` ``[B]`` labels of a conditional flow (None: the null label).
 
         Raises:
-            ValueError: for a wrong event shape, or (discrete data) values outside the logit's domain.
+            ValueError: for a wrong event shape, (discrete data) values outside the logit's domain, or a bad label.
         """
-        z, log_det_pre, log_det = self._encode(x)
+        z, log_det_pre, log_det = self._encode(x, self._context(y, x.shape[0]))
         return z, log_det_pre + log_det
 
-    def inverse(self, z: Tensor) -> Tensor:
-        """x = f⁻¹(z), ``[B, *event_shape]`` for ``z`` ``[B, D]``.
+    def inverse(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        """x = f⁻¹(z; e(y)), ``[B, *event_shape]`` for ``z`` ``[B, D]``; ``y`` as in :meth:`forward`.
 
         Raises:
-            ValueError: for ``z`` not of shape ``[B, D]``.
+            ValueError: for ``z`` not of shape ``[B, D]``, or a bad label.
         """
         if z.ndim != 2 or z.shape[1] != self.spec.dim:
             raise ValueError(f"{self.family}.inverse expects z of shape [B, {self.spec.dim}], got {tuple(z.shape)}")
+        context = self._context(y, z.shape[0])
         sizes = [math.prod(s) for s in self.z_shapes]
         pieces = [p.reshape(len(z), *s) for p, s in zip(z.split(sizes, 1), self.z_shapes, strict=True)]
         h, k = pieces[-1], len(pieces) - 2
@@ -349,25 +403,50 @@ class Flow(GenerativeModel):
             if split:
                 h = torch.cat([pieces[k], h], 1)
                 k -= 1
-            h = level.inverse(h)
+            h = level.inverse(h, context)
         if self.preprocess is not None:
             h = self.preprocess.inverse(h)
         return h
 
-    @staticmethod
-    def base_log_prob(z: Tensor) -> Tensor:
-        """log N(z; 0, I), ``[B]`` nats, for ``z`` ``[B, D]``."""
-        return -0.5 * (z * z).sum(1) - 0.5 * z.shape[1] * math.log(2 * math.pi)
-
-    def log_prob(self, x: Tensor) -> Tensor:
-        """log p(x) = log N(f(x)) + log |det ∂f/∂x| (RealNVP Eq. 3), ``[B]`` nats: the continuous density on the
-        model's scale, without dequantization (e.g. for a 2-D density map).
+    def base(self, y: Tensor | None, n: int) -> tuple[Tensor, Tensor] | None:
+        """(μ_y, log σ_y), each ``[n, D]``, of a conditional flow's base N(μ_y, diag σ_y²) (y None: the null label);
+        None for an unconditional flow (base N(0, I)).
 
         Raises:
-            ValueError: for a wrong event shape.
+            ValueError: a bad label.
         """
-        z, log_det = self(x)
-        return self.base_log_prob(z) + log_det
+        y = self.labels_or_null(y, n)
+        if y is None:
+            return None
+        mean, log_scale = self.base_params(y).chunk(2, dim=1)
+        return mean, log_scale
+
+    def base_log_prob(self, z: Tensor, y: Tensor | None = None) -> Tensor:
+        """log p_Z(z | y), ``[B]`` nats, for ``z`` ``[B, D]``: log N(z; 0, I) for an unconditional flow,
+        log N(z; μ_y, diag σ_y²) = −½ Σ_d ((z_d − μ_d)/σ_d)² − Σ_d log σ_d − (D/2) log 2π for a conditional one
+        (``y`` ``[B]``; None: the null label).
+
+        Raises:
+            ValueError: a bad label.
+        """
+        params = self.base(y, z.shape[0])
+        if params is None:
+            return -0.5 * (z * z).sum(1) - 0.5 * z.shape[1] * math.log(2 * math.pi)
+        mean, log_scale = (p.to(z.dtype) for p in params)
+        u = (z - mean) * torch.exp(-log_scale)  # standardized: z = μ_y + σ_y ⊙ u
+        return -0.5 * (u * u).sum(1) - log_scale.sum(1) - 0.5 * z.shape[1] * math.log(2 * math.pi)
+
+    def log_prob(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """log p(x | y) = log p_Z(f(x; e(y)) | y) + log |det ∂f/∂x| (RealNVP Eq. 3; module docstring), ``[B]`` nats:
+        the continuous density on the model's scale, without dequantization (e.g. for a 2-D density map). ``y``:
+        ``[B]`` labels of a conditional flow (None: the null label, p(x | ∅)); none for an unconditional one.
+
+        Raises:
+            ValueError: for a wrong event shape or a bad label.
+        """
+        y = self.labels_or_null(y, x.shape[0])
+        z, log_det = self(x, y)
+        return self.base_log_prob(z, y) + log_det
 
     # ------------------------------------------------------------------ likelihood
     def dequantize(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -375,9 +454,11 @@ class Flow(GenerativeModel):
         ``x`` unchanged for continuous data."""
         return uniform_dequantize(x, self.spec, generator) if self.spec.is_discrete else x
 
-    def _nll_terms(self, x: Tensor, generator: torch.Generator | None) -> NLLOutput:
-        z, log_det_pre, log_det = self._encode(self.dequantize(x, generator))
-        terms = {"prior": -self.base_log_prob(z), "log_det": -log_det}
+    def _nll_terms(self, x: Tensor, generator: torch.Generator | None, y: Tensor | None) -> NLLOutput:
+        """The NLL's parts for labels ``y`` already resolved (None only for an unconditional flow)."""
+        context = None if y is None else self.label_embedding(y)
+        z, log_det_pre, log_det = self._encode(self.dequantize(x, generator), context)
+        terms = {"prior": -self.base_log_prob(z, y), "log_det": -log_det}
         if self.preprocess is not None:
             terms["logit"] = -log_det_pre
         if self.spec.is_discrete:  # −log P(k) ≤ −log p(x + u) − D·log Δ (core.discrete_nll_from_density)
@@ -388,39 +469,67 @@ class Flow(GenerativeModel):
     def nll_terms(self, x: Tensor, generator: torch.Generator | None = None, y: Tensor | None = None) -> NLLOutput:
         """The exact NLL per example in nats (for discrete data: the dequantized upper bound on the discrete NLL,
         one noise draw u per call), with the parts ``prior``, ``log_det``, ``logit`` (discrete data with a logit)
-        and ``dequantization`` (discrete data) that sum to it (module docstring).
+        and ``dequantization`` (discrete data) that sum to it (module docstring); for a conditional flow, of
+        p(x | y).
 
         Args:
             x: ``[B, *event_shape]`` on the model's scale. generator: draws the dequantization noise.
+            y: ``[B]`` labels of a conditional flow; None: the null label, −log p(x | ∅).
         Raises:
-            ValueError: for a wrong event shape.
+            ValueError: for a wrong event shape, or a bad label (any label for an unconditional flow).
         """
-        self.check_label(y)
-        return self._nll_terms(x, generator)
+        return self._nll_terms(x, generator, self.labels_or_null(y, x.shape[0]))
 
     def loss(self, x: Tensor, generator: torch.Generator | None = None, y: Tensor | None = None) -> Tensor:
         """The NLL of :meth:`nll_terms` in bits/dim, ``[B]`` (nats / (D ln 2), so learning rates transfer across
-        data sizes), with gradients."""
-        self.check_label(y)
-        return nats_to_bpd(self._nll_terms(x, generator).nll, self.spec)
+        data sizes), with gradients; a conditional flow trains on ``y`` after label dropout (each label replaced by
+        the null label with probability ``p_uncond``; Ho & Salimans 2022, Algorithm 1).
+
+        Raises:
+            ValueError: a bad label (any label for an unconditional flow).
+        """
+        y = self.drop_labels(y, x.shape[0], generator)
+        return nats_to_bpd(self._nll_terms(x, generator, y).nll, self.spec)
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0) -> Tensor:
+    def sample(self, n: int, generator: torch.Generator | None = None, temperature: float = 1.0,
+               y: Tensor | None = None) -> Tensor:
         """x = f⁻¹(z), z ~ N(0, T² I) (T = ``temperature``, Glow §5), ``[n, *event_shape]``; clipped to the data
-        range for discrete data (not rounded to the bins).
+        range for discrete data (not rounded to the bins). A conditional flow draws from p(x | y):
+        z = μ_y + T·σ_y ⊙ ε, ε ~ N(0, I), x = f⁻¹(z; e(y)) (``y`` ``[n]``; None: the null label).
 
         Raises:
-            ValueError: for n < 1 or T ≤ 0.
+            ValueError: for n < 1 or T ≤ 0, or a bad label.
         """
         if n < 1 or not temperature > 0:
             raise ValueError(f"sample needs n ≥ 1 and temperature > 0, got n={n}, temperature={temperature}")
+        y = self.labels_or_null(y, n)
         p = next(self.parameters())
         z = temperature * torch.randn(n, self.spec.dim, generator=generator, device=p.device, dtype=p.dtype)
-        x = self.inverse(z)
+        params = self.base(y, n)
+        if params is not None:
+            mean, log_scale = params
+            z = mean + torch.exp(log_scale) * z  # N(μ_y, T² σ_y²)
+        x = self.inverse(z, y)
         if self.spec.is_discrete:
             x = x.clamp(*self.spec.value_range)
         return x
+
+    def draw(self, n: int, generator: torch.Generator | None = None, *, sampler: str | None = None,
+             steps: int | None = None, y: Tensor | None = None, progress: Progress | None = None,
+             keep_trajectory: bool = False, **options) -> SampleOutput:
+        """:meth:`sample` (with ``temperature``, and ``y`` for a conditional flow), one inverse pass per sample.
+
+        Raises:
+            KeyError: another sampler. ValueError: an option other than ``temperature``, ``steps`` (there are
+                none), or a bad label.
+        """
+        name = self.check_sampler(sampler, options)
+        self.check_label(y, n)
+        if steps is not None:
+            raise ValueError(f"a {type(self).__name__} samples in one inverse pass: --steps does not apply")
+        return SampleOutput(x0=self.sample(n, generator, y=y, **options), nfe=self.nfe(name) or 0)
 
 
 # ============================================================================ the three families
@@ -444,7 +553,8 @@ class NICE(Flow):
         """One level: (flatten,) ``n_couplings`` additive couplings on alternating halves, then the scaling (§3.3)."""
         cfg, D = self.config, self.spec.dim
         steps: list[Transform] = [Flatten(self.spec.event_shape)] if self.spec.is_image else []
-        steps += [AdditiveCoupling(HalvesPartition(D, parity=i % 2), cfg.net) for i in range(cfg.n_couplings)]
+        steps += [AdditiveCoupling(HalvesPartition(D, parity=i % 2), cfg.net, self.n_context)
+                  for i in range(cfg.n_couplings)]
         steps.append(ScaleLayer((D,)))  # NICE §3.3
         tracker.shape = (D,)
         return [Level(steps)]
@@ -461,22 +571,20 @@ class RealNVP(Flow):
     def build_levels(self, tracker: _ShapeTracker):
         """Vectors: ``n_couplings`` affine couplings on alternating halves. Images: §3.6's scales (class config)."""
         cfg = self.config
+        coupling = lambda partition: AffineCoupling(partition, cfg.net, cfg.scale, self.n_context)  # noqa: E731
         if not self.spec.is_image:
             D = self.spec.dim
-            return [Level([AffineCoupling(HalvesPartition(D, i % 2), cfg.net, cfg.scale)
-                           for i in range(cfg.n_couplings)])]
+            return [Level([coupling(HalvesPartition(D, i % 2)) for i in range(cfg.n_couplings)])]
         levels = []
         for scale in range(cfg.n_scales):
             C = tracker.channels
             if scale == cfg.n_scales - 1:  # the last scale: 4 checkerboard couplings (§3.6)
-                levels.append(Level([AffineCoupling(CheckerboardPartition(C, i % 2), cfg.net, cfg.scale)
-                                     for i in range(cfg.final_couplings)]))
+                levels.append(Level([coupling(CheckerboardPartition(C, i % 2)) for i in range(cfg.final_couplings)]))
                 break
-            steps: list[Transform] = [AffineCoupling(CheckerboardPartition(C, i % 2), cfg.net, cfg.scale)
+            steps: list[Transform] = [coupling(CheckerboardPartition(C, i % 2))
                                       for i in range(cfg.checkerboard_couplings)]
             steps.append(tracker.squeeze(f"n_scales={cfg.n_scales} (scale {scale + 1})"))
-            steps += [AffineCoupling(ChannelPartition(tracker.channels, i % 2), cfg.net, cfg.scale)
-                      for i in range(cfg.channel_couplings)]
+            steps += [coupling(ChannelPartition(tracker.channels, i % 2)) for i in range(cfg.channel_couplings)]
             levels.append(Level(steps, split=tracker.split()))
         return levels
 
@@ -492,7 +600,8 @@ class Glow(Flow):
     def _step(self, channels: int, image: bool) -> list[Transform]:
         cfg = self.config
         partition = ChannelPartition(channels, 0) if image else HalvesPartition(channels, 0)
-        return [ActNorm(channels), InvertibleConv1x1(channels), AffineCoupling(partition, cfg.net, cfg.scale)]
+        return [ActNorm(channels), InvertibleConv1x1(channels),
+                AffineCoupling(partition, cfg.net, cfg.scale, self.n_context)]
 
     def build_levels(self, tracker: _ShapeTracker):
         """Vectors: K steps. Images: ``n_levels`` of squeeze → K steps → split, no split after the last (§3)."""

@@ -3,11 +3,14 @@ invertible 1×1 convolution (Glow), the logit pre-processing, and their composit
 
 Every transform is an ``nn.Module`` with
 
-    forward(x) -> (z, log_det)     z = f(x), log_det = log |det ∂z/∂x|, [B] nats
-    inverse(z) -> x                x = f⁻¹(z)
+    forward(x, context=None) -> (z, log_det)     z = f(x), log_det = log |det ∂z/∂x|, [B] nats
+    inverse(z, context=None) -> x                x = f⁻¹(z)
 
 so a flow's density is log p(x) = log N(f(x); 0, I) + Σ_layers log_det (seed 004, "Normalizing Flows": the
-change-of-variables formula summed over layers; RealNVP, Dinh et al. 2017, Eq. 3).
+change-of-variables formula summed over layers; RealNVP, Dinh et al. 2017, Eq. 3). ``context`` (``[B, n_context]``,
+e.g. a class-label embedding, or None) conditions the coupling networks of a conditional flow and is ignored by every
+other layer: for each context the transform stays a bijection of x, so log p(x | y) = log p_Z(f(x; y) | y) +
+Σ_layers log_det(x; y) is as exact as the unconditional density.
 
 Notation:
 
@@ -18,6 +21,7 @@ Notation:
 ``m``, ``t``        the shift network's output (NICE's m, RealNVP's t)
 ``log_s``           RealNVP's s: the log-scale of an affine coupling, bounded (``tanh`` or Glow's ``sigmoid``)
 ``log_det``         log |det ∂z/∂x| per example, ``[B]``, nats
+``context``         ``[B, n_context]`` input of a coupling's network beside x_a (a label embedding), or None
 ``alpha``           α of the logit pre-processing (RealNVP §4.1; 0.05 for images)
 ``lo``, ``hi``      the interval the logit maps onto ℝ (the data range extended by half a bin)
 ``P, L, U, s``      the LU factors of Glow's 1×1 convolution W = P L (U + diag(s)) (Glow §3.2)
@@ -64,14 +68,15 @@ def _check_input(x: Tensor, ndim: int, channels: int | None, who: str) -> None:
 
 
 class Transform(nn.Module):
-    """An invertible map with a tractable log-determinant (module docstring). Subclasses implement both methods."""
+    """An invertible map with a tractable log-determinant (module docstring). Subclasses implement both methods;
+    ``context`` (``[B, n_context]`` or None) reaches the coupling networks and is ignored by the other layers."""
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """z = f(x) and log |det ∂z/∂x|, ``[B]`` nats."""
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """z = f(x; context) and log |det ∂z/∂x|, ``[B]`` nats."""
         raise NotImplementedError
 
-    def inverse(self, z: Tensor) -> Tensor:
-        """x = f⁻¹(z)."""
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+        """x = f⁻¹(z; context)."""
         raise NotImplementedError
 
 
@@ -86,18 +91,18 @@ class Compose(Transform):
         super().__init__()
         self.transforms = nn.ModuleList(transforms)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Apply f_1 … f_L; ``log_det`` ``[B]`` is the sum of theirs."""
         log_det = x.new_zeros(x.shape[0])
         for t in self.transforms:
-            x, ld = t(x)
+            x, ld = t(x, context)
             log_det = log_det + ld
         return x, log_det
 
-    def inverse(self, z: Tensor) -> Tensor:
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         """Apply f_L⁻¹ … f_1⁻¹."""
         for t in reversed(self.transforms):
-            z = t.inverse(z)
+            z = t.inverse(z, context)
         return z
 
 
@@ -221,12 +226,14 @@ class CheckerboardPartition(Partition):
 # ============================================================================ coupling layers
 
 
-def _coupling_net(partition: Partition, n_out_per_target: int, config: CouplingNetConfig) -> nn.Module:
-    """A ResNet (images) or MLP (vectors) from x_a to ``n_out_per_target`` values per entry of x_b."""
+def _coupling_net(partition: Partition, n_out_per_target: int, config: CouplingNetConfig,
+                  n_context: int = 0) -> nn.Module:
+    """A ResNet (images) or MLP (vectors) from x_a (and a ``[B, n_context]`` context) to ``n_out_per_target`` values
+    per entry of x_b."""
     n_out = n_out_per_target * partition.n_target
     if partition.image:
-        return CouplingResNet(partition.n_cond, n_out, config)
-    return CouplingMLP(partition.n_cond, n_out, config)
+        return CouplingResNet(partition.n_cond, n_out, config, n_context)
+    return CouplingMLP(partition.n_cond, n_out, config, n_context)
 
 
 class AdditiveCoupling(Transform):
@@ -236,26 +243,27 @@ class AdditiveCoupling(Transform):
 
     Args:
         partition: the split (:class:`HalvesPartition`, :class:`ChannelPartition`, :class:`CheckerboardPartition`).
-        net: the network m (zero-initialized output: the layer starts as the identity).
+        net: the network m (zero-initialized output: the layer starts as the identity). n_context: features of the
+            context m reads beside x_a (a conditional flow's label embedding; 0: none), m(x_a, context).
     """
 
-    def __init__(self, partition: Partition, net: CouplingNetConfig = CouplingNetConfig()):
+    def __init__(self, partition: Partition, net: CouplingNetConfig = CouplingNetConfig(), n_context: int = 0):
         super().__init__()
         self.partition = partition
-        self.net = _coupling_net(partition, 1, net)
+        self.net = _coupling_net(partition, 1, net, n_context)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """(z, log_det): z_b = x_b + m(x_a), z_a = x_a; log_det = 0, ``[B]`` (NICE §3.2)."""
         x_a, x_b = self.partition.split(x)
         # NICE §3.2: y_I2 = x_I2 + m(x_I1); seed 004: x = z + F_Θ(u)
-        z_b = x_b + self.partition.restrict(self.net(x_a))
+        z_b = x_b + self.partition.restrict(self.net(x_a, context))
         return self.partition.merge(x_a, z_b), x.new_zeros(x.shape[0])  # unit Jacobian determinant
 
-    def inverse(self, z: Tensor) -> Tensor:
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         """x: x_b = z_b − m(z_a), x_a = z_a (NICE §3.2)."""
         z_a, z_b = self.partition.split(z)
         # NICE §3.2: x_I2 = y_I2 − m(y_I1); seed 004: z = x − F_Θ(u)
-        x_b = z_b - self.partition.restrict(self.net(z_a))
+        x_b = z_b - self.partition.restrict(self.net(z_a, context))
         return self.partition.merge(z_a, x_b)
 
 
@@ -269,41 +277,44 @@ class AffineCoupling(Transform):
     with (h, t) = NN(x_a) and log_s bounded by ``scale`` (:data:`ScaleFn`).
 
     Args:
-        partition: the split. net: the network's config. scale: ``tanh`` or ``sigmoid``.
+        partition: the split. net: the network's config. scale: ``tanh`` or ``sigmoid``. n_context: features of the
+            context the network reads beside x_a (a conditional flow's label embedding; 0: none),
+            (h, t) = NN(x_a, context).
     Raises:
         ValueError: for an unknown ``scale``.
     """
 
-    def __init__(self, partition: Partition, net: CouplingNetConfig = CouplingNetConfig(), scale: ScaleFn = "tanh"):
+    def __init__(self, partition: Partition, net: CouplingNetConfig = CouplingNetConfig(), scale: ScaleFn = "tanh",
+                 n_context: int = 0):
         super().__init__()
         if scale not in ("tanh", "sigmoid"):
             raise ValueError(f"scale must be 'tanh' or 'sigmoid', got {scale!r}")
         self.partition, self.scale = partition, scale
-        self.net = _coupling_net(partition, 2, net)
+        self.net = _coupling_net(partition, 2, net, n_context)
         if scale == "tanh":  # α per channel (images) or per feature (vectors), starts at 1
             shape = (partition.n_target, 1, 1) if partition.image else (partition.n_target,)
             self.tanh_scale = nn.Parameter(torch.ones(shape))
 
-    def log_scale_and_shift(self, x_a: Tensor) -> tuple[Tensor, Tensor]:
+    def log_scale_and_shift(self, x_a: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """(log_s, t), each shaped like x_b, zero outside x_b."""
-        h, t = self.net(x_a).chunk(2, dim=1)
+        h, t = self.net(x_a, context).chunk(2, dim=1)
         if self.scale == "tanh":
             log_s = self.tanh_scale * torch.tanh(h)
         else:
             log_s = F.logsigmoid(h + 2.0)  # Glow's code: scale = σ(h + 2)
         return self.partition.restrict(log_s), self.partition.restrict(t)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """(z, log_det): z_b = x_b ⊙ exp(log_s) + t; log_det = Σ log_s, ``[B]`` nats (RealNVP Eqs. 6–7, 9)."""
         x_a, x_b = self.partition.split(x)
-        log_s, t = self.log_scale_and_shift(x_a)
+        log_s, t = self.log_scale_and_shift(x_a, context)
         z_b = x_b * torch.exp(log_s) + t  # RealNVP Eq. 7 (Eq. 9 with the mask)
         return self.partition.merge(x_a, z_b), sum_except_batch(log_s)  # log|det| = Σ_j s_j (Eq. 6)
 
-    def inverse(self, z: Tensor) -> Tensor:
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         """x: x_b = (z_b − t) ⊙ exp(−log_s), from z_a (RealNVP Eq. 8)."""
         z_a, z_b = self.partition.split(z)
-        log_s, t = self.log_scale_and_shift(z_a)
+        log_s, t = self.log_scale_and_shift(z_a, context)
         x_b = (z_b - t) * torch.exp(-log_s)  # RealNVP Eq. 8
         return self.partition.merge(z_a, x_b)
 
@@ -324,14 +335,14 @@ class ScaleLayer(Transform):
         self.event_shape = tuple(event_shape)
         self.log_scale = nn.Parameter(torch.zeros(self.event_shape))
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """(exp(s) ⊙ x, Σ s expanded to ``[B]``) (NICE §3.3). Raises ValueError for a wrong event shape."""
         if tuple(x.shape[1:]) != self.event_shape:
             raise ValueError(f"ScaleLayer expects [B, {', '.join(map(str, self.event_shape))}], got {tuple(x.shape)}")
         z = x * torch.exp(self.log_scale)  # NICE §3.3: h ↦ exp(S) ⊙ h
         return z, self.log_scale.sum().expand(x.shape[0])  # log|det| = Σ_i S_ii
 
-    def inverse(self, z: Tensor) -> Tensor:
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         """exp(−s) ⊙ z."""
         return z * torch.exp(-self.log_scale)
 
@@ -344,7 +355,7 @@ class Squeeze(Transform):
         ValueError: for an input that is not an image or has an odd height or width.
     """
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """(``[B, 4C, H/2, W/2]``, zeros ``[B]``) (RealNVP §3.6). Raises ValueError for an odd size."""
         _check_input(x, 4, None, "squeeze")
         B, C, H, W = x.shape
@@ -354,7 +365,7 @@ class Squeeze(Transform):
         z = x.reshape(B, C, H // 2, 2, W // 2, 2).permute(0, 1, 3, 5, 2, 4)  # [B, C, 2, 2, H/2, W/2]
         return z.reshape(B, 4 * C, H // 2, W // 2), x.new_zeros(B)
 
-    def inverse(self, z: Tensor) -> Tensor:
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         """``[B, 4C, h, w] -> [B, C, 2h, 2w]``. Raises ValueError unless the channels are a multiple of 4."""
         _check_input(z, 4, None, "squeeze's inverse")
         B, C4, h, w = z.shape
@@ -371,13 +382,13 @@ class Flatten(Transform):
         super().__init__()
         self.event_shape = tuple(event_shape)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """(``[B, D]``, zeros ``[B]``). Raises ValueError for a wrong event shape."""
         if tuple(x.shape[1:]) != self.event_shape:
             raise ValueError(f"Flatten expects [B, {', '.join(map(str, self.event_shape))}], got {tuple(x.shape)}")
         return x.reshape(x.shape[0], -1), x.new_zeros(x.shape[0])
 
-    def inverse(self, z: Tensor) -> Tensor:
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         """``[B, D] -> [B, *event_shape]``."""
         return z.reshape(z.shape[0], *self.event_shape)
 
@@ -437,7 +448,7 @@ class ActNorm(Transform):
         self.log_scale.copy_(-torch.log(var.sqrt() + 1e-6))
         self.initialized.fill_(True)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """(exp(log_scale) ⊙ (x + bias), H·W·Σ log_scale expanded to ``[B]``) (Glow Table 1);
         the first call initializes from x (class docstring).
         """
@@ -447,7 +458,7 @@ class ActNorm(Transform):
         z = (x + _channel_view(self.bias, x)) * torch.exp(_channel_view(self.log_scale, x))  # Glow Table 1
         return z, (_spatial_size(x) * self.log_scale.sum()).expand(x.shape[0])  # h·w·sum(log|s|)
 
-    def inverse(self, z: Tensor) -> Tensor:
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         """z ⊙ exp(−log_scale) − bias."""
         self._check(z)
         return z * torch.exp(-_channel_view(self.log_scale, z)) - _channel_view(self.bias, z)
@@ -496,7 +507,7 @@ class InvertibleConv1x1(Transform):
             return x @ w.T
         return F.conv2d(x, w[:, :, None, None])
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """(W x at every pixel, H·W·Σ log|s| expanded to ``[B]``) (Glow Table 1).
         Raises ValueError for a wrong shape.
         """
@@ -504,7 +515,7 @@ class InvertibleConv1x1(Transform):
         log_det = _spatial_size(x) * self.log_s.sum()  # Glow Table 1: h·w·sum(log|s|)
         return self._mix(self.weight(), x), log_det.expand(x.shape[0])
 
-    def inverse(self, z: Tensor) -> Tensor:
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         """W⁻¹ z at every pixel (W inverted in float64)."""
         self._check(z)
         w_inv = torch.linalg.inv(self.weight().double()).to(z.dtype)
@@ -535,7 +546,7 @@ class Logit(Transform):
         # the constant part of log|dz/dx| per dimension, in float64
         self._log_const = math.log1p(-2 * self.alpha) - math.log(self.hi - self.lo)
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """(logit(p), Σ log|dz/dx| ``[B]`` nats) (class docstring). Raises ValueError outside the domain."""
         p = self.alpha + (1 - 2 * self.alpha) * (x - self.lo) / (self.hi - self.lo)  # RealNVP §4.1
         if not bool(((p > 0) & (p < 1)).all()):
@@ -547,7 +558,7 @@ class Logit(Transform):
         log_det = sum_except_batch(self._log_const - log_p - log_1mp)  # d logit(p)/dp = 1/(p(1 − p))
         return z, log_det
 
-    def inverse(self, z: Tensor) -> Tensor:
+    def inverse(self, z: Tensor, context: Tensor | None = None) -> Tensor:
         """lo + (hi − lo)·(sigmoid(z) − α)/(1 − 2α)."""
         u = (torch.sigmoid(z) - self.alpha) / (1 - 2 * self.alpha)
         return self.lo + (self.hi - self.lo) * u

@@ -9,6 +9,12 @@ Both end in a **zero-initialized** layer, so the network's output is 0 at initia
 starts as the identity (Glow §3.3, "zero initialization"). The residual blocks' second convolution is zero-initialized
 too (SkipInit/Fixup style), so that a deep stack without normalization starts as conv → act → conv; no batch norm, so
 every example's Jacobian depends on that example only (RealNVP's batch norm would couple the examples of a batch).
+
+Both take an optional **context** (``n_context`` features per example, e.g. a class-label embedding of a
+class-conditional flow): it is concatenated to x_a as extra input features (MLP) or as extra constant input channels,
+broadcast over H×W (ResNet). The context enters only the conditioner, never the coupled variables, so a coupling
+stays invertible in x for every context and its Jacobian stays triangular. With ``n_context = 0`` (the default) a
+net has exactly the layers, and draws exactly the initial weights, it had before contexts existed.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
+import torch
 from torch import Tensor, nn
 
 __all__ = ["CouplingNetConfig", "CouplingMLP", "CouplingResNet", "make_activation"]
@@ -61,22 +68,45 @@ def _zero(layer: nn.Module) -> nn.Module:
     return layer
 
 
+def _check_context(x: Tensor, context: Tensor | None, n_context: int, who: str) -> None:
+    """ValueError unless ``context`` is None for a net without one, or ``[B, n_context]``."""
+    if context is None and n_context == 0:
+        return
+    if context is None or context.dim() != 2 or context.shape != (x.shape[0], n_context):
+        got = None if context is None else tuple(context.shape)
+        raise ValueError(f"{who} reads a context of shape [B, {n_context}] (B = {x.shape[0]}); got {got}")
+
+
 class CouplingMLP(nn.Sequential):
-    """``[B, n_in] -> [B, n_out]``: Linear → act, ``depth`` hidden layers of width ``hidden`` (at least one), then a
-    zero-initialized Linear (NICE §5.1 used 5 ReLU layers of 1000 units on MNIST).
+    """``[B, n_in] (+ context [B, n_context]) -> [B, n_out]``: Linear → act, ``depth`` hidden layers of width
+    ``hidden`` (at least one), then a zero-initialized Linear (NICE §5.1 used 5 ReLU layers of 1000 units on MNIST).
+    The context is concatenated to the input features.
 
     Args:
-        n_in, n_out: input and output features. config: :class:`CouplingNetConfig`.
+        n_in, n_out: input and output features. config: :class:`CouplingNetConfig`. n_context: context features
+            (0: none).
     """
 
-    def __init__(self, n_in: int, n_out: int, config: CouplingNetConfig = CouplingNetConfig()):
+    def __init__(self, n_in: int, n_out: int, config: CouplingNetConfig = CouplingNetConfig(), n_context: int = 0):
         layers: list[nn.Module] = []
-        width = n_in
+        width = n_in + n_context
         for _ in range(max(1, config.depth)):
             layers += [nn.Linear(width, config.hidden), make_activation(config.activation)]
             width = config.hidden
         layers.append(_zero(nn.Linear(width, n_out)))
         super().__init__(*layers)
+        self.n_context = n_context
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """x ``[B, n_in]``, context ``[B, n_context]`` (None without one) -> ``[B, n_out]``.
+
+        Raises:
+            ValueError: a context missing, unexpected or of the wrong width.
+        """
+        _check_context(x, context, self.n_context, "this coupling MLP")
+        if context is not None:
+            x = torch.cat([x, context.to(x.dtype)], 1)  # [B, n_in + n_context]
+        return super().forward(x)
 
 
 class _ResBlock(nn.Module):
@@ -93,21 +123,31 @@ class _ResBlock(nn.Module):
 
 
 class CouplingResNet(nn.Module):
-    """``[B, c_in, H, W] -> [B, c_out, H, W]``: conv3×3 (c_in → hidden), ``depth`` residual blocks, act, then a
-    zero-initialized conv3×3 (hidden → c_out) (RealNVP §4.1's ResNet; Glow §3.3's zero-initialized last conv).
+    """``[B, c_in, H, W] (+ context [B, n_context]) -> [B, c_out, H, W]``: conv3×3 (c_in + n_context → hidden),
+    ``depth`` residual blocks, act, then a zero-initialized conv3×3 (hidden → c_out) (RealNVP §4.1's ResNet; Glow
+    §3.3's zero-initialized last conv). The context enters as ``n_context`` constant channels.
 
     Args:
         c_in, c_out: input and output channels. config: :class:`CouplingNetConfig` (``hidden`` channels,
-            ``depth`` residual blocks).
+            ``depth`` residual blocks). n_context: context features (0: none).
     """
 
-    def __init__(self, c_in: int, c_out: int, config: CouplingNetConfig = CouplingNetConfig()):
+    def __init__(self, c_in: int, c_out: int, config: CouplingNetConfig = CouplingNetConfig(), n_context: int = 0):
         super().__init__()
-        self.inp = nn.Conv2d(c_in, config.hidden, 3, padding=1)
+        self.n_context = n_context
+        self.inp = nn.Conv2d(c_in + n_context, config.hidden, 3, padding=1)
         self.blocks = nn.Sequential(*(_ResBlock(config.hidden, config.activation) for _ in range(config.depth)))
         self.out = nn.Sequential(make_activation(config.activation),
                                  _zero(nn.Conv2d(config.hidden, c_out, 3, padding=1)))
 
-    def forward(self, x: Tensor) -> Tensor:
-        """x ``[B, c_in, H, W]`` -> ``[B, c_out, H, W]``."""
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        """x ``[B, c_in, H, W]``, context ``[B, n_context]`` (None without one) -> ``[B, c_out, H, W]``.
+
+        Raises:
+            ValueError: a context missing, unexpected or of the wrong width.
+        """
+        _check_context(x, context, self.n_context, "this coupling ResNet")
+        if context is not None:  # [B, n_context] -> [B, n_context, H, W] constant channels
+            planes = context.to(x.dtype)[:, :, None, None].expand(-1, -1, *x.shape[2:])
+            x = torch.cat([x, planes], 1)  # [B, c_in + n_context, H, W]
         return self.out(self.blocks(self.inp(x)))
