@@ -7,6 +7,9 @@ Notation:
 ``k``       kernel size (WaveNet uses 2); ``d`` dilation
 ``h_t``     ``[B, C]`` a layer's input at time t; a causal conv sees only h_{t−(k−1)d}, …, h_{t−d}, h_t
 gate        z = tanh(W_f ∗ h) ⊙ σ(W_g ∗ h) (WaveNet, van den Oord et al. 2016, Eq. 2)
+``y``       global conditioning (``n_labels`` > 0): z = tanh(W_f ∗ h + V_f^T h_y) ⊙ σ(W_g ∗ h + V_g^T h_y), h_y the
+            one-hot of the label (WaveNet §2.5), so V^T h_y is row y of a learned table, one per layer, broadcast
+            over time
 residual    h ← h + W_r z (1×1); skip s = W_s z (1×1) (WaveNet §2.4, Fig. 4)
 queue       the (k−1)d most recent inputs of one layer, a ring buffer (Paine et al. 2016, "Fast Wavenet")
 ==========  =========================================================================================================
@@ -22,6 +25,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+from .masked import label_table
 
 __all__ = ["CausalConv1d", "ConvQueue", "GatedResidualBlock"]
 
@@ -99,36 +104,56 @@ class GatedResidualBlock(nn.Module):
     """One WaveNet layer: dilated causal conv → gated activation → residual and skip 1×1 convs.
 
     ``z = tanh(W_f ∗ h) ⊙ σ(W_g ∗ h)`` (WaveNet Eq. 2; W_f and W_g are the two halves of one conv with 2C outputs),
-    ``h_out = h + W_r z``, ``skip = W_s z`` (WaveNet §2.4, Fig. 4).
+    ``h_out = h + W_r z``, ``skip = W_s z`` (WaveNet §2.4, Fig. 4). With global conditioning (``n_labels`` > 0),
+    ``z = tanh(W_f ∗ h + V_f^T h_y) ⊙ σ(W_g ∗ h + V_g^T h_y)`` (WaveNet §2.5), V_f and V_g the two halves of one
+    ``[n_labels, 2C]`` table (:func:`~genmodels.nets.masked.label_table`), the same at every time step.
 
     Args:
         channels: C (residual stream). skip_channels: S. kernel_size: k. dilation: d.
         residual: False for the last layer of a stack, whose residual output nothing reads: it then has no W_r
             (no parameter without a gradient) and returns its input h unchanged.
+        n_labels: rows of the conditioning table (the K classes and the null label); 0 (default): unconditional, no
+            table.
     """
 
     def __init__(self, channels: int, skip_channels: int, kernel_size: int = 2, dilation: int = 1,
-                 residual: bool = True):
+                 residual: bool = True, n_labels: int = 0):
         super().__init__()
         self.conv = CausalConv1d(channels, 2 * channels, kernel_size, dilation)  # W_f and W_g stacked
         self.res = nn.Conv1d(channels, channels, 1) if residual else None  # W_r
         self.skip = nn.Conv1d(channels, skip_channels, 1)  # W_s
+        self.label = label_table(n_labels, 2 * channels) if n_labels else None  # V_f and V_g stacked (§2.5)
 
     @property
     def receptive_field(self) -> int:
         """(k−1)·d + 1."""
         return self.conv.receptive_field
 
-    def forward(self, h: Tensor) -> tuple[Tensor, Tensor]:
-        """``h [B, C, L] → (h_out [B, C, L], skip [B, S, L])``."""
-        f, g = self.conv(h).chunk(2, dim=1)  # [B, C, L] each
-        z = torch.tanh(f) * torch.sigmoid(g)  # WaveNet Eq. 2
+    def _condition(self, pre: Tensor, y: Tensor | None) -> Tensor:
+        """``W ∗ h + V^T h_y`` (WaveNet §2.5): ``pre`` ``[B, 2C, …]`` plus row ``y`` of the table, broadcast over time.
+
+        Raises:
+            ValueError: labels for an unconditional block, or none for a conditional one.
+        """
+        if self.label is None:
+            if y is not None:
+                raise ValueError("this WaveNet block is unconditional (n_labels = 0): it takes no labels")
+            return pre
+        if y is None:
+            raise ValueError("this WaveNet block is globally conditioned: give the labels y (the null label for ∅)")
+        v = self.label(y)  # [B, 2C]
+        return pre + v.view(*v.shape, *([1] * (pre.dim() - 2)))
+
+    def forward(self, h: Tensor, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``h [B, C, L]`` (and labels ``y`` ``[B]`` of a conditional block) ``→ (h_out [B, C, L], skip [B, S, L])``."""
+        f, g = self._condition(self.conv(h), y).chunk(2, dim=1)  # [B, C, L] each
+        z = torch.tanh(f) * torch.sigmoid(g)  # WaveNet Eq. 2 (§2.5 with y)
         h_out = h + self.res(z) if self.res is not None else h  # WaveNet §2.4, Fig. 4
         return h_out, self.skip(z)
 
-    def step(self, h_t: Tensor, queue: ConvQueue) -> tuple[Tensor, Tensor]:
+    def step(self, h_t: Tensor, queue: ConvQueue, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """One time step: ``h_t [B, C] → (h_out_t [B, C], skip_t [B, S])``; equal to a column of :meth:`forward`."""
-        f, g = self.conv.step(h_t, queue).chunk(2, dim=1)
-        z = torch.tanh(f) * torch.sigmoid(g)  # WaveNet Eq. 2
+        f, g = self._condition(self.conv.step(h_t, queue), y).chunk(2, dim=1)
+        z = torch.tanh(f) * torch.sigmoid(g)  # WaveNet Eq. 2 (§2.5 with y)
         h_out = h_t + F.linear(z, self.res.weight[:, :, 0], self.res.bias) if self.res is not None else h_t
         return h_out, F.linear(z, self.skip.weight[:, :, 0], self.skip.bias)
