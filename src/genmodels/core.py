@@ -430,7 +430,7 @@ class GenerativeModel(nn.Module):
         """Draw ``n`` samples with a named sampler and report what they cost.
 
         Default (families with one fixed-cost sampler and no step count): :meth:`sample` with ``options``
-        (e.g. ``temperature``), NFE from :meth:`nfe`, no trajectory.
+        (e.g. ``temperature``) and the labels ``y`` where given, NFE from :meth:`nfe`, no trajectory.
 
         Args:
             n: number of samples. sampler: a name in :attr:`samplers` (None: the default). steps: the sampler's
@@ -447,7 +447,8 @@ class GenerativeModel(nn.Module):
         self.check_label(y)
         if steps is not None and self.default_steps(name) is None:
             raise ValueError(f"the {name!r} sampler of a {type(self).__name__} has no step count; drop --steps")
-        return SampleOutput(x0=self.sample(n, generator, **options), nfe=self.nfe(name, steps) or 0)
+        label = {} if y is None else {"y": y}  # an unconditional family's sample() need not take a label
+        return SampleOutput(x0=self.sample(n, generator, **options, **label), nfe=self.nfe(name, steps) or 0)
 
     def inpaint(self, x: Tensor, known: Tensor, generator: torch.Generator | None = None, *,
                 method: str | None = None, y: Tensor | None = None, progress: Progress | None = None,
