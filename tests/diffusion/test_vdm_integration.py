@@ -342,9 +342,9 @@ def test_exact_bound_visits_every_step_once():
     seen: list[float] = []
     eps_hat = model.eps_hat
 
-    def recording(z, logsnr):
+    def recording(z, logsnr, y=None):
         seen.extend(logsnr.tolist())
-        return eps_hat(z, logsnr)
+        return eps_hat(z, logsnr, y)
 
     model.eps_hat = recording
     model.nll_terms(gaussian_points(1), gen(0), exact=True)

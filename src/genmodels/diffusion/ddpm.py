@@ -23,7 +23,7 @@ from typing import Any, get_args
 import torch
 from torch import Tensor, nn
 
-from ..core import DataSpec, EvalOptions, NLLOutput
+from ..core import Conditioning, DataSpec, EvalOptions, NLLOutput
 from ..nets import noise_conditional_net
 from ..nets.mlp import MLPConfig
 from ..nets.unet import UNetConfig, unet_preset
@@ -45,6 +45,8 @@ class DDPMConfig:
         variance: reverse variance, ``fixed_small`` (β̃_t) or ``fixed_large`` (β_t).
         clip_x0: clamp x̂_0 to [−1, 1] when sampling (never when computing the bound).
         unet: backbone for images. mlp: backbone for vector data.
+        cond: class conditioning (:class:`~genmodels.core.Conditioning`; none by default): a learned label embedding
+            added to the noise embedding (improved-diffusion, Nichol & Dhariwal 2021), label dropout ``p_uncond``.
     """
 
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -54,6 +56,7 @@ class DDPMConfig:
     clip_x0: bool = True
     unet: UNetConfig = field(default_factory=UNetConfig)
     mlp: MLPConfig = field(default_factory=MLPConfig)
+    cond: Conditioning = field(default_factory=Conditioning)
 
     def __post_init__(self) -> None:
         for name, kind in (("parameterization", G.Parameterization), ("loss", G.LossType),
@@ -79,11 +82,13 @@ class DDPM(DiffusionModel):
     def __init__(self, config: DDPMConfig, spec: DataSpec):
         super().__init__()
         self.config, self.spec = config, spec
+        self.set_conditioning(config.cond)
         self.schedule = DiscreteSchedule.from_config(config.schedule)
         if config.parameterization == "eps" and self.schedule.alphas_cumprod[-1] == 0:
             raise ValueError("this schedule reaches zero terminal SNR (ᾱ_T = 0), where an eps-prediction cannot give "
                              "x̂_0 = (x_T − σ ε̂)/α; use parameterization 'v' or 'x0' (Lin et al. 2024), or more steps")
-        self.net: nn.Module = noise_conditional_net(spec, config.unet, config.mlp, "DDPM")
+        labels = self.num_label_embeddings if self.num_classes is not None else None
+        self.net: nn.Module = noise_conditional_net(spec, config.unet, config.mlp, "DDPM", num_labels=labels)
         self.register_buffer("log_var", G.reverse_log_variance(
             self.schedule.betas, self.schedule.alphas_cumprod_prev, self.schedule.alphas_cumprod, config.variance),
             persistent=False)
@@ -109,17 +114,18 @@ class DDPM(DiffusionModel):
         DDPM's 1000-step scale."""
         return i.float() * (1000.0 / self.T)
 
-    def model_output(self, x_t: Tensor, i: Tensor, clip_x0: bool = False) -> ModelOutput:
+    def model_output(self, x_t: Tensor, i: Tensor, clip_x0: bool = False, y: Tensor | None = None) -> ModelOutput:
         """Run the network at original step indices ``i`` (``[B]`` int64) and read its output.
 
         Args:
-            x_t: ``[B, *event_shape]``.
+            x_t: ``[B, *event_shape]``. y: ``[B]`` int64 labels of a conditional model (None: the null label);
+                resolved labels, not checked here.
         """
         logsnr = self.schedule.logsnr[i]
-        out = self.net(x_t, self.c_noise(i))
+        out = self.backbone(x_t, self.c_noise(i), y)
         return ModelOutput(G.predict(out, x_t, logsnr, self.config.parameterization, clip_x0), logsnr)
 
-    def denoise(self, x_t: Tensor, logsnr: Tensor, clip_x0: bool = False) -> ModelOutput:
+    def denoise(self, x_t: Tensor, logsnr: Tensor, clip_x0: bool = False, y: Tensor | None = None) -> ModelOutput:
         """Run the network at any noise level λ ∈ [``logsnr_min``, ``logsnr_max``] (continuous time).
 
         The discrete-time network is conditioned on the fractional step index whose logSNR is λ
@@ -128,11 +134,12 @@ class DDPM(DiffusionModel):
 
         Args:
             x_t: ``[B, *event_shape]``, a draw of x_λ = α x_0 + σ ε. logsnr: ``[B]`` λ (clamped to the range).
+            y: as in :meth:`model_output`.
         Returns:
             :class:`ModelOutput` with ε̂, x̂_0, v̂ and the (clamped) λ, ``[B]`` float64.
         """
         logsnr = logsnr.double().clamp(self.logsnr_min, self.logsnr_max)
-        out = self.net(x_t, self.c_noise(self.schedule.index_from_logsnr(logsnr)))
+        out = self.backbone(x_t, self.c_noise(self.schedule.index_from_logsnr(logsnr)), y)
         return ModelOutput(G.predict(out, x_t, logsnr, self.config.parameterization, clip_x0), logsnr)
 
     # ------------------------------------------------------------------ training
@@ -140,15 +147,16 @@ class DDPM(DiffusionModel):
         """Per-example loss ``[B]`` at a uniformly drawn step (DDPM Algorithm 1; seed 003's training loop).
 
         For ``loss="elbo"`` it is the unbiased one-step estimate of the bound's diffusion and reconstruction
-        terms, T·L_i (nats per example, summed over dimensions).
+        terms, T·L_i (nats per example, summed over dimensions). A conditional model trains on ``y`` ``[B]`` after
+        label dropout (each label replaced by ∅ with probability ``p_uncond``; Ho & Salimans 2022, Algorithm 1).
         """
-        self.check_label(y)
+        y = self.drop_labels(y, len(x), generator)
         B = x.shape[0]
         i = torch.randint(0, self.T, (B,), generator=generator, device=x.device)
         eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         logsnr = self.schedule.logsnr[i]
         x_t = G.q_sample(x, logsnr, eps)
-        out = self.net(x_t, self.c_noise(i))
+        out = self.backbone(x_t, self.c_noise(i), y)
         if self.config.loss == "elbo":
             pred = G.predict(out, x_t, logsnr, self.config.parameterization)
             terms = G.vb_terms(x, x_t, pred, self.schedule.logsnr_prev[i], logsnr, self.log_var[i], i == 0,
@@ -157,12 +165,14 @@ class DDPM(DiffusionModel):
         return G.training_loss(self.config.loss, self.config.parameterization, out, x, eps, x_t, logsnr)
 
     # ------------------------------------------------------------------ likelihood
-    def vb_term(self, x0: Tensor, i: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """One bound term per example, nats ``[B]``: L_i at step index ``i`` (``[B]``), L_0 where i = 0."""
+    def vb_term(self, x0: Tensor, i: Tensor, generator: torch.Generator | None = None,
+                y: Tensor | None = None) -> Tensor:
+        """One bound term per example, nats ``[B]``: L_i at step index ``i`` (``[B]``), L_0 where i = 0; ``y`` as
+        in :meth:`model_output`."""
         eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         logsnr = self.schedule.logsnr[i]
         x_t = G.q_sample(x0, logsnr, eps)
-        pred = self.model_output(x_t, i).pred
+        pred = self.model_output(x_t, i, y=y).pred
         return G.vb_terms(x0, x_t, pred, self.schedule.logsnr_prev[i], logsnr, self.log_var[i], i == 0,
                           self.spec.n_bins)
 
@@ -186,7 +196,8 @@ class DDPM(DiffusionModel):
 
         Args:
             x: ``[N, ...]`` pilot examples (use training data, not the data being evaluated, so the
-                estimate on the evaluated data stays unbiased).
+                estimate on the evaluated data stays unbiased); a conditional model is read at the null label
+                (any proposal keeps the estimate unbiased).
         Returns:
             ``[T−1]`` probabilities over i = 1..T−1, mixed 9:1 with :meth:`default_proposal`.
         """
@@ -222,20 +233,23 @@ class DDPM(DiffusionModel):
         images plus ≈ 0.48/K from the estimator, so K = 8 instead of 4 shrinks the split's standard error by 3%.
 
         Args:
-            x: ``[B, *event_shape]`` on the data scale. proposal: ``[T−1]`` probabilities (default
+            x: ``[B, *event_shape]`` on the data scale. y: ``[B]`` labels of a conditional model: the bound on
+                −log p(x | y); None: on −log p(x | ∅). proposal: ``[T−1]`` probabilities (default
                 :meth:`default_proposal`; see :meth:`calibrate_proposal`).
         Returns:
             :class:`NLLOutput` with ``nll`` ``[B]`` and terms ``prior``, ``diffusion``, ``reconstruction``.
+        Raises:
+            ValueError: a label for an unconditional model, or one out of range.
         """
-        self.check_label(y)
+        y = self.labels_or_null(y, len(x), x.device)
         B, dev = x.shape[0], x.device
         s = self.schedule
         prior = G.prior_kl(x, s.logsnr[-1].expand(B))
-        recon = self.vb_term(x, torch.zeros(B, dtype=torch.long, device=dev), generator)
+        recon = self.vb_term(x, torch.zeros(B, dtype=torch.long, device=dev), generator, y)
         if exact:
             diffusion = torch.zeros(B, dtype=torch.float64, device=dev)
             for i in range(1, self.T):
-                diffusion += self.vb_term(x, torch.full((B,), i, dtype=torch.long, device=dev), generator).double()
+                diffusion += self.vb_term(x, torch.full((B,), i, dtype=torch.long, device=dev), generator, y).double()
         else:
             q = (self.default_proposal() if proposal is None else proposal).to(dev, torch.float64)
             cdf = torch.cumsum(q, 0)
@@ -244,7 +258,7 @@ class DDPM(DiffusionModel):
             j = torch.searchsorted(cdf, u * cdf[-1]).clamp(max=len(q) - 1)  # (B, K) index into q
             diffusion = torch.zeros(B, dtype=torch.float64, device=dev)
             for k in range(t_samples):
-                term = self.vb_term(x, j[:, k] + 1, generator).double()
+                term = self.vb_term(x, j[:, k] + 1, generator, y).double()
                 diffusion += term / (q[j[:, k]] * cdf[-1].reciprocal()) / t_samples
         diffusion = diffusion.to(x.dtype)
         return NLLOutput(nll=prior + diffusion + recon,

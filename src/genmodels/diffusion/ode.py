@@ -43,6 +43,7 @@ from torch import Tensor
 
 from ..divergence import EXACT_TRACE_MAX_DIM, ProbeNoise, draw_probes, exact_divergence, hutchinson_divergence
 from . import gaussian as G
+from .guidance import guided
 
 if TYPE_CHECKING:
     from .base import DiffusionModel
@@ -128,7 +129,7 @@ def ode_log_likelihood(model: DiffusionModel, x: Tensor, *, trace: TraceMethod =
                        noise: ProbeNoise = "rademacher", rtol: float = 1e-5, atol: float = 1e-5,
                        method: str = "dopri5", generator: torch.Generator | None = None,
                        logsnr_max: float | None = None, logsnr_min: float | None = None,
-                       dtype: torch.dtype | None = None) -> ODELikelihood:
+                       dtype: torch.dtype | None = None, y: Tensor | None = None) -> ODELikelihood:
     """log p(x) of points under the probability-flow ODE of a diffusion model (Song et al. 2021, App. D.2).
 
     Solves the augmented ODE d[x, ℓ]/dλ = [f, ∇·f] (module docstring; Eq. 39–40 in logSNR time) from
@@ -156,11 +157,15 @@ def ode_log_likelihood(model: DiffusionModel, x: Tensor, *, trace: TraceMethod =
             ``[model.logsnr_min, model.logsnr_max]``); must lie inside it.
         dtype: dtype of the ODE state (default float64 for vector data, float32 for images); the network
             runs in its own dtype.
+        y: ``[B]`` int64 labels of a class-conditional model: log p(x | y) under the ODE of ε̂(x, λ, y); None: the
+            null label (log p(x | ∅)). The model's density for each label is a proper density, so
+            log Σ_y p(y) p(x | y) can be formed from these.
     Returns:
         :class:`ODELikelihood`; ``log_p`` etc. are ``[B]`` float64 nats on ``x``'s device.
     Raises:
         ValueError: unknown ``trace``/``noise``/``method``, K < 1, tolerances ≤ 0, a λ range that is empty or
-            outside the model's, or ``x`` whose shape is not ``[B, *model.spec.event_shape]``.
+            outside the model's, ``x`` whose shape is not ``[B, *model.spec.event_shape]``, or a label for an
+            unconditional model (or out of range).
     """
     from torchdiffeq import odeint
 
@@ -192,6 +197,7 @@ def ode_log_likelihood(model: DiffusionModel, x: Tensor, *, trace: TraceMethod =
         dtype = torch.float32 if spec.is_image else torch.float64
     B = x.shape[0]
     x = x.to(dtype)
+    reader = guided(model, model.labels_or_null(y, B, x.device))  # the network with the labels bound in
     probes = draw_probes(x, hutchinson_samples, noise, generator) if resolved == "hutchinson" else None
     nfe = 0
 
@@ -201,7 +207,7 @@ def ode_log_likelihood(model: DiffusionModel, x: Tensor, *, trace: TraceMethod =
         nfe += 1
         with torch.enable_grad():
             x_lam = state[0].detach().requires_grad_(True)
-            f = probability_flow_drift(model, x_lam, lam.double().expand(B), clip_x0=False)
+            f = probability_flow_drift(reader, x_lam, lam.double().expand(B), clip_x0=False)
             if probes is None:
                 div = exact_divergence(f, x_lam)
             else:

@@ -25,6 +25,10 @@ pc              predictor–corrector (score SDE §4.2, App. G; M corrector     
 ==============  ===========================================================  ==========  ================
 
 ``steps`` is N, the number of noise levels; :func:`~.grids.steps_for_nfe` gives the N that spends a budget of NFE.
+
+Every sampler reads the network only through ``model.model_output`` and ``model.denoise``, so it takes a
+:class:`~genmodels.diffusion.guidance.Guided` in place of the model unchanged: class labels and classifier-free
+guidance (Ho & Salimans 2022, Eq. 6) in every sampler, with no code of their own here.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ from typing import ClassVar, Literal, get_args
 import torch
 from torch import Tensor, nn
 
-from ..core import DataSpec, NLLOutput
+from ..core import Conditioning, DataSpec, NLLOutput
 from ..nets.embeddings import base2_fourier_features
 from ..nets.mlp import MLP, MLPConfig
 from ..nets.unet import UNet, UNetConfig
@@ -146,6 +146,9 @@ class VDMConfig:
             on the bound itself (its expectation does not depend on the shape).
         clip_x0: clamp x̂ to [−1, 1] when sampling (never in the bound).
         unet: backbone for images. mlp: backbone for vectors.
+        cond: class conditioning (:class:`~genmodels.core.Conditioning`; none by default): a learned label embedding
+            added to the noise embedding (as improved-diffusion's ``label_emb``), label dropout ``p_uncond``; the
+            bound is then on −log p(x | y).
     """
 
     # what a config.json or --set may ask (checkpoint.config_limits)
@@ -162,6 +165,7 @@ class VDMConfig:
     clip_x0: bool = True
     unet: UNetConfig = field(default_factory=UNetConfig)
     mlp: MLPConfig = field(default_factory=MLPConfig)
+    cond: Conditioning = field(default_factory=Conditioning)
 
     def __post_init__(self) -> None:
         if self.T < 0 or self.sample_steps < 1:
@@ -190,15 +194,18 @@ class VDM(DiffusionModel):
     def __init__(self, config: VDMConfig, spec: DataSpec):
         super().__init__()
         self.config, self.spec = config, spec
+        self.set_conditioning(config.cond)
         self.gamma: GammaSchedule = build_gamma_schedule(config.schedule)
         self.fourier = tuple(config.fourier_features) if spec.is_image else ()
         # exponent 7 has a period of one data level (2/(n_bins − 1)), as in VDM's 256 levels 2/256 apart
         self.fourier_scale = (spec.n_bins - 1) / 256 if spec.n_bins else 1.0
+        labels = self.num_label_embeddings if self.num_classes is not None else None
         if spec.is_image:
             c = spec.event_shape[0]
-            self.net: nn.Module = UNet(c * (1 + 2 * len(self.fourier)), config.unet, out_channels=c)
+            self.net: nn.Module = UNet(c * (1 + 2 * len(self.fourier)), config.unet, out_channels=c,
+                                       num_labels=labels)
         elif len(spec.event_shape) == 1:
-            self.net = MLP(spec.event_shape[0], config.mlp)
+            self.net = MLP(spec.event_shape[0], config.mlp, num_labels=labels)
         else:
             raise ValueError(f"VDM supports images (C, H, W) or vectors (D,), got event shape {spec.event_shape}")
         self._last: dict[str, float] = {}
@@ -232,26 +239,28 @@ class VDM(DiffusionModel):
         lo, hi = self.config.schedule.gamma_0, self.config.schedule.gamma_1
         return 1000.0 * (-logsnr.double() - lo) / (hi - lo)
 
-    def eps_hat(self, z_t: Tensor, logsnr: Tensor) -> Tensor:
-        """ε̂_θ(z_t; λ), ``[B, ...]``; Fourier features of z_t are concatenated for images."""
+    def eps_hat(self, z_t: Tensor, logsnr: Tensor, y: Tensor | None = None) -> Tensor:
+        """ε̂_θ(z_t; λ[, y]), ``[B, ...]``; Fourier features of z_t are concatenated for images. ``y``: ``[B]`` int64
+        labels of a conditional model (None: the null label), not checked here."""
         h = torch.cat([z_t, base2_fourier_features(z_t, self.fourier, self.fourier_scale)], 1) if self.fourier else z_t
-        return self.net(h, self.c_noise(logsnr).to(z_t.dtype))
+        return self.backbone(h, self.c_noise(logsnr).to(z_t.dtype), y)
 
-    def denoise(self, x_t: Tensor, logsnr: Tensor, clip_x0: bool = False) -> ModelOutput:
+    def denoise(self, x_t: Tensor, logsnr: Tensor, clip_x0: bool = False, y: Tensor | None = None) -> ModelOutput:
         """The network at any λ ∈ [``logsnr_min``, ``logsnr_max``] (clamped), read as ε̂, x̂_0, v̂.
 
         Args:
-            x_t: ``[B, *event_shape]``. logsnr: ``[B]``.
+            x_t: ``[B, *event_shape]``. logsnr: ``[B]``. y: as in :meth:`eps_hat`.
         """
         logsnr = logsnr.double().clamp(self.logsnr_min, self.logsnr_max)
-        out = self.eps_hat(x_t, logsnr)
+        out = self.eps_hat(x_t, logsnr, y)
         return ModelOutput(G.predict(out, x_t, logsnr, "eps", clip_x0), logsnr)
 
-    def model_output(self, x_t: Tensor, i: Tensor, clip_x0: bool = False) -> ModelOutput:
-        """The network at step indices ``i`` (``[B]``) of the T-step process, t = (i + 1)/T."""
+    def model_output(self, x_t: Tensor, i: Tensor, clip_x0: bool = False, y: Tensor | None = None) -> ModelOutput:
+        """The network at step indices ``i`` (``[B]``) of the T-step process, t = (i + 1)/T; ``y`` as in
+        :meth:`eps_hat`."""
         with torch.no_grad():
             logsnr = -self.gamma((i.double() + 1) / self.T)
-        out = self.eps_hat(x_t, logsnr)
+        out = self.eps_hat(x_t, logsnr, y)
         return ModelOutput(G.predict(out, x_t, logsnr, "eps", clip_x0), logsnr)
 
     # ------------------------------------------------------------------ the bound's terms
@@ -269,13 +278,15 @@ class VDM(DiffusionModel):
         # −log N(x; z_0/α_0, e^{γ_0}) = ½ (log 2π + γ_0 + ε₀²) per dimension
         return 0.5 * (math.log(2 * math.pi) + gamma_0.to(x.dtype) + eps0.pow(2)).flatten(1).sum(1)
 
-    def diffusion_term(self, x: Tensor, t: Tensor, eps: Tensor, variance_grad: bool = False) -> Tensor:
+    def diffusion_term(self, x: Tensor, t: Tensor, eps: Tensor, variance_grad: bool = False,
+                       y: Tensor | None = None) -> Tensor:
         """One draw of the diffusion term per example at times ``t`` (``[B]``, in (0, 1]), nats ``[B]``: the
         continuous integrand ½ γ'(t)‖ε − ε̂‖², or for T > 0 the discrete T·L_i at t = i/T (t is rounded up to the grid).
 
         Args:
             variance_grad: route the gradient of mean(ℓ²) — not of mean(ℓ), with ℓ this term in the loss's bits/dim —
                 into the schedule's shape (training with ``schedule_objective="variance"``; VDM Appendix I.2).
+            y: ``[B]`` labels of a conditional model (as in :meth:`eps_hat`).
         """
         T = self.config.T
         if T:
@@ -294,7 +305,7 @@ class VDM(DiffusionModel):
         B = x.shape[0]
         gamma_t = gamma[:B]
         z_t = G.q_sample(x, -gamma_t, eps)
-        eps_hat = self.eps_hat(z_t, -gamma_t)
+        eps_hat = self.eps_hat(z_t, -gamma_t, y)
         if T:
             loss = discrete_diffusion_loss(T, gamma[B:], gamma_t, eps, eps_hat)
         else:
@@ -313,15 +324,16 @@ class VDM(DiffusionModel):
     # ------------------------------------------------------------------ training
     def loss(self, x: Tensor, generator: torch.Generator | None = None, y: Tensor | None = None) -> Tensor:
         """The negative ELBO per example in bits/dim, ``[B]`` (VDM's training objective): L_prior + L_recon + one
-        draw of the diffusion term at antithetic times. Unbiased for the bound."""
-        self.check_label(y)
+        draw of the diffusion term at antithetic times. Unbiased for the bound. A conditional model trains on ``y``
+        ``[B]`` after label dropout (∅ with probability ``p_uncond``; Ho & Salimans 2022, Algorithm 1)."""
+        y = self.drop_labels(y, len(x), generator)
         B, dev = x.shape[0], x.device
         t = self._times(B, generator, dev)
         eps0 = torch.randn(x.shape, generator=generator, device=dev, dtype=x.dtype)
         eps = torch.randn(x.shape, generator=generator, device=dev, dtype=x.dtype)
         prior = self.prior_term(x)
         recon = self.reconstruction_term(x, eps0)
-        diffusion = self.diffusion_term(x, t, eps, variance_grad=self.config.schedule_objective == "variance")
+        diffusion = self.diffusion_term(x, t, eps, variance_grad=self.config.schedule_objective == "variance", y=y)
         to_bpd = 1.0 / (self.spec.dim * math.log(2))
         with torch.no_grad():
             g0, g1 = self.gamma.endpoints()
@@ -344,11 +356,13 @@ class VDM(DiffusionModel):
         importance distribution), or for T > 0 with ``exact=True`` the sum over all T steps.
 
         Args:
-            x: ``[B, *event_shape]`` on the data scale.
+            x: ``[B, *event_shape]`` on the data scale. y: ``[B]`` labels of a conditional model: the bound on
+                −log p(x | y); None: on −log p(x | ∅).
         Raises:
-            ValueError: ``exact`` in continuous time, or ``t_samples`` < 1.
+            ValueError: ``exact`` in continuous time, ``t_samples`` < 1, or a label for an unconditional model or
+                out of range.
         """
-        self.check_label(y)
+        y = self.labels_or_null(y, len(x), x.device)
         if t_samples < 1:
             raise ValueError(f"t_samples must be ≥ 1, got {t_samples}")
         B, dev, T = x.shape[0], x.device, self.config.T
@@ -362,13 +376,13 @@ class VDM(DiffusionModel):
             for i in range(1, T + 1):
                 t = torch.full((B,), i / T, dtype=torch.float64, device=dev)
                 eps = torch.randn(x.shape, generator=generator, device=dev, dtype=x.dtype)
-                diffusion += self.diffusion_term(x, t, eps).double() / T
+                diffusion += self.diffusion_term(x, t, eps, y=y).double() / T
         else:
             u = torch.rand(B, t_samples, generator=generator, device=dev, dtype=torch.float64)
             for k in range(t_samples):
                 t = ((k + u[:, k]) / t_samples).clamp(min=1e-12)
                 eps = torch.randn(x.shape, generator=generator, device=dev, dtype=x.dtype)
-                diffusion += self.diffusion_term(x, t, eps).double() / t_samples
+                diffusion += self.diffusion_term(x, t, eps, y=y).double() / t_samples
         diffusion = diffusion.to(x.dtype)
         return NLLOutput(nll=prior + recon + diffusion,
                          terms={"prior": prior, "diffusion": diffusion, "reconstruction": recon}, kind="bound")

@@ -8,10 +8,11 @@ from torch import nn
 __all__ = ["noise_conditional_net"]
 
 
-def noise_conditional_net(spec, unet, mlp, family: str) -> nn.Module:
+def noise_conditional_net(spec, unet, mlp, family: str, num_labels: int | None = None) -> nn.Module:
     """The denoiser / score backbone of a noise-conditional model: a :class:`~genmodels.nets.unet.UNet` (config
     ``unet``) for images ``(C, H, W)``, an :class:`~genmodels.nets.mlp.MLP` (config ``mlp``) for vectors ``(D,)``;
-    both map ``(x [B, *event_shape], noise level [B]) -> [B, *event_shape]``.
+    both map ``(x [B, *event_shape], noise level [B]) -> [B, *event_shape]``, and with ``num_labels`` (the label
+    values of a class-conditional model, its null label included) ``(x, noise level, y [B]) -> [B, *event_shape]``.
 
     Raises:
         ValueError: for any other event shape, naming ``family``.
@@ -20,7 +21,7 @@ def noise_conditional_net(spec, unet, mlp, family: str) -> nn.Module:
     from .unet import UNet
 
     if spec.is_image:
-        return UNet(spec.event_shape[0], unet)
+        return UNet(spec.event_shape[0], unet, num_labels=num_labels)
     if len(spec.event_shape) == 1:
-        return MLP(spec.event_shape[0], mlp)
+        return MLP(spec.event_shape[0], mlp, num_labels=num_labels)
     raise ValueError(f"{family} supports images (C, H, W) or vectors (D,), got event shape {spec.event_shape}")

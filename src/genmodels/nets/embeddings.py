@@ -1,4 +1,4 @@
-"""Noise-level embeddings shared by the backbones."""
+"""Noise-level and class-label embeddings shared by the backbones."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["sinusoidal_embedding", "NoiseEmbedding", "base2_fourier_features"]
+__all__ = ["sinusoidal_embedding", "NoiseEmbedding", "LabelEmbedding", "add_label_embedding", "base2_fourier_features"]
 
 
 def sinusoidal_embedding(c_noise: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
@@ -41,6 +41,52 @@ class NoiseEmbedding(nn.Module):
         """``[B]`` -> ``[B, out_dim]``."""
         # features in float32 (c_noise up to ~1000), then the MLP's own dtype (float64 models work too)
         return self.mlp(sinusoidal_embedding(c_noise, self.base_dim).to(self.mlp[0].weight.dtype))
+
+
+class LabelEmbedding(nn.Module):
+    """A learned vector per class label, added to the noise embedding of a class-conditional backbone:
+    ``emb = NoiseEmbedding(c_noise) + LabelEmbedding(y)`` (improved-diffusion's ``label_emb``, Nichol & Dhariwal
+    2021; EDM's ``map_label``, Karras et al. 2022). ``[B]`` int64 -> ``[B, out_dim]``.
+
+    Args:
+        num_labels: the number of label values (a conditional model passes its K classes plus its null label).
+        out_dim: the size of the noise embedding it is added to.
+    Raises:
+        ValueError: for ``num_labels`` < 1.
+    """
+
+    def __init__(self, num_labels: int, out_dim: int):
+        super().__init__()
+        if num_labels < 1:
+            raise ValueError(f"a label embedding needs num_labels ≥ 1, got {num_labels}")
+        self.num_labels = num_labels
+        self.table = nn.Embedding(num_labels, out_dim)
+
+    def forward(self, y: Tensor) -> Tensor:
+        """``[B]`` int64 labels in ``0..num_labels−1`` -> ``[B, out_dim]``."""
+        return self.table(y)
+
+
+def add_label_embedding(emb: Tensor, label_emb: LabelEmbedding | None, y: Tensor | None, net: str) -> Tensor:
+    """``emb + label_emb(y)`` for a class-conditional backbone, ``emb`` unchanged for an unconditional one.
+
+    Args:
+        emb: ``[B, E]`` the noise embedding. label_emb: the backbone's :class:`LabelEmbedding`, or None.
+        y: ``[B]`` int64 labels, or None. net: the backbone's name, for the error message.
+    Raises:
+        ValueError: a label for an unconditional backbone, none for a conditional one, or a label count that is
+            not the batch's. (Values are not checked here, to keep sampling free of host syncs: the models check them
+            with :meth:`~genmodels.core.GenerativeModel.check_label` and resolve the null label before the call.)
+    """
+    if label_emb is None:
+        if y is not None:
+            raise ValueError(f"this {net} was built without a label embedding (num_labels=None): it takes no y")
+        return emb
+    if y is None:
+        raise ValueError(f"this {net} is class-conditional ({label_emb.num_labels} labels): give y, [B] int64")
+    if y.shape != emb.shape[:1]:
+        raise ValueError(f"{net}: {tuple(y.shape)} labels for a batch of {emb.shape[0]}; give one label per example")
+    return emb + label_emb(y).to(emb.dtype)
 
 
 def base2_fourier_features(x: Tensor, exponents: tuple[int, ...], scale: float = 1.0) -> Tensor:

@@ -1,4 +1,5 @@
-"""A residual MLP backbone for vector data (2-D toys, flattened features). Knows nothing of diffusion."""
+"""A residual MLP backbone for vector data (2-D toys, flattened features). Knows nothing of diffusion; built with
+``num_labels`` it also reads a class label, whose learned embedding is added to the noise embedding (as the UNet's)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import ClassVar
 
 from torch import Tensor, nn
 
-from .embeddings import NoiseEmbedding
+from .embeddings import LabelEmbedding, NoiseEmbedding, add_label_embedding
 
 __all__ = ["MLPConfig", "MLP"]
 
@@ -46,14 +47,18 @@ class _ResBlock(nn.Module):
 
 
 class MLP(nn.Module):
-    """``forward(x [B, D], c_noise [B]) -> [B, D]``: input projection, ``depth`` residual blocks with the
-    noise embedding added in each, output projection initialised to zero.
+    """``forward(x [B, D], c_noise [B], y [B] | None) -> [B, D]``: input projection, ``depth`` residual blocks with
+    the noise embedding (plus the label's, for a conditional MLP) added in each, output projection initialised to
+    zero.
 
     Args:
         dim: D, the data dimension. config: :class:`MLPConfig`.
+        num_labels: the number of label values ``y`` may take (a conditional model's K classes plus its null
+            label), embedded in ``emb_dim`` and added to the noise embedding (improved-diffusion's ``label_emb``);
+            None (the default) builds no label embedding.
     """
 
-    def __init__(self, dim: int, config: MLPConfig = MLPConfig()):
+    def __init__(self, dim: int, config: MLPConfig = MLPConfig(), num_labels: int | None = None):
         super().__init__()
         self.embed = NoiseEmbedding(config.emb_dim, config.emb_dim)
         self.inp = nn.Linear(dim, config.hidden)
@@ -61,10 +66,16 @@ class MLP(nn.Module):
         self.out = nn.Sequential(nn.LayerNorm(config.hidden), nn.SiLU(), nn.Linear(config.hidden, dim))
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
+        # built last, so that the other layers draw the same initial weights as the unconditional MLP's
+        self.label_emb = LabelEmbedding(num_labels, config.emb_dim) if num_labels is not None else None
 
-    def forward(self, x: Tensor, c_noise: Tensor) -> Tensor:
-        """x ``[B, D]``, c_noise ``[B]`` -> ``[B, D]``."""
-        emb = self.embed(c_noise)
+    def forward(self, x: Tensor, c_noise: Tensor, y: Tensor | None = None) -> Tensor:
+        """x ``[B, D]``, c_noise ``[B]``, y ``[B]`` int64 (a conditional MLP only) -> ``[B, D]``.
+
+        Raises:
+            ValueError: a label for an unconditional MLP, or none for a conditional one.
+        """
+        emb = add_label_embedding(self.embed(c_noise), self.label_emb, y, "MLP")
         h = self.inp(x)
         for block in self.blocks:
             h = block(h, emb)

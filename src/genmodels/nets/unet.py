@@ -3,7 +3,9 @@
 Residual blocks with group norm and an adaptive scale/shift from the noise embedding (Dhariwal & Nichol
 2021, §3), self-attention only at the lowest resolutions, stride-2 convolutions down and nearest-neighbour
 upsampling + convolution up. It knows nothing of diffusion: ``forward(x, c_noise)`` maps an image and one
-scalar per example to an image of the same shape.
+scalar per example to an image of the same shape. Built with ``num_labels``, it is class-conditional:
+``forward(x, c_noise, y)`` adds a learned embedding of the label ``y`` to the noise embedding (improved-diffusion's
+``label_emb``, Nichol & Dhariwal 2021; EDM, Karras et al. 2022), so every residual block sees both.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .embeddings import NoiseEmbedding
+from .embeddings import LabelEmbedding, NoiseEmbedding, add_label_embedding
 
 __all__ = ["UNetConfig", "UNet", "unet_preset"]
 
@@ -111,17 +113,21 @@ class Attention(nn.Module):
 
 
 class UNet(nn.Module):
-    """``forward(x [B, C, H, W], c_noise [B]) -> [B, C_out, H, W]``.
+    """``forward(x [B, C, H, W], c_noise [B], y [B] | None) -> [B, C_out, H, W]``.
 
     Args:
         in_channels: C of the images. config: :class:`UNetConfig`.
         out_channels: C_out (default C; more input channels than output ones when the input carries extra
             features, e.g. VDM's Fourier features).
+        num_labels: the number of label values ``y`` may take (a conditional model passes its K classes plus the
+            null label); None (the default) builds no label embedding at all: the unconditional UNet, parameter
+            for parameter.
     Raises:
         ValueError: if ``config.groups`` does not divide a level's width or an attention level does not exist.
     """
 
-    def __init__(self, in_channels: int, config: UNetConfig = UNetConfig(), out_channels: int | None = None):
+    def __init__(self, in_channels: int, config: UNetConfig = UNetConfig(), out_channels: int | None = None,
+                 num_labels: int | None = None):
         super().__init__()
         cfg = self.config = config
         widths = [cfg.channels * m for m in cfg.channel_mult]
@@ -162,10 +168,16 @@ class UNet(nn.Module):
                 self.up.append(nn.Conv2d(c, c, 3, padding=1))  # after nearest upsampling to the skip's size
         self.out = nn.Sequential(nn.GroupNorm(cfg.groups, c), nn.SiLU(),
                                  _zero(nn.Conv2d(c, out_channels or in_channels, 3, padding=1)))
+        # built last, so that the other layers draw the same initial weights as the unconditional UNet's
+        self.label_emb = LabelEmbedding(num_labels, emb_dim) if num_labels is not None else None
 
-    def forward(self, x: Tensor, c_noise: Tensor) -> Tensor:
-        """x ``[B, C, H, W]``, c_noise ``[B]`` -> ``[B, C_out, H, W]``."""
-        emb = self.embed(c_noise)  # (B, 4·channels)
+    def forward(self, x: Tensor, c_noise: Tensor, y: Tensor | None = None) -> Tensor:
+        """x ``[B, C, H, W]``, c_noise ``[B]``, y ``[B]`` int64 (a conditional UNet only) -> ``[B, C_out, H, W]``.
+
+        Raises:
+            ValueError: a label for an unconditional UNet, or none for a conditional one.
+        """
+        emb = add_label_embedding(self.embed(c_noise), self.label_emb, y, "UNet")  # (B, 4·channels)
         h = self.conv_in(x)
         skips = [h]
         for layer in self.down:

@@ -166,8 +166,10 @@ class EBM(ScoreModel):
         self.check_sampler(sampler)
         return self.config.sample_steps
 
-    def nfe(self, sampler: str | None = None, steps: int | None = None) -> int:
-        """K score evaluations, +1 for the final denoising of a DSM model."""
+    def nfe(self, sampler: str | None = None, steps: int | None = None, guidance_scale: float = 0.0) -> int:
+        """K score evaluations, +1 for the final denoising of a DSM model (an EBM is unconditional: it has no
+        guidance, which :meth:`~genmodels.core.GenerativeModel.check_guidance` refuses, so ``guidance_scale`` changes
+        nothing here)."""
         return (self.default_steps(sampler) if steps is None else steps) + (self.config.loss_type == "dsm")
 
     def steps_for_nfe(self, sampler: str, nfe: int) -> int:
@@ -188,15 +190,16 @@ class EBM(ScoreModel):
 
     @torch.no_grad()
     def draw(self, n: int, generator: torch.Generator | None = None, *, sampler: str | None = None,
-             steps: int | None = None, y: Tensor | None = None, step_size: float | None = None,
-             init: Init = "uniform", final_denoise: bool | None = None, progress: Progress | None = None,
-             keep_trajectory: bool = False, trajectory_stride: int = 1, **options) -> SampleOutput:
+             steps: int | None = None, y: Tensor | None = None, guidance_scale: float = 0.0,
+             step_size: float | None = None, init: Init = "uniform", final_denoise: bool | None = None,
+             progress: Progress | None = None, keep_trajectory: bool = False, trajectory_stride: int = 1,
+             **options) -> SampleOutput:
         """Langevin dynamics with the learned score (module docstring), from uniform noise on the data range.
 
         Args:
             n: number of chains (samples). generator: draws the start and every step's noise.
             sampler: ``langevin`` (the only one; None picks it). steps: K ≥ 0 (default ``config.sample_steps``).
-            y: must be None (the model is unconditional).
+            y: must be None (the model is unconditional). guidance_scale: must be 0 (no guidance without classes).
             step_size: τ > 0 (default ``config.step_size``). init: ``uniform`` on ``spec.value_range`` or
                 ``gaussian`` N(0, I). final_denoise: end with Tweedie's x + σ² s(x) (default: for a DSM model only).
             progress: wraps the step iterator. keep_trajectory, trajectory_stride: keep every stride-th state.
@@ -205,10 +208,11 @@ class EBM(ScoreModel):
             ``nfe`` = K (+1 with the final denoising) and the trajectory ``[S, n, ...]`` when asked for (the
             denoised state last).
         Raises:
-            KeyError: for another sampler. ValueError: for a bad K, τ or init, or ``final_denoise`` on a model not
-            trained by DSM.
+            KeyError: for another sampler. ValueError: for a bad K, τ or init, ``final_denoise`` on a model not
+            trained by DSM, a label or a guidance scale ≠ 0.
         """
-        self.check_sampler(sampler, options)  # an option this sampler does not take: ValueError
+        name = self.check_sampler(sampler, options)  # an option this sampler does not take: ValueError
+        self.check_guidance(name, guidance_scale, y)
         self.check_label(y)
         cfg = self.config
         dsm = cfg.loss_type == "dsm"

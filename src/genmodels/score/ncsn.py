@@ -17,6 +17,12 @@ loss                 (1/L) Σ_i σ_i² · ½ E‖s_θ(x + σ_i z, σ_i) + z/σ_i
 ``annealed``         NCSN Algorithm 1: for each σ_i, T = ``steps_each`` updates x ← x + (α_i/2) s_θ(x, σ_i) + √α_i z,
                      α_i = ε σ_i²/σ_L² (:func:`~.langevin.annealed_langevin_dynamics`), then Tweedie's
                      x + σ_L² s_θ(x, σ_L) (``final_denoise``; Jolicoeur-Martineau et al. 2021)
+class labels         with ``cond.num_classes`` = K > 0, s_θ(x, σ, y) = net(x, c_noise(σ), y)/σ, a learned embedding
+                     of y added to the noise embedding (improved-diffusion's ``label_emb``; EDM), y = K the null
+                     label ∅, trained with probability ``p_uncond`` (Ho & Salimans 2022, Algorithm 1)
+guidance             s̃(x, σ) = (1 + w)·s_θ(x, σ, y) − w·s_θ(x, σ, ∅), the score form of classifier-free guidance
+                     (Ho & Salimans 2022, Eq. 6, with ε = −σ s): the score of ∝ q_σ(x | y)·(q_σ(x | y)/q_σ(x))^w;
+                     in every update of the annealed sampler and its final denoising step
 ===================  ================================================================================================
 
 Defaults from the data (:func:`default_config`; NCSNv2's techniques, from memory, with the conditions re-derived here):
@@ -34,19 +40,21 @@ Defaults from the data (:func:`default_config`; NCSNv2's techniques, from memory
 - technique 4, the step ε from T (:func:`annealing_step_size`), at sampling time; T = ``sample_steps_each`` =
   ⌈1000/L⌉, about 1000 evaluations in all, as NCSN's 10 × 100 (NCSNv2 used 232 × 5 on CIFAR-10).
 
-The number of score evaluations of a run is L·T (+1 with ``final_denoise``), reported as ``nfe``.
+The number of score evaluations of a run is L·T (+1 with ``final_denoise``), reported as ``nfe``; twice that with
+guidance (each guided score is one network call on the doubled batch [x, x] with labels [y, ∅]).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from ..core import DataSpec, Progress, SampleOutput
+from ..core import Conditioning, DataSpec, Progress, SampleOutput
 from ..nets import noise_conditional_net
 from ..nets.mlp import MLPConfig
 from ..nets.unet import UNetConfig, unet_preset
@@ -68,6 +76,8 @@ class NCSNConfig:
         noise_conditioning: give the backbone c_noise(σ); False is NCSNv2's unconditional net(x)/σ.
         sample_steps_each: T, default Langevin steps per level of annealed sampling.
         unet: backbone for images. mlp: backbone for vectors.
+        cond: class conditioning (:class:`~genmodels.core.Conditioning`; none by default): a label embedding added
+            to the noise embedding, label dropout ``p_uncond`` (module docstring).
     """
 
     # what a config.json or --set may ask (checkpoint.config_limits)
@@ -80,6 +90,7 @@ class NCSNConfig:
     sample_steps_each: int = 100
     unet: UNetConfig = field(default_factory=UNetConfig)
     mlp: MLPConfig = field(default_factory=MLPConfig)
+    cond: Conditioning = field(default_factory=Conditioning)
 
     def __post_init__(self) -> None:
         if not (self.sigma_max >= self.sigma_min > 0) or self.n_sigmas < 1:
@@ -101,7 +112,8 @@ class NCSN(ScoreModel):
     samplers: ClassVar[tuple[str, ...]] = ("annealed",)
     description = "noise-conditional score network, annealed Langevin dynamics (Song & Ermon 2019)"
     sampler_options: ClassVar[dict[str, tuple[str, ...]]] = {
-        "annealed": ("eps", "final_denoise", "init", "trajectory_stride")}
+        "annealed": ("eps", "final_denoise", "init", "trajectory_stride", "guidance_scale")}
+    guidance_samplers: ClassVar[tuple[str, ...]] = ("annealed",)
     no_likelihood_reason: ClassVar[str] = (
         "a noise-conditional score network models only the scores ∇_x log q_σ of the noised data at its σ levels, "
         "not a normalized density (a likelihood would need the probability-flow ODE of a continuous-σ model, "
@@ -110,7 +122,9 @@ class NCSN(ScoreModel):
     def __init__(self, config: NCSNConfig, spec: DataSpec):
         super().__init__()
         self.config, self.spec = config, spec
-        self.net: nn.Module = noise_conditional_net(spec, config.unet, config.mlp, "NCSN")
+        self.set_conditioning(config.cond)
+        labels = self.num_label_embeddings if self.num_classes is not None else None
+        self.net: nn.Module = noise_conditional_net(spec, config.unet, config.mlp, "NCSN", num_labels=labels)
         self.register_buffer("sigmas", geometric_sigmas(config.sigma_max, config.sigma_min, config.n_sigmas),
                              persistent=False)  # [L] float64, decreasing
 
@@ -122,22 +136,56 @@ class NCSN(ScoreModel):
             return torch.zeros_like(sigma, dtype=torch.float32)
         return 1000.0 * (sigma.double().log() - lo).float() / (hi - lo)
 
-    def score(self, x: Tensor, sigma: Tensor | float) -> Tensor:
-        """s_θ(x, σ) = net(x, c_noise(σ))/σ ≈ ∇_x log q_σ(x) (NCSNv2 technique 3), ``[B, *event_shape]``.
+    def score(self, x: Tensor, sigma: Tensor | float, y: Tensor | None = None) -> Tensor:
+        """s_θ(x, σ[, y]) = net(x, c_noise(σ)[, y])/σ ≈ ∇_x log q_σ(x [| y]) (NCSNv2 technique 3),
+        ``[B, *event_shape]``.
 
         Args:
             x: ``[B, *event_shape]``. sigma: ``[B]`` or a float, > 0.
+            y: ``[B]`` int64 labels of a conditional model (None: the null label ∅); not checked here (the public
+                methods check them once).
         """
         sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(x.shape[0])
-        out = self.net(x, self.c_noise(sigma))
+        c_noise = self.c_noise(sigma)
+        if y is None and self.num_classes is not None:
+            y = torch.full((x.shape[0],), self.null_label, dtype=torch.long, device=x.device)
+        out = self.net(x, c_noise) if y is None else self.net(x, c_noise, y)
         return out / sigma.reshape(-1, *([1] * (x.ndim - 1)))
+
+    def guided_score(self, y: Tensor | None, guidance_scale: float = 0.0) -> Callable[[Tensor, Tensor], Tensor]:
+        """The score the samplers follow, as a function of (x ``[n, ...]``, σ ``[n]``): s_θ(x, σ) for an
+        unconditional model (``y`` None); s_θ(x, σ, y) for w = ``guidance_scale`` = 0 (one network call, bitwise
+        the conditional score); else s̃ = (1 + w)·s_θ(x, σ, y) − w·s_θ(x, σ, ∅) (Ho & Salimans 2022, Eq. 6 in score
+        form), from one network call on the doubled batch.
+
+        Args:
+            y: ``[n]`` resolved labels (:meth:`~genmodels.core.GenerativeModel.labels_or_null`), or None.
+        Raises:
+            ValueError: w ≠ 0 without labels.
+        """
+        if y is None:
+            if guidance_scale != 0:
+                raise ValueError("classifier-free guidance needs class labels and a class-conditional model")
+            return self.score
+        if guidance_scale == 0:
+            return lambda x, sigma: self.score(x, sigma, y)
+        w = float(guidance_scale)
+        pair = torch.cat([y, torch.full_like(y, self.null_label)])  # [y, ∅]
+
+        def score(x: Tensor, sigma: Tensor) -> Tensor:
+            """(1 + w)·s(x, σ, y) − w·s(x, σ, ∅) from one call on [x, x]."""
+            cond, uncond = self.score(torch.cat([x, x]), torch.cat([sigma, sigma]), pair).chunk(2)
+            return (1 + w) * cond - w * uncond
+
+        return score
 
     # ------------------------------------------------------------------ training
     def loss(self, x: Tensor, generator: torch.Generator | None = None, y: Tensor | None = None) -> Tensor:
         """Multi-σ DSM with λ(σ) = σ², one level per example drawn uniformly (NCSN Eq. 5–6): ``[B]``
-        = ½‖σ s_θ(x + σz, σ) + z‖², summed over dimensions."""
-        self.check_label(y)
-        return multiscale_denoising_score_matching(self.score, x, self.sigmas, weighting="sigma2",
+        = ½‖σ s_θ(x + σz, σ) + z‖², summed over dimensions. A conditional model trains on ``y`` ``[B]`` after label
+        dropout (∅ with probability ``p_uncond``; Ho & Salimans 2022, Algorithm 1)."""
+        y = self.drop_labels(y, len(x), generator)
+        return multiscale_denoising_score_matching(self.guided_score(y), x, self.sigmas, weighting="sigma2",
                                                    generator=generator)
 
     # ------------------------------------------------------------------ sampling
@@ -146,9 +194,11 @@ class NCSN(ScoreModel):
         self.check_sampler(sampler)
         return self.config.sample_steps_each
 
-    def nfe(self, sampler: str | None = None, steps: int | None = None) -> int:
-        """L·T score evaluations and the final denoising step (NCSN Algorithm 1 with Tweedie's step)."""
-        return self.config.n_sigmas * (self.default_steps(sampler) if steps is None else steps) + 1
+    def nfe(self, sampler: str | None = None, steps: int | None = None, guidance_scale: float = 0.0) -> int:
+        """L·T score evaluations and the final denoising step (NCSN Algorithm 1 with Tweedie's step); twice that
+        with guidance (``guidance_scale`` ≠ 0: the conditional and the unconditional pass of each)."""
+        nfe = self.config.n_sigmas * (self.default_steps(sampler) if steps is None else steps) + 1
+        return nfe * (2 if guidance_scale != 0 else 1)
 
     def steps_for_nfe(self, sampler: str, nfe: int) -> int:
         """T = ⌊(nfe − 1)/L⌋ (the 1: the final denoising step); 0 if the budget is below L + 1."""
@@ -175,8 +225,8 @@ class NCSN(ScoreModel):
 
     @torch.no_grad()
     def draw(self, n: int, generator: torch.Generator | None = None, *, sampler: str | None = None,
-             steps: int | None = None, y: Tensor | None = None, eps: float | None = None,
-             final_denoise: bool = True, init: Init = "uniform",
+             steps: int | None = None, y: Tensor | None = None, guidance_scale: float = 0.0,
+             eps: float | None = None, final_denoise: bool = True, init: Init = "uniform",
              progress: Progress | None = None, keep_trajectory: bool = False,
              trajectory_stride: int = 1, **options) -> SampleOutput:
         """Annealed Langevin dynamics over the training ladder (NCSN Algorithm 1), from uniform noise.
@@ -185,27 +235,32 @@ class NCSN(ScoreModel):
             n: number of chains (samples). generator: draws the start and every step's noise.
             sampler: ``annealed`` (the only one; None picks it). steps: T ≥ 1 updates per level
                 (default ``config.sample_steps_each``).
+            y: ``[n]`` int64 labels of a conditional model (None: the null label, samples of p(x)).
+            guidance_scale: w of classifier-free guidance (module docstring); 0: the conditional score, bitwise.
             eps: ε > 0 of Algorithm 1 (α_i = ε σ_i²/σ_L²); default :meth:`step_size` of T (NCSNv2 technique 4).
             final_denoise: end with Tweedie's x + σ_L² s_θ(x, σ_L). init: ``uniform`` on ``spec.value_range``
                 (NCSN) or ``gaussian`` N(0, σ_1² I) (the variance-exploding prior of the score SDE).
             progress: wraps the loop over levels. keep_trajectory, trajectory_stride: keep every stride-th state.
         Returns:
             ``SampleOutput`` with ``x0`` ``[n, *event_shape]`` (clamped to the data range for discrete data, at the
-            end only), ``nfe`` = L·T (+1) and the trajectory when asked for.
+            end only), ``nfe`` = L·T (+1), doubled with guidance, and the trajectory when asked for.
         Raises:
-            KeyError: for another sampler. ValueError: for T < 1, ε ≤ 0 or a bad init.
+            KeyError: for another sampler. ValueError: for T < 1, ε ≤ 0 or a bad init, a label for an unconditional
+                model or out of range, guidance without a conditional model or without ``y``.
         """
-        self.check_sampler(sampler, options)  # an option this sampler does not take: ValueError
-        self.check_label(y)
+        name = self.check_sampler(sampler, options)  # an option this sampler does not take: ValueError
+        self.check_guidance(name, guidance_scale, y)
+        score = self.guided_score(self.labels_or_null(y, n), guidance_scale)
         T = self.config.sample_steps_each if steps is None else int(steps)
         if T < 1:
             raise ValueError(f"annealed sampling needs steps (per noise level) ≥ 1, got {T}")
         x = self.initial_state(n, generator, init, gaussian_std=self.config.sigma_max)
-        out = annealed_langevin_dynamics(self.score, x, self.sigmas, eps=self.step_size(T) if eps is None else
+        out = annealed_langevin_dynamics(score, x, self.sigmas, eps=self.step_size(T) if eps is None else
                                          float(eps), n_steps_each=T, final_denoise=bool(final_denoise),
                                          generator=generator, progress=progress, keep_trajectory=keep_trajectory,
                                          trajectory_stride=trajectory_stride)
-        return SampleOutput(x0=self.finish(out.x), nfe=out.nfe, trajectory=out.trajectory)
+        return SampleOutput(x0=self.finish(out.x), nfe=out.nfe * (2 if guidance_scale != 0 else 1),
+                            trajectory=out.trajectory)
 
 
 # ============================================================================ NCSNv2's rules for the ladder and ε
