@@ -2,32 +2,35 @@
 # Conditional generation (issue 16), every number of BENCHMARKS.md's "Conditional generation" section:
 #
 #  1. mnist5k, four families (DDPM, VAE, PixelCNN, RealNVP), each trained unconditionally and class-conditionally for
-#     the same wall-clock budget on one thread: the test NLL of both, the paired difference
+#     the same number of steps (batch 64; a wall-clock cap MINUTES stops both if the machine is slow), side by side on
+#     one thread each: the test NLL of both, the paired difference
 #     −log p(x | y) − (−log p(x)) in nats per image (benchmarks/paired_nll.py on the per-example files), and the
 #     conditional model's generative-classifier accuracy on the 1000 test images (`evaluate --classify`).
 #  2. Fashion-MNIST: a class-conditional DDPM, the guidance sweep over w ∈ {0, 0.5, 1, 2, 4} (`genmodels guidance`),
 #     the per-class grid at the best w, and RePaint / replacement inpainting of test images.
 #  3. Fashion-MNIST: an unconditional PixelCNN and its exact raster-order completion of the same test images.
 #
-# Usage: bash benchmarks/conditional.sh [OUT] (default benchmarks/results/conditional). Budgets: MINUTES (mnist5k,
-# per run, default 4), FMNIST_MINUTES (the DDPM, default 40), PIXELCNN_MINUTES (default 12). Two jobs run at a time,
+# Usage: bash benchmarks/conditional.sh [OUT] (default benchmarks/results/conditional). Budgets: STEPS_<family>
+# (mnist5k: ddpm 600, vae 3000, pixelcnn 1000, realnvp 1500), MINUTES (their cap, default 20), FMNIST_MINUTES (the DDPM, default 45), PIXELCNN_MINUTES (default 12). Two jobs run at a time,
 # one thread each, with OpenMP waiting passively (a busy core then costs little: BENCHMARKING.md). Rerunning resumes
 # every unfinished training run and skips finished steps.
 set -euo pipefail
 OUT=${1:-benchmarks/results/conditional}
-MINUTES=${MINUTES:-4}
-FMNIST_MINUTES=${FMNIST_MINUTES:-40}
+MINUTES=${MINUTES:-20}
+declare -A STEPS=([ddpm]=${STEPS_ddpm:-600} [vae]=${STEPS_vae:-3000} [pixelcnn]=${STEPS_pixelcnn:-1000}
+                  [realnvp]=${STEPS_realnvp:-1500})
+FMNIST_MINUTES=${FMNIST_MINUTES:-45}
 PIXELCNN_MINUTES=${PIXELCNN_MINUTES:-12}
 export OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE
 mkdir -p "$OUT"
 G="genmodels"
 
-train() {  # train NAME MODEL DATA MINUTES [flags...]: a run in $OUT/NAME, resumed if it exists
-  local name=$1 model=$2 data=$3 minutes=$4; shift 4
-  if [[ -f $OUT/$name/train_state.pt ]]; then
-    $G train --out "$OUT/$name" --resume --minutes "$minutes" --threads 1 --no-progress >"$OUT/$name.train.log" 2>&1 || true
+train() {  # train NAME MODEL DATA MINUTES STEPS [flags...]: a run in $OUT/NAME, resumed if it exists
+  local name=$1 model=$2 data=$3 minutes=$4 steps=$5; shift 5
+  if [[ -f $OUT/$name/train_state.pt ]]; then  # a finished run is refused ("nothing left to train"): go on
+    $G train --out "$OUT/$name" --resume --minutes "$minutes" --threads 1 --no-progress >>"$OUT/$name.train.log" 2>&1 || true
   else
-    $G train "$model" --data "$data" --out "$OUT/$name" --minutes "$minutes" --steps 1000000 --threads 1 \
+    $G train "$model" --data "$data" --out "$OUT/$name" --minutes "$minutes" --steps "$steps" --threads 1 \
       --sample-every 0 --no-progress "$@" >"$OUT/$name.train.log" 2>&1
   fi
 }
@@ -37,11 +40,13 @@ evaluate() {  # evaluate NAME [flags...]: test NLL (+ per-example .npy) into $OU
   [[ -f $OUT/$name/eval_test.json ]] || $G evaluate "$OUT/$name" --threads 1 --no-progress "$@" >/dev/null
 }
 
+# PHASE=mnist5k or PHASE=fmnist runs one part (default: both, then the tables)
+if [[ ${PHASE:-all} != fmnist ]]; then
 # 1. mnist5k: unconditional and conditional at the same budget, two at a time
-FAMILIES=(ddpm vae pixelcnn realnvp)
+FAMILIES=(${FAMILIES:-ddpm vae pixelcnn realnvp})
 for f in "${FAMILIES[@]}"; do
-  train "m5k-$f" "$f" mnist5k "$MINUTES" &
-  train "m5k-$f-cond" "$f" mnist5k "$MINUTES" --conditional &
+  train "m5k-$f" "$f" mnist5k "$MINUTES" "${STEPS[$f]}" &
+  train "m5k-$f-cond" "$f" mnist5k "$MINUTES" "${STEPS[$f]}" --conditional &
   wait
 done
 for f in "${FAMILIES[@]}"; do
@@ -50,9 +55,11 @@ for f in "${FAMILIES[@]}"; do
   wait
 done
 
+fi
+if [[ ${PHASE:-all} != mnist5k ]]; then
 # 2 and 3. Fashion-MNIST: the conditional DDPM and the PixelCNN side by side
-train fm-ddpm-cond ddpm fashion-mnist "$FMNIST_MINUTES" --conditional &
-train fm-pixelcnn pixelcnn fashion-mnist "$PIXELCNN_MINUTES" &
+train fm-ddpm-cond ddpm fashion-mnist "$FMNIST_MINUTES" 1000000 --conditional --lr 1e-3 --checkpoint-every 500 &
+train fm-pixelcnn pixelcnn fashion-mnist "$PIXELCNN_MINUTES" 1000000 &
 wait
 [[ -f $OUT/fm-ddpm-cond/guidance_sweep/sweep.json ]] || \
   $G guidance "$OUT/fm-ddpm-cond" --scales 0,0.5,1,2,4 --sampler ddim --steps 50 --n-per-class 20 --threads 1 \
@@ -68,6 +75,7 @@ best=$(python -c "import json; r=json.load(open('$OUT/fm-ddpm-cond/guidance_swee
 print(max(r, key=lambda x: x['class_accuracy'])['guidance_scale'])")
 $G sample "$OUT/fm-ddpm-cond" --class all --n 100 --guidance "$best" --sampler ddim --steps 50 --threads 1 \
   --no-progress --out "$OUT/fm_per_class_w$best.png" >"$OUT/fm-per-class.json"
+fi
 
 # the tables
 python benchmarks/conditional_summary.py "$OUT"
