@@ -27,6 +27,7 @@ from ..core import EvalOptions, GenerativeModel, Progress, SampleOutput
 from . import gaussian as G
 from .grids import nfe_for_steps, steps_for_nfe
 from .guidance import guided
+from .inpaint import run_inpainter
 from .samplers import SAMPLERS
 from .schedules import DiscreteSchedule
 
@@ -71,6 +72,7 @@ class DiffusionModel(GenerativeModel):
         name: (*(p for p in inspect.signature(SAMPLERS.get(name)).parameters if p not in _COMMON), "guidance_scale")
         for name in SAMPLERS.names()}
     guidance_samplers: ClassVar[tuple[str, ...]] = samplers
+    inpainters: ClassVar[tuple[str, ...]] = ("repaint", "replace")  # genmodels.diffusion.inpaint.INPAINTERS
     has_ode_likelihood = True
     eval_options: ClassVar[tuple[str, ...]] = ("t_samples", "exact")
 
@@ -174,6 +176,15 @@ class DiffusionModel(GenerativeModel):
             KeyError: for an unknown sampler.
         """
         return self.draw(n, generator, sampler=sampler, steps=steps, y=y, progress=progress, **sampler_kwargs).x0
+
+    @torch.no_grad()
+    def inpaint(self, x: Tensor, known: Tensor, generator: torch.Generator | None = None, *,
+                method: str | None = None, y: Tensor | None = None, progress: Progress | None = None,
+                **options: Any) -> SampleOutput:
+        """Fill in the unknown entries with ``repaint`` (Lugmayr et al. 2022, the default) or ``replace`` (the
+        replacement method): :func:`genmodels.diffusion.inpaint.run_inpainter`; ``options``: ``steps``,
+        ``jump_length``, ``jump_n_sample`` (RePaint), ``guidance_scale``, ``keep_trajectory``."""
+        return run_inpainter(self, x, known, generator, method=method, y=y, progress=progress, **options)
 
     def preview(self) -> dict[str, Any]:
         """50 DDIM steps (at most T) for the grids drawn during training."""
