@@ -514,7 +514,7 @@ def test_cli_resume_applies_and_records_flags(cli_run, tmp_path):
     (["--steps", "9", "--minutes", "1e-6"], "past --minutes 1e-06; give a larger --minutes"),
     (["--T", "10"], "--T change the model"),
     (["--channels", "4"], "--channels change the model"),
-    (["--set", "loss=elbo"], "--set changes the model"),
+    (["--set", "loss=elbo"], "--set and --conditional change the model"),
     (["vae"], "is a 'ddpm' run, not 'vae'"),
     (["--data", "mnist5k"], "differs from the run's dataset"),
 ])

@@ -450,7 +450,8 @@ def _feature_accuracy(dataset: Dataset, x: torch.Tensor, labels: torch.Tensor) -
 def run_evaluate_ode(run: Path, split: str, limit: int | None, batch_size: int, seed: int, raw: bool,
                      progress: bool, rtol: float, atol: float, hutchinson_samples: int,
                      data: str | None = None) -> dict:
-    """Bits/dim through the probability-flow ODE (:func:`genmodels.metrics.likelihood.evaluate_ode_nll`).
+    """Bits/dim through the probability-flow ODE (:func:`genmodels.metrics.likelihood.evaluate_ode_nll`); of a
+    conditional model, −log p_ODE(x | y) given the split's labels (the null label for unlabelled data).
 
     Raises:
         ValueError: for a family without an ODE likelihood (``has_ode_likelihood``).
@@ -460,10 +461,11 @@ def run_evaluate_ode(run: Path, split: str, limit: int | None, batch_size: int, 
     run_config = _likelihood_run(run)
     if not MODELS.get(run_config.model).model_cls.has_ode_likelihood:
         raise ValueError(f"--likelihood ode needs a diffusion model; this run is a {run_config.model!r} model")
-    model, _, x = _load_split(run, raw, split, limit, run_config, data)
+    model, dataset, x = _load_split(run, raw, split, limit, run_config, data)
+    labels = _split_labels(dataset, split, len(x)) if model.num_classes is not None else None
     report = evaluate_ode_nll(model, x, batch_size=batch_size, generator=_generator(seed), rtol=rtol, atol=atol,
                               hutchinson_samples=hutchinson_samples,
-                              progress=progress_bar(progress, "ODE likelihood"))
+                              progress=progress_bar(progress, "ODE likelihood"), y=labels)
     return {"model": run_config.model, "data": data or run_config.data, "split": split, "likelihood": "ode",
             "weights": "raw" if raw else "ema", **({"trained_on": run_config.data} if data else {}),
             **report.to_json(), **_true_nll(data or run_config.data, x)}
@@ -638,8 +640,9 @@ def run_inpaint(run: Path, images: str, mask: str, method: str | None, seed: int
         y, _ = _labels(model, parse_classes(classes, model.spec), len(idx))
     name = model.check_inpaint(method, x, known)
     start = time.perf_counter()
-    outs = [model.inpaint(x, known, g, method=name, y=y, progress=progress_bar(progress, name), **(options or {}))
-            for _ in range(samples)]
+    with torch.no_grad():
+        outs = [model.inpaint(x, known, g, method=name, y=y, progress=progress_bar(progress, name),
+                              **(options or {})) for _ in range(samples)]
     seconds = time.perf_counter() - start
     filled = torch.stack([o.x0 for o in outs])
     shown = torch.where(known.expand_as(x), x, torch.zeros_like(x))

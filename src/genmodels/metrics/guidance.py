@@ -64,7 +64,6 @@ class GuidanceRow:
         return {k: v for k, v in self.__dict__.items() if k != "samples"}
 
 
-@torch.no_grad()
 def guidance_sweep(model: GenerativeModel, dataset: Dataset, scales: Sequence[float], *, n_per_class: int = 50,
                    sampler: str | None = None, steps: int | None = None, seed: int = 0, batch_size: int = 100,
                    progress: Progress | None = None, on_row=None) -> list[GuidanceRow]:
@@ -86,18 +85,20 @@ def guidance_sweep(model: GenerativeModel, dataset: Dataset, scales: Sequence[fl
                          f"unconditional (train it with --conditional)")
     if n_per_class < 1:
         raise ValueError(f"n_per_class must be ≥ 1, got {n_per_class}")
-    fe = feature_extractor(dataset, progress=progress)
+    fe = feature_extractor(dataset, progress=progress)  # trained once (with gradients) if not cached
     y = class_labels(model.num_classes, n_per_class)
     rows = []
     for w in scales:
         model.check_guidance(sampler, float(w), y)
         opts = {"guidance_scale": float(w)} if w else {}
         start = time.perf_counter()
-        out = draw_in_batches(model, len(y), sampler, steps=steps, generator=torch.Generator().manual_seed(seed),
-                              batch_size=batch_size, progress=progress, y=y, **opts)
+        with torch.no_grad():
+            out = draw_in_batches(model, len(y), sampler, steps=steps, generator=torch.Generator().manual_seed(seed),
+                                  batch_size=batch_size, progress=progress, y=y, **opts)
         seconds = (time.perf_counter() - start) / len(y)
         x = _prepare_samples(out.x0, dataset)
-        pred = fe.classifier(x).argmax(dim=1)
+        with torch.no_grad():
+            pred = fe.classifier(x).argmax(dim=1)
         hit = (pred == y).double()
         quality = sample_quality(out.x0, dataset, generator=torch.Generator().manual_seed(seed))
         row = GuidanceRow(float(w), out.nfe, hit.mean().item(),

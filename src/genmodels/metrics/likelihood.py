@@ -131,8 +131,10 @@ def _report(nll_kind: str, nll: Tensor, terms_nats: dict[str, float], spec, star
 @torch.no_grad()
 def evaluate_ode_nll(model: GenerativeModel, x: Tensor, *, batch_size: int | None = None,
                      generator: torch.Generator | None = None,
-                     progress: Callable[[Iterable], Iterable] | None = None, **ode_kwargs: Any) -> NLLReport:
-    """NLL of ``x`` under a diffusion model's probability-flow ODE, bits/dim, with standard error and parts.
+                     progress: Callable[[Iterable], Iterable] | None = None, y: Tensor | None = None,
+                     **ode_kwargs: Any) -> NLLReport:
+    """NLL of ``x`` under a diffusion model's probability-flow ODE, bits/dim, with standard error and parts (given the
+    labels ``y`` ``[N]`` of a conditional model: −log p_ODE(x | y); None: its null label).
 
     Per example (Song et al. 2021, Appendix D.2; :func:`genmodels.diffusion.ode.ode_log_likelihood`):
 
@@ -185,11 +187,14 @@ def evaluate_ode_nll(model: GenerativeModel, x: Tensor, *, batch_size: int | Non
     nll, prior, divergence, nfe = [], [], [], []
     trace = None
     batches = x.split(batch_size)
-    for xb in progress(batches) if progress else batches:
+    labels = [None] * len(batches) if y is None else y.split(batch_size)
+    pairs = list(zip(batches, labels, strict=True))
+    for xb, yb in progress(pairs) if progress else pairs:
         xb = xb.to(model.device)
         if spec.is_discrete:
             xb = uniform_dequantize(xb, spec, generator, torch.float64)  # x̃ = x + Δ(u − ½)
-        out = ode_log_likelihood(model, xb, generator=generator, **ode_kwargs)
+        label = {} if yb is None else {"y": yb.to(model.device)}
+        out = ode_log_likelihood(model, xb, generator=generator, **ode_kwargs, **label)
         trace = out.trace
         nll_b = -out.log_p
         if spec.is_discrete:
