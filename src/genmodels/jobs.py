@@ -554,6 +554,7 @@ def run_guidance_sweep(run: Path, scales: list[float], n_per_class: int, sampler
     grids = []
 
     def on_row(row):
+        """Write the finished row's grid (one row per class)."""
         grids.append(str(save_samples_grid(row.samples, model.spec, out_dir / f"grid_w{row.guidance_scale:g}.png",
                                            n_per_class)))
 

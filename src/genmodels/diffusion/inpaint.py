@@ -151,6 +151,7 @@ def _walk(model: DiffusionModel, x: Tensor, known: Tensor, levels: list[int], st
     per_call = getattr(reader, "evaluations", 1)  # 2 for a guided reading (both passes count)
 
     def noise() -> Tensor:
+        """Standard normal noise shaped like ``x`` from the run's generator."""
         return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
     xt = noise()  # level S − 1: x ~ N(0, I)
