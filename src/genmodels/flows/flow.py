@@ -27,8 +27,9 @@ Class-conditional flows (``cond.num_classes = K > 0``) model p(x | y) with the s
 exact for every y: the base is class-conditional, a learned mean μ_y and log-scale log σ_y per class and dimension
 of z (a zero-initialized linear map of the one-hot label, so every class starts at N(0, I): the class-conditional
 prior of Glow, Kingma & Dhariwal 2018, the ``ycond`` option of their code), and each coupling network reads the
-label embedding e(y) beside x_a (extra input features, or constant input channels for images;
-:mod:`genmodels.nets.coupling`), so f(·; e(y)) is a bijection for each y. With label dropout (``cond.p_uncond``)
+label embedding e(y) beside x_a (a zero-initialized projection of e(y) added to its first layer's features;
+:mod:`genmodels.nets.coupling`), so f(·; e(y)) is a bijection for each y, and a fresh conditional flow computes
+exactly the unconditional flow built at the same seed. With label dropout (``cond.p_uncond``)
 the null label ∅ = K trains p(x | ∅) ≈ p(x); y = None asks for it.
 
 For discrete data the model's density is fitted to x + u and the reported NLL is the upper bound on the discrete
