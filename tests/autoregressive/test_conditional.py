@@ -23,14 +23,6 @@ DT = torch.float64
 K = 3  # classes of every conditional test model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _g(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 

@@ -27,14 +27,6 @@ from genmodels.nets.masked import MaskedConvNetConfig
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _g(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
