@@ -262,6 +262,9 @@ def inpaint(
     steps: int | None = typer.Option(None, help="Diffusion: levels of the reverse process.", callback=_POSITIVE),
     jump_length: int | None = typer.Option(None, help="RePaint: steps per jump back (j).", callback=_POSITIVE),
     jump_n_sample: int | None = typer.Option(None, help="RePaint: resamplings per jump (r).", callback=_POSITIVE),
+    particles: int | None = typer.Option(None, help="Raster completion: importance-resampled completions per image "
+                                                    "(exact as it grows when known pixels follow unknown ones).",
+                                         callback=_POSITIVE),
     samples: int = typer.Option(1, help="Completions per image (rows of the picture).", callback=_POSITIVE),
     classes: str | None = typer.Option(None, "--class", help="Conditional runs: true (each image's label) or a "
                                                             "class."),
@@ -273,8 +276,8 @@ def inpaint(
     """Fill in the unknown part of data images given the known part; prints what it wrote as JSON."""
     from .jobs import run_inpaint
 
-    options = {k: v for k, v in dict(steps=steps, jump_length=jump_length, jump_n_sample=jump_n_sample).items()
-               if v is not None}
+    options = {k: v for k, v in dict(steps=steps, jump_length=jump_length, jump_n_sample=jump_n_sample,
+                                     particles=particles).items() if v is not None}
     _echo(run_inpaint(run, images, mask, method, seed, out, raw, progress, classes, samples, options), indent=None)
 
 
