@@ -13,38 +13,12 @@ import pytest
 import torch
 from torch.autograd.functional import jacobian
 
+from _flow_cases import CASES, CNN, DT, FAMILIES, IMG, VEC2, VEC4, _data, _g, _spec, build_flow
 from genmodels.checkpoint import RunConfig, from_pretrained, save_pretrained
 from genmodels.core import Conditioning, DataSpec
-from genmodels.flows import NICE, Glow, GlowConfig, NICEConfig, RealNVP, RealNVPConfig
 from genmodels.flows.flow import LABEL_DIM
-from genmodels.nets.coupling import CouplingNetConfig
 
-DT = torch.float64
 K = 3
-MLP = CouplingNetConfig(hidden=16, depth=2, activation="tanh")
-CNN = CouplingNetConfig(hidden=4, depth=1)
-VEC2 = DataSpec("toy2", (2,))
-VEC4 = DataSpec("toy4", (4,))
-IMG = DataSpec("tiny-images", (1, 4, 4), n_bins=17)
-
-FAMILIES = {
-    "nice": (NICE, lambda **kw: NICEConfig(n_couplings=4, net=MLP, **kw)),
-    "realnvp": (RealNVP, lambda **kw: RealNVPConfig(n_scales=2, checkerboard_couplings=2, channel_couplings=2,
-                                                    final_couplings=2, n_couplings=4, net=MLP, **kw)),
-    "glow": (Glow, lambda **kw: GlowConfig(n_levels=2, steps_per_level=2, net=MLP, **kw)),
-}
-CASES = [(f, s) for f in FAMILIES for s in ("vector", "image")]
-
-
-def _g(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def _data(spec: DataSpec, n: int, seed: int = 0) -> torch.Tensor:
-    if spec.is_discrete:
-        k = torch.randint(0, spec.n_bins, (n, *spec.event_shape), generator=_g(seed))
-        return (2 * k / (spec.n_bins - 1) - 1).to(DT)
-    return torch.randn(n, *spec.event_shape, generator=_g(seed), dtype=DT) * 0.8 + 0.3
 
 
 def _labels(n: int, seed: int = 5) -> torch.Tensor:
@@ -54,23 +28,7 @@ def _labels(n: int, seed: int = 5) -> torch.Tensor:
 def _flow(family: str, spec: DataSpec, perturb: float = 0.2, p_uncond: float = 0.1, num_classes: int = K):
     """A small conditional flow, actnorm initialized, every parameter (couplings, label embedding, per-class base)
     perturbed away from its zero initialization so that y matters everywhere."""
-    cls, cfg = FAMILIES[family]
-    cfg = cfg(cond=Conditioning(num_classes, p_uncond))
-    if spec.is_image:
-        cfg = dataclasses.replace(cfg, net=CNN)
-    torch.manual_seed(0)
-    model = cls(cfg, spec).to(DT)
-    model.log_prob(model.dequantize(_data(spec, 16, seed=1), _g(1)))  # actnorm's init
-    if perturb:
-        with torch.no_grad():
-            g = _g(2)
-            for p in model.parameters():
-                p.add_(perturb * torch.randn(p.shape, generator=g, dtype=p.dtype))
-    return model
-
-
-def _spec(kind: str) -> DataSpec:
-    return VEC4 if kind == "vector" else IMG
+    return build_flow(family, spec, DT, perturb, Conditioning(num_classes, p_uncond))
 
 
 @pytest.mark.parametrize("family, kind", CASES)

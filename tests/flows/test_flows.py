@@ -10,61 +10,17 @@ import pytest
 import torch
 from torch.autograd.functional import jacobian
 
+from _flow_cases import CASES, CNN, DT, FAMILIES, IMG, VEC2, VEC4, _data, _g, _spec, build_flow
 from genmodels.checkpoint import RunConfig, config_from_dict, config_to_dict, from_pretrained, save_pretrained
 from genmodels.core import DataSpec, log_bin_width
 from genmodels.families import MODELS
 from genmodels.flows import NICE, Glow, GlowConfig, NICEConfig, RealNVP, RealNVPConfig
 from genmodels.flows.transforms import ActNorm
-from genmodels.nets.coupling import CouplingNetConfig
-
-DT = torch.float64
-MLP = CouplingNetConfig(hidden=16, depth=2, activation="tanh")
-CNN = CouplingNetConfig(hidden=4, depth=1)
-VEC2 = DataSpec("toy2", (2,))
-VEC4 = DataSpec("toy4", (4,))
-IMG = DataSpec("tiny-images", (1, 4, 4), n_bins=17)
-
-FAMILIES = {
-    "nice": (NICE, lambda: NICEConfig(n_couplings=4, net=MLP)),
-    "realnvp": (RealNVP, lambda: RealNVPConfig(n_scales=2, checkerboard_couplings=2, channel_couplings=2,
-                                               final_couplings=2, n_couplings=4, net=MLP)),
-    "glow": (Glow, lambda: GlowConfig(n_levels=2, steps_per_level=2, net=MLP)),
-}
-CASES = [(f, s) for f in FAMILIES for s in ("vector", "image")]
-
-
-def _g(seed: int = 0) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)
-
-
-def _data(spec: DataSpec, n: int, seed: int = 0, dtype=DT) -> torch.Tensor:
-    """Discrete data on [−1, 1] (its levels) or continuous vectors."""
-    if spec.is_discrete:
-        k = torch.randint(0, spec.n_bins, (n, *spec.event_shape), generator=_g(seed))
-        return (2 * k / (spec.n_bins - 1) - 1).to(dtype)
-    return torch.randn(n, *spec.event_shape, generator=_g(seed), dtype=dtype) * 0.8 + 0.3
 
 
 def _flow(family: str, spec: DataSpec, dtype=DT, perturb: float = 0.2):
-    """A small flow of ``family`` for ``spec``, actnorm initialized on a batch, parameters perturbed away from the
-    identity (the zero-initialized couplings)."""
-    cls, cfg = FAMILIES[family]
-    cfg = cfg()
-    if spec.is_image:
-        cfg = type(cfg)(**{**cfg.__dict__, "net": CNN})
-    torch.manual_seed(0)
-    model = cls(cfg, spec).to(dtype)
-    model.log_prob(model.dequantize(_data(spec, 16, seed=1, dtype=dtype), _g(1)))  # actnorm's init
-    if perturb:
-        with torch.no_grad():
-            g = _g(2)
-            for p in model.parameters():
-                p.add_(perturb * torch.randn(p.shape, generator=g, dtype=p.dtype))
-    return model
-
-
-def _spec(kind: str) -> DataSpec:
-    return VEC4 if kind == "vector" else IMG
+    """A small flow of ``family`` for ``spec``, actnorm initialized, parameters perturbed away from the identity."""
+    return build_flow(family, spec, dtype, perturb)
 
 
 @pytest.mark.parametrize("family, kind", CASES)
