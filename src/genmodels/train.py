@@ -173,7 +173,8 @@ def edm_ema_multi_avg_fn(batch_size: int, halflife_kimg: float, rampup: float | 
     images, the images seen before the current update are ``n_averaged × batch_size``, so the decay
     needs no other state and resumes exactly from the saved ``n_averaged``. (AveragedModel copies
     the weights on its first update, which is EDM's β = 0 at ``cur_nimg = 0`` under ramp-up.)
-    Non-floating buffers (e.g. counters) are copied from the model.
+    Non-floating buffers (e.g. counters) are copied from the model, and so is any tensor of the model that is not
+    finite everywhere (a schedule's ``logsnr_prev`` starts at +inf): a lerp would turn inf − inf into NaN.
     """
 
     def multi_avg_fn(ema_tensors: list[Tensor], model_tensors: list[Tensor], n_averaged: Tensor) -> None:
@@ -185,6 +186,11 @@ def edm_ema_multi_avg_fn(batch_size: int, halflife_kimg: float, rampup: float | 
             return
         beta = ema_beta(int(n_averaged) * batch_size, batch_size, halflife_kimg, rampup)
         torch._foreach_lerp_(ema_tensors, model_tensors, 1.0 - beta)  # ema + (1−β)(θ − ema)
+        finite = torch.stack([torch.isfinite(m).all() for m in model_tensors])  # one device sync, not one per tensor
+        if not bool(finite.all()):  # constant buffers holding ±inf: copy, never average
+            for e, m, ok in zip(ema_tensors, model_tensors, finite.tolist(), strict=True):
+                if not ok:
+                    e.copy_(m)
 
     return multi_avg_fn
 
@@ -311,6 +317,11 @@ class Trainer:
         train_labels: ``[N]`` int64 class labels of ``train_data``; required by a class-conditional model
             (``model.num_classes`` set), which gets each batch's labels (label dropout is the model's own,
             :meth:`~genmodels.core.GenerativeModel.drop_labels`); ignored by an unconditional one.
+        curve_fn: ``curve_fn(ema_model) -> dict`` (e.g. ``{"bpd": …}`` of a fixed held-out subset), called on the
+            main process at training time 0 and every ``config.curve_every_minutes`` of training wall time; each
+            result is logged to metrics.jsonl as ``{"step", "event": "curve", "minutes", **result}``. Its own time
+            is not training time (the time limit and ``seconds`` exclude it), and it must not draw from torch's
+            global RNG (it is forked anyway, so the training randomness is unchanged).
     Raises:
         ValueError: ``train_data`` of the wrong shape/dtype, fewer examples than ``batch_size``, or
             ``batch_size`` not divisible by the number of processes; a conditional model without labels, or labels
@@ -320,7 +331,8 @@ class Trainer:
     def __init__(self, model: GenerativeModel, train_data: Tensor, spec: DataSpec,
                  config: TrainConfig, run_dir: str | Path, run_config: RunConfig,
                  sample_fn: SampleFn | None = None, *, progress: ProgressFactory | None = None,
-                 accelerator: Accelerator | None = None, train_labels: Tensor | None = None):
+                 accelerator: Accelerator | None = None, train_labels: Tensor | None = None,
+                 curve_fn: Callable[[nn.Module], dict] | None = None):
         from accelerate import Accelerator  # heavy import, only when training
 
         if not isinstance(train_data, Tensor) or not train_data.is_floating_point():
@@ -360,6 +372,7 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.run_config = replace(run_config, train=config)  # keeps the data's source and fingerprint
         self.sample_fn = sample_fn
+        self.curve_fn = curve_fn if config.curve_every_minutes else None
         self._progress_factory = progress
         self.ema: AveragedModel | None = None  # set by fit
 
@@ -456,6 +469,10 @@ class Trainer:
                         self.run_config.model, self.run_config.data, cur.step, cfg.steps, B, world,
                         self.run_dir)
         lr = halflife = math.nan
+        every = (cfg.curve_every_minutes or 0) * 60
+        # the next learning-curve point: at 0 on a fresh run, else the first multiple after the checkpoint's time
+        next_curve = math.inf if self.curve_fn is None else (0.0 if cur.step == 0 else
+                                                             (math.floor(cur.seconds / every) + 1) * every)
 
         def flush() -> float | None:
             """Log the window (every process: the loss is reduced) and start a new one."""
@@ -475,6 +492,11 @@ class Trainer:
                     if stop:
                         stop_reason = "interrupt" if stop == _INTERRUPT else "time_limit"
                         break
+                    if seconds() >= next_curve:
+                        spent = self._curve_point(cur, seconds())
+                        t_start += spent  # the curve's time is not training time
+                        window_t0 += spent
+                        next_curve = (math.floor(seconds() / every) + 1) * every
                     log_now = (cur.step + 1) % cfg.log_every == 0 or cur.step + 1 == cfg.steps
                     loss, lr, grad_norm, halflife, skipped = self._train_step(cur)
                     if not skipped:
@@ -652,6 +674,15 @@ class Trainer:
         logger.info("step %d loss %s lr %.2e grad_norm %.3f %.1f img/s", cur.step,
                     "(all skipped)" if loss is None else f"{loss:.5f}", lr, record["grad_norm"], images_per_sec)
         return loss
+
+    def _curve_point(self, cur: _Cursor, seconds: float) -> float:
+        """Log one learning-curve point (``curve_fn`` of the EMA weights, main process); returns its wall time."""
+        t0 = time.perf_counter()
+        if self.accelerator.is_main_process:
+            with torch.random.fork_rng(devices=[]), torch.no_grad():
+                result = self.curve_fn(self.ema.module)
+            self._log_event({"step": cur.step, "event": "curve", "minutes": seconds / 60, **result})
+        return time.perf_counter() - t0
 
     def _log_event(self, record: dict) -> None:
         """Append ``record`` to metrics.jsonl as one line of valid JSON (non-finite numbers as null), on the main

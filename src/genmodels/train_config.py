@@ -53,6 +53,9 @@ class TrainConfig:
     skip_nonfinite: int = 0  # consecutive steps with a non-finite loss or gradient norm to skip (no optimizer step,
     #                          no EMA update; counted in metrics.jsonl as skipped_steps) before stopping with
     #                          NonFiniteError; 0: stop at the first one. A skipped step still counts toward `steps`.
+    curve_every_minutes: float | None = None  # a learning-curve point (held-out bits/dim of the EMA weights on a
+    #                                           fixed subset, Trainer's curve_fn) every this many training minutes,
+    #                                           logged as {"event": "curve"} in metrics.jsonl; None: no curve
     history: tuple[str, ...] = ()  # what each resume changed, e.g. "step 20: lr 0.0002 -> 0.01" (the trainer
     #                                appends; config.json keeps the run's history)
 
@@ -98,6 +101,7 @@ _RULES: dict[str, str] = {
     "mixed_precision": "one of 'no', 'fp16', 'bf16'",
     "progress": "true or false",
     "skip_nonfinite": "an integer ≥ 0 (0: stop at the first non-finite step)",
+    "curve_every_minutes": "a finite number > 0, or None (no learning curve)",
     "history": "a tuple of strings",
 }
 """Each field's allowed values, as the error message states them."""
@@ -115,7 +119,7 @@ def _valid(name: str, v: object) -> bool:
         return _num(v) and v >= 0
     if name == "grad_clip":
         return v is None or (_real(v) and v > 0)
-    if name in ("ema_rampup", "time_limit_minutes"):
+    if name in ("ema_rampup", "time_limit_minutes", "curve_every_minutes"):
         return v is None or (_num(v) and v > 0)
     if name == "betas":
         return isinstance(v, (tuple, list)) and len(v) == 2 and all(_num(b) and 0 <= b < 1 for b in v)
