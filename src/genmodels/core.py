@@ -266,6 +266,9 @@ class GenerativeModel(nn.Module):
     inpainters: ClassVar[tuple[str, ...]] = ()
     """Names of the family's methods that fill in missing values (:meth:`inpaint`), the first the default; empty
     for a family that cannot."""
+    fast_sampler: ClassVar[str | None] = None
+    """A sampler of :attr:`samplers` made for few network evaluations (≈10–20 per sample: DPM-Solver++ for diffusion),
+    which ``genmodels compare`` also scores at those budgets; None for a family without one."""
     guidance_samplers: ClassVar[tuple[str, ...]] = ()
     """The samplers of :attr:`samplers` that take classifier-free guidance (``guidance_scale``) for a conditional
     model; empty for a family whose samplers have no guidance."""

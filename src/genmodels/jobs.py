@@ -182,15 +182,39 @@ def describe_models() -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------------------------- train
 
 
+def _curve_fn(dataset: Dataset, n: int, seed: int = 0):
+    """The learning curve's ``curve_fn`` (:class:`~genmodels.train.Trainer`): ``{"bpd", "bpd_stderr"}`` of the first
+    ``n`` test examples (given their labels for a conditional model), with the default evaluation options and the
+    same noise at every point."""
+    from .metrics.likelihood import evaluate_nll
+
+    x = dataset.test[:n]
+
+    def curve(model: GenerativeModel) -> dict:
+        y = None if model.num_classes is None or dataset.test_labels is None else dataset.test_labels[:n]
+        kwargs = model.nll_kwargs(EvalOptions(), dataset.train, _generator(seed + 1), len(x))
+        try:
+            report = evaluate_nll(model, x.to(model.device), batch_size=100, generator=_generator(seed), y=y,
+                                  **kwargs)
+        except ValueError as e:  # a non-finite NLL (an untrained model's): a missing point, not a failed run
+            return {"bpd": None, "error": str(e).splitlines()[0]}
+        return {"bpd": report.bpd, "bpd_stderr": report.bpd_stderr, "examples": report.examples}
+
+    return curve
+
+
 def run_train(model_name: str | None, data: str, out: Path | None, resume: bool, train_overrides: dict[str, Any],
-              settings: list[str] | None = None, *, refuse_finished: bool = False, conditional: bool = False):
+              settings: list[str] | None = None, *, refuse_finished: bool = False, conditional: bool = False,
+              curve_examples: int = 200):
     """Build (or reload, with ``resume``) a run and train it. Returns the :class:`~genmodels.train.TrainResult`.
 
     ``out`` None is ``runs/MODEL``; a resumed run keeps its family (``model_name`` None, or the same). On resume,
     ``train_overrides`` (the TrainConfig fields given, None for the others) replace the run's saved settings; the
     trainer applies and records each change, and refuses a different ``seed`` or ``batch_size``.
     ``refuse_finished``: refuse a resume that has nothing left to train (already at ``steps`` or its time limit).
-    ``conditional``: a class-conditional model of the data's labels (:func:`model_config`).
+    ``conditional``: a class-conditional model of the data's labels (:func:`model_config`). With
+    ``curve_every_minutes`` set, a family with a likelihood logs the learning curve: the test bits/dim of the first
+    ``curve_examples`` test examples (:func:`_curve_fn`).
 
     Raises:
         ValueError: no family or no ``--data`` for a new run; a family or ``--data`` differing from a resumed
@@ -234,8 +258,9 @@ def run_train(model_name: str | None, data: str, out: Path | None, resume: bool,
         k = model.num_classes
         y = torch.arange(k).repeat_interleave(k) if k <= 16 else torch.arange(train_cfg.n_sample) % k
         sample_fn = model_sample_fn(len(y), y=y, **model.preview())
+    curve = _curve_fn(dataset, curve_examples) if train_cfg.curve_every_minutes and model.has_likelihood else None
     trainer = Trainer(model, dataset.train, dataset.spec, train_cfg, out, run_config, sample_fn,
-                      train_labels=dataset.train_labels)
+                      train_labels=dataset.train_labels, curve_fn=curve)
     try:
         return trainer.fit(resume=resume, refuse_finished=refuse_finished)
     finally:

@@ -72,6 +72,7 @@ class DiffusionModel(GenerativeModel):
         name: (*(p for p in inspect.signature(SAMPLERS.get(name)).parameters if p not in _COMMON), "guidance_scale")
         for name in SAMPLERS.names()}
     guidance_samplers: ClassVar[tuple[str, ...]] = samplers
+    fast_sampler: ClassVar[str | None] = "dpm++"  # DPM-Solver++(2M), Lu et al. 2022: good samples in 10–20 NFE
     inpainters: ClassVar[tuple[str, ...]] = ("repaint", "replace")  # genmodels.diffusion.inpaint.INPAINTERS
     has_ode_likelihood = True
     eval_options: ClassVar[tuple[str, ...]] = ("t_samples", "exact")
