@@ -267,6 +267,9 @@ def test_capabilities_are_declared(case):
     fields = {f.name for f in dataclasses.fields(EvalOptions)}
     assert set(model.eval_options) <= fields, (
         f"{family}: eval_options {sorted(set(model.eval_options) - fields)} are not fields of EvalOptions")
+    assert model.fast_sampler is None or (model.fast_sampler in model.samplers and
+                                          model.steps_for_nfe(model.fast_sampler, 10)), (
+        f"{family}: fast_sampler {model.fast_sampler!r} is not one of its samplers with a step count")
     model.eval()
     preview = model.preview()
     _check_samples(model.draw(2, _gen(0), **preview), 2, spec, f"{family} preview {preview}")

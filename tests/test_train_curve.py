@@ -9,8 +9,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from test_train import BASE, make_trainer, metrics
 from genmodels.train import edm_ema_multi_avg_fn
+from test_train import BASE, make_trainer, metrics
 
 
 @pytest.fixture(autouse=True)

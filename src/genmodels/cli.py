@@ -8,6 +8,7 @@
     genmodels evaluate RUN --sampler S1,S2 --nfe 5,10,20,50   # sample quality against NFE
     genmodels train MODEL --data DATA --conditional; genmodels sample RUN --class all --guidance 2
     genmodels inpaint RUN --images test:0-15 --mask top; genmodels guidance RUN --scales 0,1,2,4
+    genmodels compare --data DATA --minutes 10 --jobs 2 --threads 1 --out DIR   # every family, one report
 
 Nothing here knows the families: what a run can do (samplers, options, likelihood) comes from its family's
 declarations, so a new family needs no line here. Importing this module loads neither torch nor any family, so
@@ -442,6 +443,36 @@ def models() -> None:
         extra = "".join(f"; {k}: {', '.join(row[k])}" for k in ("guidance", "inpainting") if row[k])
         typer.echo(f"{row['name']:9s} {row['description']}\n{'':9s} samplers: {', '.join(row['samplers'])}; "
                    f"likelihood: {row['likelihood']}{'; class-conditional' if row['conditional'] else ''}{extra}")
+
+
+@app.command()
+@_friendly
+def compare(
+    runs: list[Path] | None = typer.Argument(None, help="Existing run folders to evaluate and report (no training)."),
+    data: str = typer.Option("", "--data", "-d", help="Dataset to train every family on."),
+    models: str | None = typer.Option(None, help="Families, comma-separated [default: all that fit the data]."),
+    minutes: float | None = typer.Option(None, help="Training wall minutes per family."),
+    steps: int | None = typer.Option(None, help="Optimizer steps per family (with --minutes: whichever ends first)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder of the rows' runs and the report; rerun to continue."),
+    jobs: int = typer.Option(1, help="Families trained at once (one per GPU on a GPU machine)."),
+    threads: int = typer.Option(1, help="torch threads per family."),
+    conditional: bool = typer.Option(False, "--conditional", help="Class-conditional models of the data's labels."),
+    ood_data: str | None = typer.Option(None, help="Second dataset: its bits/dim and the AUROC of in/out detection."),
+    eval_examples: int = typer.Option(1000, help="Test images in the NLL, the same for every family."),
+    samples: int = typer.Option(500, help="Samples per sample-quality score."),
+    max_nfe: int = typer.Option(100, help="Most network evaluations per sample of a default sampler."),
+    fast_nfes: str = typer.Option("10,20", help="NFE budgets of the families' few-step samplers."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Run the failed rows again."),
+) -> None:
+    """Train every family on one dataset with one budget, evaluate them with one protocol, and write
+    OUT/report.html, report.md and results.json; with run folders, evaluate and report those."""
+    from .compare import Protocol, plan, run_compare
+
+    data, names, runs_map, skipped = plan(runs or [], data, models)
+    protocol = Protocol(data=data, models=tuple(names), minutes=minutes, steps=steps, threads=threads,
+                        conditional=conditional, eval_examples=eval_examples, samples=samples, max_nfe=max_nfe,
+                        fast_nfes=_ints(fast_nfes), ood_data=ood_data, runs=runs_map, skipped=skipped)
+    _echo(run_compare(protocol, out, jobs=jobs, retry_failed=retry_failed))
 
 
 @app.command()
