@@ -86,6 +86,13 @@ def test_a_failed_row_is_reported_and_the_others_go_on(tmp_path):
     assert nice["rank"] == 1 and nice["nll"]["nll_kind"] == "exact" and nice["train"]["steps"] == 2
     assert nice["quality"][0]["sampler"] == "inverse" and nice["quality"][0]["n"] == TINY["samples"]
     assert nice["curve"] and nice["curve"][0]["step"] == 0
+    # the same run as an existing one (`genmodels compare RUN --out DIR`): evaluated again, the same numbers
+    ext = {k: v for k, v in TINY.items() if k not in ("steps", "batch_size")}
+    assert run_compare(Protocol(**ext, models=("nice",), runs={"nice": str(tmp_path / "nice")}),
+                       tmp_path / "ext", poll_seconds=0.1)["done"] == 1
+    again = json.loads((tmp_path / "ext" / "results.json").read_text())["rows"][0]
+    assert again["nll"] == nice["nll"] | {"seconds": again["nll"]["seconds"]}
+    assert again["train"]["steps"] == 2 and again["train"]["images_seen"] == 2 * TINY["batch_size"]
     # a rerun reports at once; --retry-failed runs the failed row again (and it fails again, the same way)
     assert run_compare(Protocol(**TINY, models=("nosuch", "nice")), tmp_path, retry_failed=True,
                        poll_seconds=0.1)["failed"] == ["nosuch"]

@@ -270,7 +270,7 @@ def run_row(out: Path, name: str) -> None:
     """
     import torch
 
-    from .checkpoint import from_pretrained, load_run_config
+    from .checkpoint import from_pretrained, load_run_config, load_train_state
     from .core import EvalOptions
     from .jobs import _generator, run_evaluate, run_train, save_samples_grid
     from .metrics.sample_quality import sample_quality
@@ -290,6 +290,10 @@ def run_row(out: Path, name: str) -> None:
         _write(res / "train.json", {"steps": result.steps, "images_seen": result.images_seen,
                                     "seconds": result.seconds, "stop_reason": result.stop_reason,
                                     "final_loss": result.final_loss, "peak_rss_mb": _peak_rss_mb()})
+    if protocol.runs and not (res / "train.json").is_file() and (run / "train_state.pt").is_file():
+        state = load_train_state(run / "train_state.pt")  # an existing run: what its own training did
+        _write(res / "train.json", {"steps": int(state["step"]), "images_seen": int(state["images_seen"]),
+                                    "seconds": float(state["seconds"]), "stop_reason": None, "peak_rss_mb": None})
     run_config = load_run_config(run)
     model, _ = from_pretrained(run, ema=True, run_config=run_config)
     model.eval()
@@ -735,16 +739,22 @@ def write_report(out: Path) -> dict:
 
 
 def _budget(protocol: Protocol) -> str:
-    parts = ([f"{protocol.minutes:g} training minutes"] if protocol.minutes is not None else []) + (
+    parts = ([f"{protocol.minutes:g} training minute(s)"] if protocol.minutes is not None else []) + (
         [f"{protocol.steps} steps ({protocol.steps * protocol.batch_size:,} images)"] if protocol.steps else [])
     return " or ".join(parts) + f" per family, {protocol.threads} thread(s) each" if parts else "existing runs"
+
+
+def _examples(rows: list[dict], asked: int) -> int:
+    """The number of test images the NLLs used (fewer than asked where the split is smaller)."""
+    return next((r["nll"]["examples"] for r in rows if "nll" in r), asked)
 
 
 def _notes(protocol: Protocol, rows: list[dict]) -> list[str]:
     notes = [
         f"Budget: {_budget(protocol)}; batch {protocol.batch_size}, AdamW lr {protocol.lr:g}, EMA half-life "
         f"{TRAIN_SETTINGS['ema_halflife_kimg']:g} kimg, seed {protocol.seed} (the same TrainConfig for every family).",
-        f"Test bits/dim: the first {protocol.eval_examples} test images of `{protocol.data}`, each family's default "
+        f"Test bits/dim: the first {_examples(rows, protocol.eval_examples)} test images of `{protocol.data}`, each "
+        "family's default "
         "evaluation options (NLL kind: exact = change of variables or autoregressive; bound = an upper bound, ELBO or "
         "diffusion VLB), mean ± standard error. Paired differences use the same images' per-example NLLs: a row is "
         f"**tied** with the row above when |Δ| ≤ {TIE_Z:g} SE, and then shares its rank.",
