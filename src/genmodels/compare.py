@@ -221,14 +221,17 @@ def plan(runs: list[Path], data: str, models: str | None) -> tuple[str, tuple[st
 
 
 def _results(out: Path, name: str) -> Path:
+    """A row's result folder, ``OUT/NAME/compare``."""
     return out / name / RESULTS_DIR
 
 
 def _run_dir(out: Path, protocol: Protocol, name: str) -> Path:
+    """A row's run folder: ``OUT/NAME``, or the existing run it names."""
     return Path(protocol.runs[name]) if protocol.runs else out / name
 
 
 def _read(path: Path) -> dict | None:
+    """A JSON file, or None where it is missing or torn."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (FileNotFoundError, json.JSONDecodeError):
@@ -236,6 +239,7 @@ def _read(path: Path) -> dict | None:
 
 
 def _write(path: Path, obj: Any) -> None:
+    """Write ``obj`` as JSON atomically (a kill leaves the old file or the new one)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json_dumps(obj, indent=2) + "\n")
 
@@ -377,6 +381,7 @@ def _die_with_parent() -> None:
 
 
 def _worker_env(protocol: Protocol, slot: int, gpus: int) -> dict[str, str]:
+    """A worker's environment: its threads, passive OpenMP waits (unless set) and its GPU."""
     env = dict(os.environ, OMP_NUM_THREADS=str(protocol.threads), MKL_NUM_THREADS=str(protocol.threads))
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if gpus:
@@ -385,11 +390,13 @@ def _worker_env(protocol: Protocol, slot: int, gpus: int) -> dict[str, str]:
 
 
 def _status(out: Path, name: str) -> str:
+    """``done``, ``failed`` or ``pending``, from the row's result files."""
     res = _results(out, name)
     return "done" if (res / "done.json").is_file() else "failed" if (res / "failed.json").is_file() else "pending"
 
 
 def _say(msg: str) -> None:
+    """One progress line on stderr."""
     print(f"[compare {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
@@ -546,6 +553,7 @@ def _row(out: Path, protocol: Protocol, name: str) -> dict:
 
 
 def _curve(run: Path) -> list[dict]:
+    """The learning-curve points of a run's metrics.jsonl (those with a bits/dim)."""
     path = run / "metrics.jsonl"
     if not path.is_file():
         return []
@@ -587,6 +595,7 @@ def _main_score(q: dict) -> tuple[str, float | None, float | None]:
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
+    """A table cell: ``—`` for a missing or non-finite number."""
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "—"
     if isinstance(v, float):
@@ -607,6 +616,7 @@ def _table(rows: list[dict], protocol: Protocol) -> tuple[list[str], list[list[s
         nll, info, train = r.get("nll"), r["info"], r.get("train") or {}
 
         def vs(key: str, r: dict = r) -> str:
+            """A paired-difference cell: Δ ± SE bits/dim and the verdict (tied, worse, better)."""
             v = r.get(key)
             if not v:
                 return ""
@@ -693,6 +703,7 @@ def _figures(rows: list[dict], out: Path) -> dict[str, Path]:
 
 
 def _ood_sentence(r: dict) -> str | None:
+    """Whether the row reproduces Nalisnick et al. (2019), in one sentence (None without OOD data)."""
     ood = r.get("ood")
     if not ood:
         return None
@@ -739,6 +750,7 @@ def write_report(out: Path) -> dict:
 
 
 def _budget(protocol: Protocol) -> str:
+    """The training budget in words."""
     parts = ([f"{protocol.minutes:g} training minute(s)"] if protocol.minutes is not None else []) + (
         [f"{protocol.steps} steps ({protocol.steps * protocol.batch_size:,} images)"] if protocol.steps else [])
     return " or ".join(parts) + f" per family, {protocol.threads} thread(s) each" if parts else "existing runs"
@@ -750,6 +762,7 @@ def _examples(rows: list[dict], asked: int) -> int:
 
 
 def _notes(protocol: Protocol, rows: list[dict]) -> list[str]:
+    """The protocol in sentences, under the table."""
     notes = [
         f"Budget: {_budget(protocol)}; batch {protocol.batch_size}, AdamW lr {protocol.lr:g}, EMA half-life "
         f"{TRAIN_SETTINGS['ema_halflife_kimg']:g} kimg, seed {protocol.seed} (the same TrainConfig for every family).",
@@ -774,6 +787,7 @@ def _notes(protocol: Protocol, rows: list[dict]) -> list[str]:
 
 
 def _grid_path(out: Path, r: dict) -> Path | None:
+    """The sample grid of a row's default sampler, if it drew one."""
     if not r["quality"] or "picture" not in r["quality"][0]:
         return None
     p = Path(r["quality"][0]["picture"])
@@ -811,6 +825,7 @@ def _markdown(out: Path, protocol: Protocol, rows: list[dict], header: list[str]
 
 
 def _img(path: Path) -> str:
+    """An ``<img>`` with the PNG embedded (the HTML report needs no other file)."""
     return f'<img src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}">'
 
 

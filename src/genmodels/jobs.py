@@ -191,6 +191,7 @@ def _curve_fn(dataset: Dataset, n: int, seed: int = 0):
     x = dataset.test[:n]
 
     def curve(model: GenerativeModel) -> dict:
+        """One learning-curve point of ``model`` (the EMA copy): its bits/dim, or None with the error."""
         y = None if model.num_classes is None or dataset.test_labels is None else dataset.test_labels[:n]
         kwargs = model.nll_kwargs(EvalOptions(), dataset.train, _generator(seed + 1), len(x))
         try:
