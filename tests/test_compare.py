@@ -167,3 +167,17 @@ def test_every_family_killed_mid_way_and_rerun_retrains_nothing(tmp_path):
         assert name in md and name in html
     assert "http" not in html.replace("http-equiv", "")  # self-contained: no network
     assert html.count("data:image/png;base64,") >= 3
+
+
+def test_the_reproduce_command_uses_only_options_the_cli_has():
+    import typer.main
+
+    from genmodels.cli import app
+
+    command = next(c for c in typer.main.get_command(app).commands.values() if c.name == "compare")
+    options = {o for p in command.params for o in p.opts}
+    p = Protocol(**{**TINY, "lr": 0.01, "seed": 3, "minutes": 2.0}, models=("vae", "nice"), ood_data="mnist5k",
+                 conditional=True)
+    flags = [w for w in p.command(out="X").split() if w.startswith("--")]
+    assert flags and set(flags) <= options, set(flags) - options
+    assert "--lr 0.01" in p.command() and "--seed 3" in p.command() and "--fast-nfes 3" in p.command()

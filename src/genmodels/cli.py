@@ -456,6 +456,9 @@ def compare(
     out: Path = typer.Option(..., "--out", "-o", help="Folder of the rows' runs and the report; rerun to continue."),
     jobs: int = typer.Option(1, help="Families trained at once (one per GPU on a GPU machine)."),
     threads: int = typer.Option(1, help="torch threads per family."),
+    batch_size: int = typer.Option(64, help="Batch size of every family."),
+    lr: float = typer.Option(1e-3, help="Peak AdamW learning rate of every family."),
+    seed: int = typer.Option(0, help="Seed of every family's training and of the samples."),
     conditional: bool = typer.Option(False, "--conditional", help="Class-conditional models of the data's labels."),
     ood_data: str | None = typer.Option(None, help="Second dataset: its bits/dim and the AUROC of in/out detection."),
     eval_examples: int = typer.Option(1000, help="Test images in the NLL, the same for every family."),
@@ -469,7 +472,8 @@ def compare(
     from .compare import Protocol, plan, run_compare
 
     data, names, runs_map, skipped = plan(runs or [], data, models)
-    protocol = Protocol(data=data, models=tuple(names), minutes=minutes, steps=steps, threads=threads,
+    protocol = Protocol(data=data, models=tuple(names), minutes=minutes, steps=steps, threads=threads, lr=lr,
+                        batch_size=batch_size, seed=seed,
                         conditional=conditional, eval_examples=eval_examples, samples=samples, max_nfe=max_nfe,
                         fast_nfes=_ints(fast_nfes), ood_data=ood_data, runs=runs_map, skipped=skipped)
     _echo(run_compare(protocol, out, jobs=jobs, retry_failed=retry_failed))

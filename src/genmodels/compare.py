@@ -149,7 +149,9 @@ class Protocol:
                     curve_every_minutes=self.curve_minutes)
 
     def command(self, models: tuple[str, ...] | None = None, out: str = "OUT") -> str:
-        """The ``genmodels compare`` command line that gives this protocol (for ``models``: those rows alone)."""
+        """The ``genmodels compare`` command line that gives this protocol (for ``models``: those rows alone);
+        ``curve_points`` and ``curve_examples`` are Python-only settings (``Protocol(...)``, :func:`run_compare`)."""
+        defaults = Protocol(data="", models=("x",), steps=1)
         if self.runs:
             parts = ["genmodels", "compare", *self.runs.values()]
         else:
@@ -157,11 +159,9 @@ class Protocol:
             parts += ["--minutes", f"{self.minutes:g}"] if self.minutes is not None else []
             parts += ["--steps", str(self.steps)] if self.steps is not None else []
             parts += ["--threads", str(self.threads)] + (["--conditional"] if self.conditional else [])
-            defaults = Protocol(data="", models=("x",), steps=1)
-            for name in ("batch_size", "lr", "seed", "curve_points", "curve_examples"):
+            for name in ("batch_size", "lr", "seed"):
                 if getattr(self, name) != getattr(defaults, name):
                     parts += [f"--{name.replace('_', '-')}", f"{getattr(self, name):g}"]
-        defaults = Protocol(data="", models=("x",), steps=1)
         for name in ("eval_examples", "samples", "max_nfe"):
             if getattr(self, name) != getattr(defaults, name):
                 parts += [f"--{name.replace('_', '-')}", str(getattr(self, name))]
