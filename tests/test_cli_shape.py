@@ -31,7 +31,8 @@ def test_cli_names_no_family_or_dataset_and_checks_no_type():
     datasets = {name for name, _ in list_datasets() if ":" not in name}
     assert not (families & words), families & words
     assert not (datasets & words), datasets & words
-    assert len(text.splitlines()) <= 510  # 400 until issue 16 added inpaint and guidance, 480 until compare (17)
+    assert len(text.splitlines()) <= 530  # 400 until issue 16 added inpaint and guidance, 480 until compare (17),
+    # 510 until --precision on train/sample/evaluate and pictures' sampler (18)
 
 
 @pytest.mark.parametrize("verb", VERBS)

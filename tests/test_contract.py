@@ -204,11 +204,14 @@ def test_reproducible(case):
                          ids=[f"{f}-{s}-{n}" for f, s, n in SAMPLER_CASES])
 def test_draw(family, spec_key, sampler):
     """Every declared sampler draws ``[n, *event_shape]`` finite samples in the data range, and reports its NFE
-    (what :meth:`nfe` predicts, where it can)."""
+    (what :meth:`nfe` predicts, where it can); under ``torch.inference_mode`` unless the family declares that its
+    samplers differentiate the network (``samples_need_grad``), as :func:`~genmodels.sampling.draw_in_batches` runs
+    them."""
     model, _, spec = _build(family, spec_key)
     model.eval()
     kw = _cheap(model, sampler)
-    out = model.draw(2, _gen(0), sampler=sampler, **kw)
+    with torch.no_grad() if model.samples_need_grad else torch.inference_mode():
+        out = model.draw(2, _gen(0), sampler=sampler, **kw)
     what = f"{family} {sampler} {kw}"
     _check_samples(out, 2, spec, what)
     assert isinstance(out.nfe, int) and out.nfe >= 1, f"{what}: reported nfe {out.nfe!r}"

@@ -29,7 +29,10 @@ import typer
 
 from .errors import at_least, one_line, positive_numbers
 from .fileio import json_dumps
+from .threads import configure_threads, set_passive_waits
 from .train_config import TrainConfig as _TC  # its defaults, for the help texts (no torch)
+
+set_passive_waits()  # before torch loads: OpenMP threads sleep, not spin, while they wait (genmodels.threads)
 
 app = typer.Typer(help="Train, sample and evaluate likelihood-based generative models, in bits/dim.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -50,7 +53,9 @@ def _default(text: str, field: str) -> str:
     return f"{text} [default {getattr(_TC, field):g}]."
 
 
-THREADS_HELP = "torch threads for this process [default: all cores, or OMP_NUM_THREADS]."
+PRECISION_HELP = ("Network precision: fp32 | bf16 | fp16 (GPU) | auto (bf16 where the CPU or GPU computes it "
+                  "natively, else fp32).")
+THREADS_HELP = "torch threads for this process [default: OMP_NUM_THREADS, else the cores it may use]."
 
 
 def _friendly(fn: Callable) -> Callable:
@@ -60,8 +65,8 @@ def _friendly(fn: Callable) -> Callable:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         """Run the command; a library error becomes ``error: …`` and exit status 2."""
         try:
-            if kwargs.get("threads") is not None:
-                _set_threads(kwargs["threads"])
+            if "threads" in kwargs:  # a command that computes: passive waits were set at import
+                configure_threads(kwargs["threads"])
             return fn(*args, **kwargs)
         except KeyError as e:  # str(KeyError) quotes its message: print the message itself
             _fail(e.args[0] if e.args else e)
@@ -90,20 +95,6 @@ def _check(rule: Callable[[Any], str | None]) -> Callable:
 
 
 _POSITIVE, _ABOVE_ZERO, _TOLS = _check(at_least(1)), _check(at_least(0, strict=True)), _check(positive_numbers)
-
-
-def _set_threads(threads: int) -> None:
-    """torch's intra-op threads for this process (and OMP's, for libraries started later).
-
-    Raises:
-        ValueError: for fewer than 1 thread.
-    """
-    if threads < 1:
-        raise ValueError(f"--threads must be ≥ 1, got {threads}")
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    import torch
-
-    torch.set_num_threads(threads)
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -166,6 +157,7 @@ def train(
     skip_nonfinite: int | None = typer.Option(None, help="Skip up to N steps in a row with a NaN/inf loss or "
                                                          "gradient norm (skipped_steps) [default 0: stop at one]."),
     threads: int | None = typer.Option(None, help=THREADS_HELP),
+    precision: str | None = typer.Option(None, help=PRECISION_HELP + " A resumed run keeps its own."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     parameterization: str | None = typer.Option(None, help="Network output: eps | x0 | v (--set parameterization)."),
     loss: str | None = typer.Option(None, help="simple | x0 | v | elbo | min_snr (--set loss)."),
@@ -187,13 +179,13 @@ def train(
     """Train a model family (`genmodels models` lists them) on a dataset; a run folder holds everything needed to
     resume, sample and evaluate. With --resume, the training flags given apply from the checkpoint on (recorded in
     metrics.jsonl and config.json); --seed and --batch-size cannot change."""
-    from .jobs import run_train
+    from .jobs import run_train, train_precision
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     train_overrides = dict(steps=steps, batch_size=batch_size, lr=lr, ema_halflife_kimg=ema_halflife_kimg, seed=seed,
                            checkpoint_every=checkpoint_every, sample_every=sample_every, log_every=log_every,
                            time_limit_minutes=minutes, num_threads=threads, progress=progress,
-                           skip_nonfinite=skip_nonfinite)
+                           skip_nonfinite=skip_nonfinite, mixed_precision=train_precision(precision, resume))
     flags = dict(parameterization=parameterization, loss=loss, variance=variance, schedule=schedule, T=T,
                  channels=channels, channel_mult=channel_mult, num_res_blocks=num_res_blocks, attn_levels=attn_levels)
     given = {k: ",".join(map(str, _ints(v))) if k in ("channel_mult", "attn_levels") else v
@@ -209,7 +201,8 @@ def train(
         msg = str(e)
         for k in given:
             msg = msg.replace(f"--set {SHORTCUTS[k]}:", f"--{k.replace('_', '-')} (--set {SHORTCUTS[k]}):")
-        flag = {"time_limit_minutes": "minutes", "num_threads": "threads"}  # TrainConfig.steps=0 -> --steps 0
+        # TrainConfig.steps=0 -> --steps 0
+        flag = {"time_limit_minutes": "minutes", "num_threads": "threads", "mixed_precision": "precision"}
         msg = re.sub(r"TrainConfig\.(\w+)=", lambda m: "--" + flag.get(m[1], m[1]).replace("_", "-") + " "
                      if m[1] in train_overrides else m[0], msg)
         raise ValueError(msg) from None
@@ -242,13 +235,14 @@ def sample(
     classes: str | None = typer.Option(None, "--class", help="Conditional runs: a class (number or name), several "
                                        "(3,5) or all (one grid row per class) [default: unconditional]."),
     guidance: float = typer.Option(0.0, help="Classifier-free guidance scale w (Ho & Salimans 2022; 0: none)."),
+    precision: str = typer.Option("auto", help=PRECISION_HELP),
 ) -> None:
     """Draw samples from a run into a picture and an .npz file; prints what it wrote as JSON."""
     from .jobs import run_sample
 
     options = {k: v for k, v in {"eta": eta, "temperature": temperature}.items() if v is not None}
-    _echo(run_sample(run, n, sampler, steps, seed, out, raw, progress, batch_size, options, classes, guidance),
-          indent=None)
+    _echo(run_sample(run, n, sampler, steps, seed, out, raw, progress, batch_size, options, classes, guidance,
+                     precision), indent=None)
 
 
 @app.command()
@@ -345,6 +339,7 @@ def evaluate(
                                                                "its event shape and levels must match the run's"),
     classify: bool = typer.Option(False, "--classify", help="Conditional runs: the generative classifier's accuracy "
                                                             "beside the dataset's feature classifier's."),
+    precision: str = typer.Option("fp32", help=PRECISION_HELP + " The bound's sums stay float32/float64."),
 ) -> None:
     """Evaluate a run, printing JSON.
 
@@ -366,6 +361,9 @@ def evaluate(
 
     if sampler and data:
         raise ValueError("--data evaluates another dataset's likelihood; --sampler scores samples on the run's data")
+    if precision != "fp32" and (sampler or likelihood == "ode"):
+        raise ValueError("--precision applies to the bound (--likelihood bound); the ODE likelihood and the sample "
+                         "sweep run in fp32: drop --precision")
     if sampler:
         try:
             tols = [float(v) for v in tol.split(",") if v.strip()]
@@ -390,7 +388,7 @@ def evaluate(
         name = f"eval_{split}{tag}.json" if k == 1 else f"eval_{split}_iwae{k}{tag}.json"
         options = EvalOptions(t_samples=t_samples, exact=exact, calibrate=calibrate, k=k)
         result = run_evaluate(run, split, limit, options, batch_size, seed, raw, progress,
-                              (out or run / name).with_suffix(".npy"), data, classify)
+                              (out or run / name).with_suffix(".npy"), data, classify, precision)
     else:
         raise ValueError(f"--likelihood must be 'bound' or 'ode', got {likelihood!r}")
     text = json_dumps(result, indent=2)

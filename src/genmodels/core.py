@@ -272,6 +272,9 @@ class GenerativeModel(nn.Module):
     guidance_samplers: ClassVar[tuple[str, ...]] = ()
     """The samplers of :attr:`samplers` that take classifier-free guidance (``guidance_scale``) for a conditional
     model; empty for a family whose samplers have no guidance."""
+    samples_need_grad: ClassVar[bool] = False
+    """True for a family whose samplers differentiate the network (Langevin dynamics on an energy: ∇_x f_θ); the
+    others are sampled under ``torch.inference_mode`` (:func:`genmodels.sampling.draw_in_batches`)."""
 
     def loss(self, x: Tensor, generator: torch.Generator | None = None, y: Tensor | None = None) -> Tensor:
         """Training objective per example.

@@ -22,11 +22,12 @@ from .core import EvalOptions, GenerativeModel, NoLikelihoodError, Progress, nat
 from .data import DataError, Dataset, load_dataset
 from .families import MODELS
 from .fileio import atomic_path, atomic_write_text, json_dumps
+from .precision import accelerate_mixed_precision, autocast, resolve_precision
 from .sampling import draw_in_batches
 
 __all__ = ["parse_value", "apply_overrides", "model_config", "run_train", "run_sample", "run_evaluate",
            "run_evaluate_ode", "run_sweep", "run_guidance_sweep", "run_inpaint", "parse_classes", "write_pictures",
-           "describe_models", "progress_bar", "run_demo", "DEMO_MODEL", "DEMO_DATA"]
+           "describe_models", "progress_bar", "run_demo", "train_precision", "DEMO_MODEL", "DEMO_DATA"]
 
 DEMO_MODEL, DEMO_DATA = "ddpm", "digits"
 """What ``genmodels demo`` trains, and on which embedded dataset (8×8 digits: about 6 minutes on 2 CPU cores)."""
@@ -204,6 +205,23 @@ def _curve_fn(dataset: Dataset, n: int, seed: int = 0):
     return curve
 
 
+def _device() -> torch.device:
+    """Where a command runs its model: the GPU when one is visible (accelerate's choice too), else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def train_precision(precision: str | None, resume: bool) -> str | None:
+    """``TrainConfig.mixed_precision`` of ``--precision`` (:mod:`genmodels.precision`): None on a resume keeps the
+    run's own; a new run's None is ``auto``.
+
+    Raises:
+        ValueError: an unknown precision, or fp16 without a GPU.
+    """
+    if precision is None and resume:
+        return None
+    return accelerate_mixed_precision(resolve_precision(precision or "auto", _device()))
+
+
 def run_train(model_name: str | None, data: str, out: Path | None, resume: bool, train_overrides: dict[str, Any],
               settings: list[str] | None = None, *, refuse_finished: bool = False, conditional: bool = False,
               curve_examples: int = 200):
@@ -281,7 +299,7 @@ def _load(run: Path, raw: bool, run_config: RunConfig | None = None) -> tuple[Ge
 
 def run_sample(run: Path, n: int, sampler: str | None, steps: int | None, seed: int, out: Path | None, raw: bool,
                progress: bool, batch_size: int = 100, options: dict[str, Any] | None = None,
-               classes: str | None = None, guidance_scale: float = 0.0) -> dict:
+               classes: str | None = None, guidance_scale: float = 0.0, precision: str = "auto") -> dict:
     """Sample ``n`` examples from a run into a picture (:func:`genmodels.viz.save_samples`: a grid, or waveforms and,
     for audio, WAV files) and an ``.npz`` (``x`` on the model's scale and, for series the loader quantized, ``x_user``
     in the user's units, ``[n, L]``). Returns what was written, with the sampler, steps, NFE and seconds.
@@ -290,10 +308,12 @@ def run_sample(run: Path, n: int, sampler: str | None, steps: int | None, seed: 
     ``options`` the sampler's own (``eta``, ``temperature``, …; ``model.sampler_options``). ``classes``: ``--class``
     of a conditional model (:func:`parse_classes`: a class, several, or ``all``, one grid row per class);
     ``guidance_scale``: classifier-free guidance w (Ho & Salimans 2022, Eq. 6; 0: the conditional model alone).
+    ``precision``: the network's (:mod:`genmodels.precision`; ``auto``: bf16 where the device computes it natively).
 
     Raises:
         KeyError: a sampler the family does not have. ValueError: an option or ``--steps`` that does not apply; a
-            class out of range or given to an unconditional model; guidance that does not apply.
+            class out of range or given to an unconditional model; guidance that does not apply; an unknown
+            precision, or fp16 without a GPU.
     """
     from .viz import save_samples
 
@@ -311,10 +331,11 @@ def run_sample(run: Path, n: int, sampler: str | None, steps: int | None, seed: 
     elif model.default_steps(sampler) is None:
         raise ValueError(f"--steps does not apply to the {sampler!r} sampler of a {type(model).__name__} "
                          f"(it has no step count)")
+    precision = resolve_precision(precision, model.device)
     start = time.perf_counter()
     desc = f"{sampler}{f' {steps} steps' if steps is not None else ''}, batches of {batch_size}"
     res = draw_in_batches(model, n, sampler, steps=steps, generator=_generator(seed), batch_size=batch_size,
-                          progress=progress_bar(progress, desc), y=y, **options)
+                          progress=progress_bar(progress, desc), y=y, precision=precision, **options)
     seconds = time.perf_counter() - start
     tag = f"_t{options['temperature']:g}" if options.get("temperature", 1.0) != 1.0 else ""
     tag += "" if classes is None else f"_class{classes.replace(',', '-')}"
@@ -332,6 +353,7 @@ def run_sample(run: Path, n: int, sampler: str | None, steps: int | None, seed: 
         np.savez_compressed(tmp, **arrays)
     result = {"picture": str(out), "samples": str(out.with_suffix(".npz")), "n": n, "sampler": sampler,
               "steps": steps, "nfe": res.nfe, "seconds": round(seconds, 2), "weights": "raw" if raw else "ema",
+              "precision": precision,
               **{k: options.get(k, 1.0 if k == "temperature" else 0.0)
                  for k in ("eta", "temperature") if k in model.sampler_options.get(sampler, ())}}
     if y is not None:
@@ -397,7 +419,7 @@ def _check_eval_options(model: GenerativeModel, options: EvalOptions, run_config
 
 def run_evaluate(run: Path, split: str, limit: int | None, options: EvalOptions, batch_size: int, seed: int,
                  raw: bool, progress: bool, per_example: Path | None = None, data: str | None = None,
-                 classify: bool = False) -> dict:
+                 classify: bool = False, precision: str = "fp32") -> dict:
     """The NLL (or bound) of a split in bits/dim, as a JSON-ready dict with the same keys for every family, plus the
     entries the family adds (``model.eval_extras``: a VAE's ELBO beside its IWAE bound, …). ``per_example``: also
     save each example's NLL in nats there (``.npy``, float64), for paired comparisons on the same examples.
@@ -408,17 +430,19 @@ def run_evaluate(run: Path, split: str, limit: int | None, options: EvalOptions,
     null label, :mod:`genmodels.metrics.conditional`): the marginal −log Σ_y p(y) p(x | y), −log p(x | ∅), the
     information the label carries and the generative classifier's accuracy and confusion matrix; ``per_example``
     then also writes ``STEM_classes.npy`` (``[N, K + 1]`` nats). ``classify`` adds the dataset's feature
-    classifier's accuracy on the same examples beside the generative classifier's.
+    classifier's accuracy on the same examples beside the generative classifier's. ``precision``: the network's
+    (:mod:`genmodels.precision`; default fp32, as the numbers are the product; the likelihood sums stay float32/64).
 
     Raises:
         NoLikelihoodError: for a family without a likelihood. ValueError: an option the family does not honour;
-            ``classify`` for an unconditional model or unlabelled data.
+            ``classify`` for an unconditional model or unlabelled data; an unknown precision, or fp16 without a GPU.
     """
     from .metrics.likelihood import evaluate_nll
 
     run_config = _likelihood_run(run)
     model, dataset, x = _load_split(run, raw, split, limit, run_config, data)
     _check_eval_options(model, options, run_config)
+    precision = resolve_precision(precision, model.device)
     labels = _split_labels(dataset, split, len(x)) if model.num_classes is not None else None
     if classify and (model.num_classes is None or labels is None):
         raise ValueError("--classify needs a class-conditional model (train with --conditional) and labelled data"
@@ -429,19 +453,22 @@ def run_evaluate(run: Path, split: str, limit: int | None, options: EvalOptions,
         from .metrics.conditional import class_nll_matrix, conditional_report, label_log_prior
 
         start = time.perf_counter()
-        matrix = class_nll_matrix(model, x, batch_size=batch_size, seed=seed,
-                                  progress=progress_bar(progress, f"evaluate {model.num_classes} classes + ∅"),
-                                  **kwargs)
+        with autocast(precision, model.device):
+            matrix = class_nll_matrix(model, x, batch_size=batch_size, seed=seed,
+                                      progress=progress_bar(progress, f"evaluate {model.num_classes} classes + ∅"),
+                                      **kwargs)
         prior = label_log_prior(run_config.load_data().train_labels if data else dataset.train_labels,
                                 model.num_classes)
         truth = labels if labels is not None else torch.zeros(len(x), dtype=torch.long)
         conditional = conditional_report(matrix, truth, prior, model.spec.dim, seconds=time.perf_counter() - start)
         if labels is None:  # no labels: no conditional NLL, no accuracy
             conditional.accuracy, conditional.confusion = None, []
-    report = evaluate_nll(model, x, batch_size=batch_size, generator=_generator(seed),
-                          progress=progress_bar(progress, "evaluate"), y=labels, **kwargs)
+    with autocast(precision, model.device):
+        report = evaluate_nll(model, x, batch_size=batch_size, generator=_generator(seed),
+                              progress=progress_bar(progress, "evaluate"), y=labels, **kwargs)
     result = {"model": run_config.model, "data": data or run_config.data, "split": split,
-              "weights": "raw" if raw else "ema", **({"trained_on": run_config.data} if data else {}),
+              "weights": "raw" if raw else "ema", "precision": precision,
+              **({"trained_on": run_config.data} if data else {}),
               **report.to_json(), **_true_nll(data or run_config.data, x)}
     if conditional is not None:
         result["given"] = "the true labels: −log p(x | y)" if labels is not None else "the null label: −log p(x | ∅)"

@@ -295,6 +295,22 @@ class _Cursor:
     permutation: Tensor | None = None  # [N] int64, the current epoch's order
 
 
+def _accelerator(mixed_precision: str) -> Accelerator:
+    """A new ``Accelerator`` (CPU when no GPU is visible) with ``mixed_precision``.
+
+    accelerate keeps one process-wide state and refuses a second precision in the same process; a single process
+    (not launched distributed) that trains first in fp32, then in bf16 (a notebook, a test, a benchmark) gets a
+    fresh state instead. Under ``accelerate launch``/``torchrun`` the launched state is kept.
+    """
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, PartialState
+
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision") != mixed_precision and not PartialState().use_distributed:
+        AcceleratorState._reset_state()
+    return Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
+
+
 class Trainer:
     """Trains a :class:`~genmodels.core.GenerativeModel` and writes its run folder.
 
@@ -333,8 +349,6 @@ class Trainer:
                  sample_fn: SampleFn | None = None, *, progress: ProgressFactory | None = None,
                  accelerator: Accelerator | None = None, train_labels: Tensor | None = None,
                  curve_fn: Callable[[nn.Module], dict] | None = None):
-        from accelerate import Accelerator  # heavy import, only when training
-
         if not isinstance(train_data, Tensor) or not train_data.is_floating_point():
             raise ValueError(f"train_data must be a floating-point tensor [N, *event_shape], got "
                              f"{type(train_data).__name__} {getattr(train_data, 'dtype', '')}")
@@ -347,9 +361,11 @@ class Trainer:
         if len(train_data) < config.batch_size:
             raise ValueError(f"train_data has {len(train_data)} examples, fewer than one batch "
                              f"(batch_size={config.batch_size}); lower --batch-size")
-        self.accelerator = accelerator or Accelerator(mixed_precision=config.mixed_precision,
-                                                      cpu=not torch.cuda.is_available())
+        self.accelerator = accelerator or _accelerator(config.mixed_precision)
         world = self.accelerator.num_processes
+        if config.mixed_precision == "fp16" and self.accelerator.device.type == "cpu":
+            raise ValueError("--precision fp16 needs a GPU (on a CPU, accelerate runs mixed precision in bf16 only); "
+                             "use --precision bf16 or fp32")
         if config.batch_size % world:
             raise ValueError(f"batch_size={config.batch_size} is the global batch and must be "
                              f"divisible by the number of processes ({world})")

@@ -108,6 +108,7 @@ class EBM(ScoreModel):
     samplers: ClassVar[tuple[str, ...]] = ("langevin",)
     sampler_options: ClassVar[dict[str, tuple[str, ...]]] = {
         "langevin": ("step_size", "init", "final_denoise", "trajectory_stride")}
+    samples_need_grad: ClassVar[bool] = True  # Langevin steps take ∇_x f_θ
     no_likelihood_reason: ClassVar[str] = ("an energy-based model p = e^{−f_θ}/Z_θ has an intractable normalizing "
                                            "constant Z_θ (score matching never computes it)")
 
