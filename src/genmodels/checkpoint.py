@@ -372,7 +372,9 @@ class RunConfig:
             if changes:
                 raise DataError(f"{source_location(self.data_source)} changed since training ({', '.join(changes)}); "
                                 f"evaluate another dataset explicitly with --data, or retrain")
-        return ds
+        # named as at training (the source spells out every option: folder:/abs/faces?alpha=composite&…), so that a
+        # resumed run's spec is the one its config.json holds
+        return dataclasses.replace(ds, spec=dataclasses.replace(ds.spec, name=self.spec.name))
 
     def to_json(self) -> dict:
         """The JSON dict written to ``config.json``; inverse of :meth:`from_json`. The data's source, fingerprint

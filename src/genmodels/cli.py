@@ -158,6 +158,8 @@ def train(
                                                          "gradient norm (skipped_steps) [default 0: stop at one]."),
     threads: int | None = typer.Option(None, help=THREADS_HELP),
     precision: str | None = typer.Option(None, help=PRECISION_HELP + " A resumed run keeps its own."),
+    workers: int | None = typer.Option(None, help="DataLoader workers reading a streamed folder (?stream=true) "
+                                                  "[default: one per core beyond the first, at most 4]."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     parameterization: str | None = typer.Option(None, help="Network output: eps | x0 | v (--set parameterization)."),
     loss: str | None = typer.Option(None, help="simple | x0 | v | elbo | min_snr (--set loss)."),
@@ -185,7 +187,8 @@ def train(
     train_overrides = dict(steps=steps, batch_size=batch_size, lr=lr, ema_halflife_kimg=ema_halflife_kimg, seed=seed,
                            checkpoint_every=checkpoint_every, sample_every=sample_every, log_every=log_every,
                            time_limit_minutes=minutes, num_threads=threads, progress=progress,
-                           skip_nonfinite=skip_nonfinite, mixed_precision=train_precision(precision, resume))
+                           skip_nonfinite=skip_nonfinite, mixed_precision=train_precision(precision, resume),
+                           data_workers=workers)
     flags = dict(parameterization=parameterization, loss=loss, variance=variance, schedule=schedule, T=T,
                  channels=channels, channel_mult=channel_mult, num_res_blocks=num_res_blocks, attn_levels=attn_levels)
     given = {k: ",".join(map(str, _ints(v))) if k in ("channel_mult", "attn_levels") else v
@@ -202,7 +205,8 @@ def train(
         for k in given:
             msg = msg.replace(f"--set {SHORTCUTS[k]}:", f"--{k.replace('_', '-')} (--set {SHORTCUTS[k]}):")
         # TrainConfig.steps=0 -> --steps 0
-        flag = {"time_limit_minutes": "minutes", "num_threads": "threads", "mixed_precision": "precision"}
+        flag = {"time_limit_minutes": "minutes", "num_threads": "threads", "mixed_precision": "precision",
+                "data_workers": "workers"}
         msg = re.sub(r"TrainConfig\.(\w+)=", lambda m: "--" + flag.get(m[1], m[1]).replace("_", "-") + " "
                      if m[1] in train_overrides else m[0], msg)
         raise ValueError(msg) from None

@@ -279,7 +279,7 @@ def run_train(model_name: str | None, data: str, out: Path | None, resume: bool,
         sample_fn = model_sample_fn(len(y), y=y, **model.preview())
     curve = _curve_fn(dataset, curve_examples) if train_cfg.curve_every_minutes and model.has_likelihood else None
     trainer = Trainer(model, dataset.train, dataset.spec, train_cfg, out, run_config, sample_fn,
-                      train_labels=dataset.train_labels, curve_fn=curve)
+                      train_labels=dataset.train_labels, curve_fn=curve, hflip=dataset.hflip)
     try:
         return trainer.fit(resume=resume, refuse_finished=refuse_finished)
     finally:
@@ -395,7 +395,7 @@ def _load_split(run: Path, raw: bool, split: str, limit: int | None, run_config:
     dataset = run_config.load_data(data)
     model, _ = _load(run, raw, run_config)
     x = dataset.test if split == "test" else dataset.train
-    return model, dataset, x[:limit] if limit else x
+    return model, dataset, x[:limit] if limit else x[:]  # a tensor (a split held as levels is read here)
 
 
 def _split_labels(dataset: Dataset, split: str, n: int) -> torch.Tensor | None:

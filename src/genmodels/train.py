@@ -44,10 +44,10 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 import numpy as np
 import torch
@@ -63,6 +63,7 @@ from .checkpoint import (
     save_pretrained,
 )
 from .core import DataSpec, GenerativeModel
+from .data.examples import Examples
 from .fileio import atomic_write_bytes, atomic_write_text, json_dumps
 from .train_config import TrainConfig  # re-exported: `from genmodels.train import TrainConfig`
 
@@ -278,7 +279,7 @@ def _derive_seed(*keys: int) -> int:
 
 
 # stream keys for _derive_seed(seed, STREAM, ...)
-_DATA, _NOISE, _GLOBAL, _SAMPLE = 0, 1, 2, 3
+_DATA, _NOISE, _GLOBAL, _SAMPLE, _FLIP = 0, 1, 2, 3, 4
 # stop codes agreed across processes (the largest wins)
 _TIME, _INTERRUPT = 1, 2
 
@@ -316,8 +317,11 @@ class Trainer:
 
     Args:
         model: the model (built by the caller; under DDP, rank 0's initial weights are used).
-        train_data: ``[N, *spec.event_shape]`` float tensor on the model's data scale, kept in
-            memory (moved once to the accelerator's device).
+        train_data: ``[N, *spec.event_shape]`` on the model's data scale: a float tensor or in-memory
+            :class:`~genmodels.data.examples.Examples` (uint8 levels, scaled per batch), moved once to the
+            accelerator's device; or streamed examples (image files), read by ``config.data_workers`` DataLoader
+            worker processes a few batches ahead, in the order of the seeded permutation (each process reads only
+            its shard of each global batch).
         spec: the data spec; ``train_data.shape[1:]`` must equal ``spec.event_shape``.
         config: the :class:`TrainConfig`.
         run_dir: the run folder (created if needed).
@@ -338,6 +342,8 @@ class Trainer:
             result is logged to metrics.jsonl as ``{"step", "event": "curve", "minutes", **result}``. Its own time
             is not training time (the time limit and ``seconds`` exclude it), and it must not draw from torch's
             global RNG (it is forked anyway, so the training randomness is unchanged).
+        hflip: mirror each training image left-right with probability ½ (``folder:DIR?flip=true``), drawn for the
+            global batch from a generator of its own (seeded, saved in checkpoints: a resume flips the same images).
     Raises:
         ValueError: ``train_data`` of the wrong shape/dtype, fewer examples than ``batch_size``, or
             ``batch_size`` not divisible by the number of processes; a conditional model without labels, or labels
@@ -348,10 +354,14 @@ class Trainer:
                  config: TrainConfig, run_dir: str | Path, run_config: RunConfig,
                  sample_fn: SampleFn | None = None, *, progress: ProgressFactory | None = None,
                  accelerator: Accelerator | None = None, train_labels: Tensor | None = None,
-                 curve_fn: Callable[[nn.Module], dict] | None = None):
-        if not isinstance(train_data, Tensor) or not train_data.is_floating_point():
-            raise ValueError(f"train_data must be a floating-point tensor [N, *event_shape], got "
+                 curve_fn: Callable[[nn.Module], dict] | None = None, hflip: bool = False):
+        if not (isinstance(train_data, Tensor) and train_data.is_floating_point()) and not isinstance(
+                train_data, Examples):
+            raise ValueError(f"train_data must be a floating-point tensor [N, *event_shape] or Examples, got "
                              f"{type(train_data).__name__} {getattr(train_data, 'dtype', '')}")
+        if hflip and len(spec.event_shape) != 3:
+            raise ValueError(f"horizontal flips need images (C, H, W), but {spec.name!r} has examples of shape "
+                             f"{tuple(spec.event_shape)}; drop ?flip=true")
         if tuple(train_data.shape[1:]) != tuple(spec.event_shape):
             raise ValueError(f"train_data has examples of shape {tuple(train_data.shape[1:])}, but "
                              f"the spec of {spec.name!r} says {tuple(spec.event_shape)}")
@@ -389,6 +399,7 @@ class Trainer:
         self.run_config = replace(run_config, train=config)  # keeps the data's source and fingerprint
         self.sample_fn = sample_fn
         self.curve_fn = curve_fn if config.curve_every_minutes else None
+        self.hflip = hflip
         self._progress_factory = progress
         self.ema: AveragedModel | None = None  # set by fit
 
@@ -431,7 +442,10 @@ class Trainer:
         if cfg.num_threads is not None:
             torch.set_num_threads(cfg.num_threads)
         device, rank, world = acc.device, acc.process_index, acc.num_processes
-        self._data = self.train_data.to(device).contiguous()
+        data = self.train_data
+        self._data = data.to(device).contiguous() if isinstance(data, Tensor) else data if data.streams else \
+            data.to(device)
+        self._batches: Iterator[tuple[Tensor, Tensor]] | None = None  # streamed: (shard, levels) from the workers
         self._labels = None if self.train_labels is None else self.train_labels.to(device)
 
         # Model, optimizer (accelerate moves them to the device and wraps the model in DDP).
@@ -449,6 +463,7 @@ class Trainer:
 
         # Generators: data order (CPU, identical on every process), loss noise (per process).
         self._data_gen = torch.Generator().manual_seed(_derive_seed(cfg.seed, _DATA))
+        self._flip_gen = torch.Generator().manual_seed(_derive_seed(cfg.seed, _FLIP))
         self._noise_gen = torch.Generator(device).manual_seed(_derive_seed(cfg.seed, _NOISE, rank))
         cursor = _Cursor()
         self._skipped = self._streak = 0  # non-finite steps skipped in total / in a row
@@ -461,7 +476,10 @@ class Trainer:
             if acc.is_main_process:
                 (self.run_dir / METRICS_NAME).unlink(missing_ok=True)  # from a run with no checkpoint
         acc.wait_for_everyone()
-        return self._loop(cursor, world)
+        try:
+            return self._loop(cursor, world)
+        finally:
+            self._batches = None  # stops the DataLoader workers of a streamed dataset
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -569,9 +587,11 @@ class Trainer:
             NonFiniteError: a non-finite step beyond ``skip_nonfinite`` in a row.
         """
         cfg, acc = self.config, self.accelerator
+        if self._data_streams and self._batches is None:
+            self._batches = self._stream(cur)  # workers read ahead from here, in the order the loop will take
         idx = self._next_indices(cur)  # [B] int64, the global batch
         shard = idx[acc.process_index::acc.num_processes]  # [B / world], this process's examples
-        x = self._data[shard.to(self._data.device)]  # [B / world, *event_shape]
+        x = self._read(idx, shard)  # [B / world, *event_shape]
         y = None if self._labels is None else self._labels[shard.to(self._labels.device)]  # [B / world]
         loss = self._loss_module(x, generator=self._noise_gen, y=y).mean()  # DDP averages the gradients
         self.optimizer.zero_grad(set_to_none=True)
@@ -605,6 +625,44 @@ class Trainer:
         cur.step += 1
         cur.images_seen += cfg.batch_size
         return loss, lr, norm, halflife, bool(bad)
+
+    @property
+    def _data_streams(self) -> bool:
+        return isinstance(self._data, Examples) and self._data.streams
+
+    def _read(self, idx: Tensor, shard: Tensor) -> Tensor:
+        """This process's examples ``[B / world, *event_shape]`` of the global batch ``idx`` on the device (from
+        memory, or the next batch the DataLoader workers read), mirrored where this step's flips say."""
+        if self._batches is None:
+            x = self._data[shard.to(self._data.device)]
+        else:
+            got, levels = next(self._batches)
+            if not torch.equal(got, shard):  # the workers follow a copy of the same seeded order
+                raise RuntimeError(f"the data workers read examples {got[:4].tolist()}… but this step takes "
+                                   f"{shard[:4].tolist()}…; a bug in the trainer's read-ahead")
+            x = self._data.scale(levels.to(self.accelerator.device, non_blocking=True))
+        if self.hflip:  # drawn for the global batch, so a step flips the same images on any number of processes
+            flip = (torch.rand(len(idx), generator=self._flip_gen) < 0.5)[self.accelerator.process_index::
+                                                                           self.accelerator.num_processes]
+            flip = flip.to(x.device).reshape(-1, *([1] * (x.ndim - 1)))
+            x = torch.where(flip, x.flip(-1), x)
+        return x
+
+    def _stream(self, cur: _Cursor) -> Iterator[tuple[Tensor, Tensor]]:
+        """``(shard, uint8 levels)`` of every coming step, read by ``config.data_workers`` DataLoader workers (None:
+        one per core beyond the first, at most 4, at least 1) from a copy of the data order's state at ``cur``."""
+        from torch.utils.data import DataLoader
+
+        from .threads import available_cores
+
+        acc, cfg = self.accelerator, self.config
+        workers = cfg.data_workers if cfg.data_workers is not None else min(4, max(1, available_cores() - 1))
+        plan = _ReadAhead(cur, self._data_gen.get_state(), len(self._data), cfg.batch_size, acc.process_index,
+                          acc.num_processes)
+        loader = DataLoader(_ByIndex(self._data), batch_sampler=plan, num_workers=workers, collate_fn=_as_is,
+                            prefetch_factor=4 if workers else None, pin_memory=acc.device.type == "cuda",
+                            worker_init_fn=_quiet_worker if workers else None)
+        return iter(loader)
 
     def _nonfinite(self, loss: Tensor, norm: Tensor | None) -> str:
         """What is not finite at this step on any process (every process gets the same answer): ``""``,
@@ -775,6 +833,7 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "data_generator": self._data_gen.get_state(),
+                "flip_generator": self._flip_gen.get_state(),
                 "rng": per_rank,  # [world_size] dicts of ByteTensors
                 "train_config": config_to_dict(self.config),
                 "skipped_steps": self._skipped,
@@ -820,6 +879,8 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self._apply_optimizer_settings(changed)
         self._data_gen.set_state(state["data_generator"])
+        if "flip_generator" in state:  # written since flips exist (issue 18)
+            self._flip_gen.set_state(state["flip_generator"])
         rank = acc.process_index
         if state["world_size"] == acc.num_processes:
             rng = state["rng"][rank]
@@ -869,7 +930,7 @@ class Trainer:
                     group[key] = getattr(cfg, key)
 
 
-_UNRECORDED = ("progress", "num_threads", "history")
+_UNRECORDED = ("progress", "num_threads", "data_workers", "history")
 """TrainConfig fields a resume may change without recording it: how the run is shown and run, not what it does."""
 
 
@@ -942,3 +1003,53 @@ class _InterruptFlag:
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
         self._previous = {}
+
+
+class _ReadAhead:
+    """The DataLoader's batch sampler of a streamed dataset: this process's shard of every coming global batch, from
+    a copy of the data order's state (the loop's own ``_next_indices`` draws the same permutations from the same
+    generator state, so the two agree; the loop checks it)."""
+
+    def __init__(self, cur: _Cursor, generator_state: Tensor, n: int, batch_size: int, rank: int, world: int):
+        self.permutation, self.position = cur.permutation, cur.position
+        self.state, self.n, self.batch_size, self.rank, self.world = generator_state, n, batch_size, rank, world
+
+    def __iter__(self) -> Iterator[Tensor]:
+        g = torch.Generator()
+        g.set_state(self.state)
+        perm, pos, B = self.permutation, self.position, self.batch_size
+        while True:
+            if perm is None or pos + B > self.n:
+                perm, pos = torch.randperm(self.n, generator=g), 0
+            yield perm[pos:pos + B][self.rank::self.world]
+            pos += B
+
+
+class _ByIndex(torch.utils.data.Dataset):
+    """What a DataLoader worker reads: ``(indices, uint8 levels [k, *event_shape])`` of a batch of indices (the
+    levels cross the process boundary, a quarter of float32's bytes; the main process scales them)."""
+
+    def __init__(self, examples: Examples):
+        self.examples = examples
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> Tensor:
+        return self.examples.levels_at(torch.tensor([i]))[0]
+
+    def __getitems__(self, indices: Tensor) -> tuple[Tensor, Tensor]:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return idx, self.examples.levels_at(idx)
+
+
+def _as_is(batch: Any) -> Any:
+    """The DataLoader's collate: a batch is read whole by ``_ByIndex.__getitems__``."""
+    return batch
+
+
+def _quiet_worker(_worker_id: int) -> None:
+    """A data worker ignores Ctrl-C and SIGTERM: the main process finishes its step, checkpoints and stops them
+    (a worker also exits when the main process dies: torch watches it)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)

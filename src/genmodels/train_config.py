@@ -49,6 +49,8 @@ class TrainConfig:
     num_threads: int | None = None  # torch.set_num_threads for this process; None leaves it alone
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"  # accelerate autocast mode
     progress: bool = True  # show a tqdm bar on the main process
+    data_workers: int | None = None  # DataLoader worker processes reading a streamed dataset (folder:DIR?stream=true);
+    #                                  None: one per core beyond the first, at most 4; 0: read in the main process
 
     skip_nonfinite: int = 0  # consecutive steps with a non-finite loss or gradient norm to skip (no optimizer step,
     #                          no EMA update; counted in metrics.jsonl as skipped_steps) before stopping with
@@ -100,6 +102,7 @@ _RULES: dict[str, str] = {
     "num_threads": "an integer ≥ 1, or None (leave torch's)",
     "mixed_precision": "one of 'no', 'fp16', 'bf16'",
     "progress": "true or false",
+    "data_workers": "an integer ≥ 0, or None (one per core beyond the first, at most 4)",
     "skip_nonfinite": "an integer ≥ 0 (0: stop at the first non-finite step)",
     "curve_every_minutes": "a finite number > 0, or None (no learning curve)",
     "history": "a tuple of strings",
@@ -131,6 +134,8 @@ def _valid(name: str, v: object) -> bool:
         return v in ("no", "fp16", "bf16")
     if name == "progress":
         return isinstance(v, bool)
+    if name == "data_workers":
+        return v is None or (_int(v) and v >= 0)
     if name == "history":
         return isinstance(v, tuple) and all(isinstance(h, str) for h in v)
     raise AssertionError(f"no rule for TrainConfig.{name}")

@@ -50,6 +50,7 @@ from genmodels.core import DataSpec
 from genmodels.registry import Registry
 
 if TYPE_CHECKING:
+    from genmodels.data.examples import Examples
     from genmodels.data.sequences import Quantization
 
 __all__ = [
@@ -99,7 +100,9 @@ class Dataset:
     Attributes:
         spec: event shape, ``n_bins`` (``None`` for continuous data) and value range.
         train: ``[N, *event_shape]`` float32; discrete data scaled to ``[−1, 1]``
-            (:func:`scale_discrete`), continuous data as it is.
+            (:func:`scale_discrete`), continuous data as it is. Discrete images are held as their levels and
+            scaled when read (:class:`~genmodels.data.examples.Examples`: a uint8 array in memory, or image
+            files streamed from disk), which index, slice and ``split`` like a float32 tensor (``x[:]`` is one).
         test: ``[M, *event_shape]`` float32, scaled like ``train`` (``M`` may be 0 for a one-example
             dataset).
         train_labels: ``[N]`` int64 class labels ``0..K−1``, or ``None``.
@@ -107,6 +110,8 @@ class Dataset:
         quantization: for series the loader quantized (``npz:FILE?layout=sequence``, ``wav:DIR``),
             how levels map back to the user's values
             (:class:`~genmodels.data.sequences.Quantization`); ``None`` otherwise.
+        hflip: training mirrors each image left-right with probability ½ (``folder:DIR?flip=true``; the trainer
+            draws the flips from its own seeded generator); evaluation never does.
 
     Classes. Labelled data has ``spec.num_classes`` K: when the loader leaves it ``None`` it is filled here with
     ``max label + 1`` over train and test, so every dataset with labels says how many classes it has (a loader
@@ -118,11 +123,12 @@ class Dataset:
     """
 
     spec: DataSpec
-    train: Tensor
-    test: Tensor
+    train: Tensor | Examples
+    test: Tensor | Examples
     train_labels: Tensor | None = None
     test_labels: Tensor | None = None
     quantization: Quantization | None = None
+    hflip: bool = False
 
     def __post_init__(self) -> None:
         name = self.spec.name

@@ -18,6 +18,7 @@ from dataclasses import replace
 import numpy as np
 
 from genmodels.data.base import DATASETS, SPLIT_SEED, DataError, Dataset, DatasetEntry, load_dataset, scale_discrete
+from genmodels.data.examples import as_tensor
 
 __all__ = ["load_binarized"]
 
@@ -43,7 +44,7 @@ def load_binarized(name: str, seed: int = 0) -> Dataset:
     rng = np.random.RandomState(SPLIT_SEED)
     splits = []
     for x in (inner.train, inner.test):
-        p = ((x.numpy().astype(np.float64) + 1.0) / 2.0).clip(0.0, 1.0)
+        p = ((as_tensor(x).numpy().astype(np.float64) + 1.0) / 2.0).clip(0.0, 1.0)
         splits.append(scale_discrete((rng.random_sample(p.shape) < p).astype(np.int64), 2))
     spec = replace(inner.spec, name=f"binary:{inner.spec.name}", n_bins=2)
     return Dataset(spec, splits[0], splits[1], inner.train_labels, inner.test_labels)

@@ -32,8 +32,8 @@ from genmodels.data.base import (
     check_labels,
     check_levels,
     holdout_split,
-    scale_discrete,
 )
+from genmodels.data.examples import LevelExamples
 from genmodels.data.files import load_idx_dir
 
 __all__ = ["load_digits", "load_mnist5k", "load_fashion_mnist", "FASHION_MNIST_DIR",
@@ -61,8 +61,7 @@ def _split_dataset(name: str, levels: np.ndarray, labels: np.ndarray, n_bins: in
     tr, te = holdout_split(levels.shape[0], n_test)
     spec = DataSpec(name=name, event_shape=tuple(levels.shape[1:]), n_bins=n_bins,
                     num_classes=len(DIGIT_CLASSES), class_names=DIGIT_CLASSES)
-    return Dataset(spec, scale_discrete(levels[tr], n_bins), scale_discrete(levels[te], n_bins),
-                   y[tr], y[te])
+    return Dataset(spec, LevelExamples(levels[tr], n_bins), LevelExamples(levels[te], n_bins), y[tr], y[te])
 
 
 def load_digits() -> Dataset:

@@ -23,6 +23,7 @@ import logging
 import re
 import zipfile
 import zlib
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -44,9 +45,9 @@ from genmodels.data.base import (
     given_or_holdout,
     holdout_split,
     parse_options,
-    scale_discrete,
     to_event_layout,
 )
+from genmodels.data.examples import STREAM_BYTES, ImageFiles, LevelExamples
 from genmodels.data.sequences import fit_quantization, sequence_dataset, series_layout
 
 __all__ = ["read_idx", "load_idx_dir", "load_image_folder", "load_npz", "IMAGE_EXTENSIONS", "ALPHA_MODES"]
@@ -178,7 +179,7 @@ def load_idx_dir(directory: str | Path, name: str | None = None, *, require_test
                         f"{files[('test', 'images')].name}); both must have one size")
     train, test, y_train, y_test = given_or_holdout(xs, ys)
     spec = DataSpec(name=name, event_shape=tuple(train.shape[1:]), n_bins=256)
-    return Dataset(spec, scale_discrete(train, 256), scale_discrete(test, 256), y_train, y_test)
+    return Dataset(spec, LevelExamples(train, 256), LevelExamples(test, 256), y_train, y_test)
 
 
 # ----------------------------------------------------------------------------- image folders
@@ -191,11 +192,15 @@ ALPHA_MODES = ("composite", "keep")
 """``folder:DIR?alpha=``: ``composite`` (the default) over ``background``, or ``keep`` alpha as a channel."""
 BACKGROUNDS = {"white": 255, "black": 0}
 """``folder:DIR?background=``: the level transparent pixels are composited over (default white)."""
+STREAM_MODES = ("auto", "true", "false")
+"""``folder:DIR?stream=``: decode images from disk when read (``true``), hold them in memory (``false``), or
+``auto``: stream when they would take more than :data:`~genmodels.data.examples.STREAM_BYTES`."""
 
 
-def _read_image(path: Path) -> tuple[np.ndarray, str | None]:
+def _read_image(path: Path, resize: int | None = None, crop: int | None = None) -> tuple[np.ndarray, str | None]:
     """``[H, W, C]`` uint8 array of one image file (C = 1 grey, 2 grey + alpha, 3 colour, 4 colour + alpha)
-    and the kind of transparency it had (``"RGBA"``, ``"LA"``) or None.
+    and the kind of transparency it had (``"RGBA"``, ``"LA"``) or None; resized and centre-cropped by
+    :func:`_fit` when ``resize``/``crop`` are given.
 
     The rule: 1-bit and ``L`` stay grey; ``LA``/``La`` (and ``L`` with a transparent level) are grey + alpha;
     ``RGBA``/``RGBa``/``PA``, and ``P``/``RGB`` with transparency (converted to RGBA first, as Pillow advises,
@@ -210,12 +215,15 @@ def _read_image(path: Path) -> tuple[np.ndarray, str | None]:
                                 f"8-bit images only: convert it to 8 bits, or save the array with "
                                 f"numpy.savez and load it as npz:FILE")
             if mode in ("1", "L") and not transparent:
-                return np.asarray(img.convert("L"), dtype=np.uint8)[:, :, None], None
-            if mode in ("LA", "La", "L"):  # L with a transparent level (tRNS): grey + alpha
-                return np.asarray(img.convert("LA"), dtype=np.uint8), "LA"
-            if mode in ("RGBA", "RGBa", "PA") or (mode in ("P", "RGB") and transparent):
-                return np.asarray(img.convert("RGBA"), dtype=np.uint8), "RGBA"
-            return np.asarray(img.convert("RGB"), dtype=np.uint8), None
+                im, kind = img.convert("L"), None
+            elif mode in ("LA", "La", "L"):  # L with a transparent level (tRNS): grey + alpha
+                im, kind = img.convert("LA"), "LA"
+            elif mode in ("RGBA", "RGBa", "PA") or (mode in ("P", "RGB") and transparent):
+                im, kind = img.convert("RGBA"), "RGBA"
+            else:
+                im, kind = img.convert("RGB"), None
+            a = np.asarray(_fit(im, resize, crop, path), dtype=np.uint8)
+            return (a[:, :, None] if a.ndim == 2 else a), kind
     except DataError:
         raise
     except Image.DecompressionBombError as e:
@@ -225,14 +233,88 @@ def _read_image(path: Path) -> tuple[np.ndarray, str | None]:
                         f"it is corrupt or not an image: re-save it or remove it from the folder") from None
 
 
+def _fit(im: Image.Image, resize: int | None, crop: int | None, path: Path) -> Image.Image:
+    """``resize``: scale the shorter side to ``resize`` pixels, keeping the aspect ratio (bicubic, antialiased, as
+    torchvision's ``Resize(N)``); ``crop``: then the centre ``crop × crop`` square (``CenterCrop(N)``; the offset
+    rounds down, as Pillow's ``ImageOps.fit`` does at centring 0.5)."""
+    if resize is not None and min(im.size) != resize:
+        w, h = im.size
+        scale = resize / min(w, h)
+        size = (resize, max(1, round(h * scale))) if w <= h else (max(1, round(w * scale)), resize)
+        im = im.resize(size, Image.Resampling.BICUBIC)
+    if crop is not None:
+        w, h = im.size
+        if w < crop or h < crop:
+            raise DataError(f"image {path} is {w}x{h}, smaller than crop={crop}; add resize={crop} to scale it up "
+                            f"first, or lower crop")
+        left, top = (w - crop) // 2, (h - crop) // 2
+        im = im.crop((left, top, left + crop, top + crop))
+    return im
+
+
 def _composite(a: np.ndarray, background: int) -> np.ndarray:
     """``[H, W, C+1]`` colour (or grey) + alpha → ``[H, W, C]`` over a uniform ``background`` level, rounded."""
     c, alpha = a[:, :, :-1].astype(np.int32), a[:, :, -1:].astype(np.int32)
     return ((c * alpha + background * (255 - alpha) + 127) // 255).astype(np.uint8)
 
 
+@dataclass(frozen=True)
+class _FolderReader:
+    """Reads one file of a folder into the folder's one layout: ``uint8 [C, H, W]`` (picklable, for DataLoader
+    workers). ``colour``: grey images become RGB; ``keep_alpha``: alpha is kept as the last channel (opaque for
+    images without it); else transparency is composited over ``background`` (``alpha="composite"``). ``size``:
+    ``(H, W)`` every image must have after ``resize``/``crop``; None skips the check (the caller checks)."""
+
+    alpha: str
+    background: int
+    colour: bool
+    keep_alpha: bool
+    resize: int | None = None
+    crop: int | None = None
+    size: tuple[int, int] | None = None
+    stream: bool = False
+
+    def raw(self, path: Path) -> tuple[np.ndarray, str | None]:
+        """The file as :func:`_read_image` gives it, composited where ``alpha="composite"``."""
+        a, kind = _read_image(path, self.resize, self.crop)
+        if kind is not None and self.alpha == "composite":
+            a = _composite(a, self.background)
+        return a, kind
+
+    def unify(self, a: np.ndarray, path: Path) -> np.ndarray:
+        """``[H, W, C]`` from :meth:`raw` -> the folder's layout ``[C, H, W]``.
+
+        Raises:
+            DataError: (streamed folders, whose layout was fixed from a sample of files) a colour or transparent
+                image in a grey or opaque folder, or an image of another size; the message names the file.
+        """
+        has_alpha = a.shape[2] in (2, 4)
+        if self.stream and ((a.shape[2] in (3, 4) and not self.colour) or (has_alpha and not self.keep_alpha)):
+            raise DataError(f"image {path} is {'colour' if a.shape[2] in (3, 4) else 'transparent'}, but the images "
+                            f"sampled to fix this streamed folder's layout were not; convert the folder to one mode, "
+                            f"or load it with ?stream=false (which reads every image first)")
+        if self.size is not None and a.shape[:2] != self.size:
+            raise DataError(f"image {path} is {a.shape[1]}x{a.shape[0]} but the folder's images are "
+                            f"{self.size[1]}x{self.size[0]} (width x height); add ?resize=N (and crop=N) to bring "
+                            f"every image to one size, or resize them before loading")
+        c, al = (a[:, :, :-1], a[:, :, -1:]) if has_alpha else (a, None)
+        if self.colour and c.shape[2] == 1:  # mixed grayscale and colour: all to RGB (like PIL L -> RGB)
+            c = np.repeat(c, 3, axis=2)
+        if self.keep_alpha:
+            c = np.concatenate([c, al if al is not None else np.full_like(c[:, :, :1], 255)], axis=2)
+        return np.array(c.transpose(2, 0, 1), order="C")  # a writable copy [C, H, W]
+
+    def __call__(self, path: str) -> np.ndarray:
+        return self.unify(self.raw(Path(path))[0], Path(path))
+
+
+STREAM_SAMPLE = 64
+"""How many files (evenly spaced) fix the layout of a streamed folder: channels, alpha and size."""
+
+
 def load_image_folder(directory: str | Path, name: str | None = None, *, alpha: str = "composite",
-                      background: str = "white") -> Dataset:
+                      background: str = "white", resize: int | None = None, crop: int | None = None,
+                      flip: bool = False, stream: str = "auto") -> Dataset:
     """Load every image under a folder as one dataset of 8-bit images.
 
     Files with the extensions in :data:`IMAGE_EXTENSIONS` are found recursively (hidden files,
@@ -245,8 +327,20 @@ def load_image_folder(directory: str | Path, name: str | None = None, *, alpha: 
     colours of transparent pixels never become data, and grey + alpha stays 1 channel. With
     ``alpha="keep"`` alpha is kept as the last channel (grey: 2 channels, colour: 4), and images
     without it get an opaque one. What was done is logged once (one line). Values 0..255 are scaled
-    to ``[−1, 1]`` (``n_bins = 256``), layout ``[N, C, H, W]``. Split: the fixed 90/10 split of
+    to ``[−1, 1]`` (``n_bins = 256``), layout ``[N, C, H, W]``, held as uint8 levels
+    (:class:`~genmodels.data.examples.LevelExamples`). Split: the fixed 90/10 split of
     :func:`~genmodels.data.base.holdout_split` (at least one test image when N ≥ 2).
+
+    Geometry (``folder:DIR?resize=64&crop=64&flip=true``), the same for training and evaluation: ``resize`` scales
+    each image's shorter side to that many pixels (bicubic, aspect kept), ``crop`` then takes the centre square
+    (default: ``resize``'s size, so ``resize=64`` gives 64×64); ``flip`` mirrors training images left-right at
+    random (:attr:`~genmodels.data.base.Dataset.hflip`; never at evaluation).
+
+    Streaming (``stream=true``, or ``auto`` when the decoded images would exceed
+    :data:`~genmodels.data.examples.STREAM_BYTES`): the files are decoded when read
+    (:class:`~genmodels.data.examples.ImageFiles`; the trainer reads them through DataLoader workers), so a folder
+    larger than memory trains. Its layout (channels, alpha, size) is fixed from :data:`STREAM_SAMPLE` evenly spaced
+    files; a later file that does not fit raises :class:`~genmodels.data.base.DataError` naming it.
 
     Labels: a folder whose images all lie in subfolders (``DIR/cat/…``, ``DIR/dog/…``, at any depth below them)
     is labelled by the top-level subfolder each image is in: class k is the k-th subfolder name in sorted order
@@ -258,18 +352,24 @@ def load_image_folder(directory: str | Path, name: str | None = None, *, alpha: 
         name: the name recorded in the spec (default ``"folder:<directory>"``).
         alpha: ``composite`` or ``keep`` (``folder:DIR?alpha=keep``).
         background: ``white`` or ``black``, for ``composite`` (``folder:DIR?background=black``).
+        resize: the shorter side in pixels, or None (as stored). crop: the centre square's side, or None (default:
+            ``resize``). flip: random horizontal flips in training. stream: ``auto``, ``true`` or ``false``.
     Returns:
         a :class:`~genmodels.data.base.Dataset`, with labels when the images lie in class subfolders.
     Raises:
         DataError: missing folder, no image files, an unreadable image (named), 16-bit images,
-            images of different sizes (two are named with their sizes), or images both at the top
-            level and in subfolders (which would leave the top-level ones without a class).
+            images of different sizes (two are named with their sizes; the fix is ``resize``), an image smaller
+            than ``crop``, or images both at the top level and in subfolders (which would leave the top-level ones
+            without a class).
     """
     root = Path(directory)
     name = name or f"folder:{directory}"
-    if alpha not in ALPHA_MODES or background not in BACKGROUNDS:
-        raise DataError(f"dataset {name!r}: alpha must be one of {ALPHA_MODES} and background one of "
-                        f"{tuple(BACKGROUNDS)}, got alpha={alpha!r}, background={background!r}")
+    if alpha not in ALPHA_MODES or background not in BACKGROUNDS or stream not in STREAM_MODES:
+        raise DataError(f"dataset {name!r}: alpha must be one of {ALPHA_MODES}, background one of "
+                        f"{tuple(BACKGROUNDS)} and stream one of {STREAM_MODES}, got alpha={alpha!r}, "
+                        f"background={background!r}, stream={stream!r}")
+    if crop is None:
+        crop = resize
     if not root.is_dir():
         what = "is a file, not a folder" if root.exists() else "does not exist"
         raise DataError(f"dataset {name!r}: {root} {what}; give a folder of image files "
@@ -280,53 +380,76 @@ def load_image_folder(directory: str | Path, name: str | None = None, *, alpha: 
         raise DataError(f"dataset {name!r}: folder {root} holds no image files "
                         f"({', '.join(IMAGE_EXTENSIONS)}, searched recursively); put images in it")
     classes, y = _folder_classes(root, paths, name)
+    probe = _FolderReader(alpha, BACKGROUNDS[background], False, False, resize, crop)
+    picks = np.unique(np.linspace(0, len(paths) - 1, STREAM_SAMPLE).astype(int))
+    images, transparent = _scan(probe, paths if stream == "false" else [paths[i] for i in picks], name)
+    channels = (3 if any(a.shape[2] in (3, 4) for a in images) else 1) + (alpha == "keep" and bool(transparent))
+    h, w = images[0].shape[:2]
+    streamed = stream == "true" or (stream == "auto" and len(paths) * channels * h * w > STREAM_BYTES)
+    if not streamed and len(images) < len(paths):  # held in memory: read them all, and the layout from all
+        images, transparent = _scan(probe, paths, name)
+    colour = any(a.shape[2] in (3, 4) for a in images)
+    keep_alpha = alpha == "keep" and bool(transparent)
+    channels = (3 if colour else 1) + keep_alpha
+    reader = replace(probe, colour=colour, keep_alpha=keep_alpha, size=(h, w), stream=streamed)
+    tr, te = holdout_split(len(paths))
+    labels = None if y is None else torch.from_numpy(y)
+    if classes is None:
+        spec = DataSpec(name=name, event_shape=(channels, h, w), n_bins=256)
+    else:
+        shown = ", ".join(classes[:6]) + (", …" if len(classes) > 6 else "")
+        logger.info("%s: %d images in %d classes, labelled by their subfolders (%s)", name, len(paths),
+                    len(classes), shown)
+        spec = DataSpec(name=name, event_shape=(channels, h, w), n_bins=256, num_classes=len(classes),
+                        class_names=classes)
+    if streamed:
+        logger.info("%s: streaming %d images of %s from disk (decoded when read; layout from %d sampled files)",
+                    name, len(paths), "x".join(map(str, spec.event_shape)), len(images))
+        files = ImageFiles([str(p) for p in paths], spec.event_shape, reader)
+        train, test = files.subset(tr), files.subset(te)
+    else:
+        x = np.stack([reader.unify(a, p) for a, p in zip(images, paths, strict=True)])  # [N, C, H, W] uint8
+        _log_transparency(name, transparent, alpha, background, len(images), channels)
+        train, test = LevelExamples(x[tr], 256), LevelExamples(x[te], 256)
+    return Dataset(spec, train, test, None if labels is None else labels[tr], None if labels is None else labels[te],
+                   hflip=flip)
+
+
+def _scan(probe: _FolderReader, paths: list[Path], name: str) -> tuple[list[np.ndarray], dict[str, int]]:
+    """Read ``paths`` (``probe.raw``): the arrays and how many of each kind of transparency they had.
+
+    Raises:
+        DataError: two images of different sizes (named, with the fix), or a file that cannot be read.
+    """
     images: list[np.ndarray] = []
     transparent: dict[str, int] = {}
     for p in paths:
-        a, kind = _read_image(p)
+        a, kind = probe.raw(p)
         if images and a.shape[:2] != images[0].shape[:2]:
             (h0, w0), (h1, w1) = images[0].shape[:2], a.shape[:2]
             raise DataError(f"dataset {name!r}: images differ in size: {paths[0]} is {w0}x{h0} but {p} "
-                            f"is {w1}x{h1} (width x height); resize or crop them all to one size "
-                            f"(e.g. PIL.ImageOps.fit) before loading")
+                            f"is {w1}x{h1} (width x height); add ?resize=N (shorter side to N, then the centre "
+                            f"N x N) to bring them to one size, or resize them before loading")
         if kind is not None:
             transparent[kind] = transparent.get(kind, 0) + 1
-            if alpha == "composite":
-                a = _composite(a, BACKGROUNDS[background])
         images.append(a)
-    keep_alpha = alpha == "keep" and bool(transparent)
-    colour = any(a.shape[2] in (3, 4) for a in images)
-    unified = []
-    for a in images:
-        has_alpha = a.shape[2] in (2, 4)
-        c, al = (a[:, :, :-1], a[:, :, -1:]) if has_alpha else (a, None)
-        if colour and c.shape[2] == 1:  # mixed grayscale and colour: all to RGB (like PIL L -> RGB)
-            c = np.repeat(c, 3, axis=2)
-        if keep_alpha:
-            c = np.concatenate([c, al if al is not None else np.full_like(c[:, :, :1], 255)], axis=2)
-        unified.append(c)
-    x = np.stack(unified).transpose(0, 3, 1, 2)  # [N, C, H, W]
-    if transparent:
-        kinds = " and ".join(f"{n} {k}" for k, n in sorted(transparent.items()))
-        if alpha == "composite":
-            logger.info("%s: composited %s images over %s; pass ?alpha=keep to model transparency",
-                        name, kinds, background)
-        else:
-            opaque = len(images) - sum(transparent.values())
-            logger.info("%s: kept the alpha channel of %s images as channel %d of %d%s; pass ?alpha=composite to "
-                        "composite over white instead", name, kinds, x.shape[1], x.shape[1],
-                        f" (opaque for the other {opaque})" if opaque else "")
-    tr, te = holdout_split(x.shape[0])
-    if classes is None:
-        spec = DataSpec(name=name, event_shape=tuple(x.shape[1:]), n_bins=256)
-        return Dataset(spec, scale_discrete(x[tr], 256), scale_discrete(x[te], 256))
-    shown = ", ".join(classes[:6]) + (", …" if len(classes) > 6 else "")
-    logger.info("%s: %d images in %d classes, labelled by their subfolders (%s)", name, len(paths), len(classes),
-                shown)
-    spec = DataSpec(name=name, event_shape=tuple(x.shape[1:]), n_bins=256, num_classes=len(classes),
-                    class_names=classes)
-    labels = torch.from_numpy(y)
-    return Dataset(spec, scale_discrete(x[tr], 256), scale_discrete(x[te], 256), labels[tr], labels[te])
+    return images, transparent
+
+
+def _log_transparency(name: str, transparent: dict[str, int], alpha: str, background: str, n: int,
+                      channels: int) -> None:
+    """One line saying what was done with the transparency of a folder's images, if any had it."""
+    if not transparent:
+        return
+    kinds = " and ".join(f"{k} {kind}" for kind, k in sorted(transparent.items()))
+    if alpha == "composite":
+        logger.info("%s: composited %s images over %s; pass ?alpha=keep to model transparency", name, kinds,
+                    background)
+    else:
+        opaque = n - sum(transparent.values())
+        logger.info("%s: kept the alpha channel of %s images as channel %d of %d%s; pass ?alpha=composite to "
+                    "composite over white instead", name, kinds, channels, channels,
+                    f" (opaque for the other {opaque})" if opaque else "")
 
 
 def _folder_classes(root: Path, paths: list[Path], name: str) -> tuple[tuple[str, ...] | None, np.ndarray | None]:
@@ -485,7 +608,7 @@ def load_npz(file: str | Path, name: str | None = None, *, layout: str = "auto",
         train, test, y_train, y_test = given_or_holdout({k: x}, ys)
     if d_train:
         spec = DataSpec(name=name, event_shape=tuple(train.shape[1:]), n_bins=256)
-        return Dataset(spec, scale_discrete(train, 256), scale_discrete(test, 256), y_train, y_test)
+        return Dataset(spec, LevelExamples(train, 256), LevelExamples(test, 256), y_train, y_test)
     spec = DataSpec(name=name, event_shape=tuple(train.shape[1:]), n_bins=None,
                     value_range=continuous_range(train, test))
     return Dataset(spec, torch.from_numpy(np.ascontiguousarray(train)),
@@ -516,6 +639,11 @@ FOLDER_OPTIONS = (
     DataOption("alpha", "composite", ALPHA_MODES,
                "composite, the default: transparent pixels over the background; keep: alpha as an extra channel"),
     DataOption("background", "white", tuple(BACKGROUNDS), "default white"),
+    DataOption("resize", "none", help="the shorter side to N pixels (bicubic), then the centre N x N"),
+    DataOption("crop", "none", help="the centre N x N square (default: resize's N)"),
+    DataOption("flip", "false", ("false", "true"), "true: random horizontal flips in training (never in evaluation)"),
+    DataOption("stream", "auto", STREAM_MODES, "true: decode images from disk as they are read (folders larger than "
+               "memory); auto: when the decoded images would exceed 2 GiB"),
 )
 NPZ_OPTIONS = (
     DataOption("layout", "auto", ("auto", "sequence"),
@@ -530,7 +658,9 @@ def _load_folder_entry(arg: str, seed: int) -> Dataset:
     path, opts = parse_options("folder:", arg)
     if not path:
         raise DataError(f"dataset 'folder:{arg}' names no path; write it as 'folder:DIR'")
-    return load_image_folder(path, f"folder:{arg}", alpha=opts["alpha"], background=opts["background"])
+    size = {k: None if opts[k] == "none" else int(opts[k]) for k in ("resize", "crop")}
+    return load_image_folder(path, f"folder:{arg}", alpha=opts["alpha"], background=opts["background"], **size,
+                             flip=opts["flip"] == "true", stream=opts["stream"])
 
 
 def _load_npz_entry(arg: str, seed: int) -> Dataset:

@@ -95,7 +95,7 @@ def _check_pair(x: Tensor, y: Tensor, names: tuple[str, str], min_rows: int = 2)
 def _subsample(x: Tensor, n: int, generator: torch.Generator) -> Tensor:
     """``n`` rows of ``x`` drawn without replacement (all of ``x``, in order, when ``n ≥ len(x)``)."""
     if n >= len(x):
-        return x
+        return x[:]  # a tensor (a split held as levels is read here)
     return x[torch.randperm(len(x), generator=generator)[:n]]
 
 
