@@ -403,13 +403,17 @@ def evaluate(
 @app.command()
 @_friendly
 def pictures(run: Path = typer.Argument(..., help="Run folder."), seed: int = typer.Option(0),
+             sampler: str | None = typer.Option(None, help="The sampler of pictures that sample [default: the "
+                                                            "family's fast one, e.g. dpm++ for diffusion]."),
+             steps: int | None = typer.Option(None, help="Its steps [default: 20].", callback=_POSITIVE),
+             precision: str = typer.Option("auto", help=PRECISION_HELP),
              threads: int | None = typer.Option(None, help=THREADS_HELP)) -> None:
     """Write a run's pictures to RUN/figures: the family's own (e.g. a diffusion model's forward strip, reverse
     trajectory and schedule plot; a latent-variable model's reconstructions, interpolations and latent spaces; a score
     model's Langevin chains and score fields; a flow's density map), or a sample grid, and the loss curve."""
     from .jobs import write_pictures
 
-    _echo(write_pictures(run, seed), indent=None)
+    _echo(write_pictures(run, seed, sampler, steps, precision), indent=None)
 
 
 @app.command("config")

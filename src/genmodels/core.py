@@ -513,9 +513,12 @@ class GenerativeModel(nn.Module):
         units), given the evaluated examples ``x`` and the :class:`~genmodels.metrics.likelihood.NLLReport`."""
         return {}
 
-    def figures(self, data: Dataset, out: Path, generator: torch.Generator | None = None) -> list[Path]:
+    def figures(self, data: Dataset, out: Path, generator: torch.Generator | None = None, *,
+                sampler: str | None = None, steps: int | None = None) -> list[Path]:
         """The pictures that explain this model, written under the folder ``out``; returns their paths (the family's
-        ``figures.py``). Default: none, and ``genmodels pictures`` writes a sample grid and the loss curve alone."""
+        ``figures.py``). ``sampler``/``steps``: how a family whose pictures run a sampler runs it (None: a few-step
+        default, :attr:`fast_sampler` where the family has one); families whose pictures draw nothing ignore them.
+        Default: none, and ``genmodels pictures`` writes a sample grid and the loss curve alone."""
         return []
 
     @property

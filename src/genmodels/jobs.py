@@ -716,19 +716,34 @@ def run_inpaint(run: Path, images: str, mask: str, method: str | None, seed: int
 # ---------------------------------------------------------------------------------------------- pictures
 
 
-def write_pictures(run: Path, seed: int = 0) -> list[str]:
+def write_pictures(run: Path, seed: int = 0, sampler: str | None = None, steps: int | None = None,
+                   precision: str = "auto") -> list[str]:
     """A run's pictures in RUN/figures: the family's own (``model.figures``: e.g. for diffusion the forward strip,
-    the reverse trajectory and the schedule plot), a sample grid where the family has none, and the loss curve."""
+    the reverse trajectory and the schedule plot), a sample grid where the family has none, and the loss curve.
+    ``sampler``/``steps``: how pictures that sample do it (None: the family's few-step default); ``precision``: the
+    network's (:mod:`genmodels.precision`).
+
+    Raises:
+        KeyError: a sampler the family does not have. ValueError: ``steps`` for a sampler without a step count.
+    """
     from .viz import save_loss_curve, save_samples
 
     model, run_config = _load(run, raw=False)
+    if sampler is not None:
+        model.check_sampler(sampler, {})
+    if steps is not None and model.default_steps(sampler or model.fast_sampler or model.samplers[0]) is None:
+        raise ValueError(f"--steps does not apply to the pictures of a {type(model).__name__} "
+                         f"({sampler or model.samplers[0]!r} has no step count)")
     data: Dataset = run_config.load_data()  # the run's own data, checked against its fingerprint
     figs = run / "figures"
     g = _generator(seed)
-    written = list(model.figures(data, figs, g))
-    if not written:
-        with torch.no_grad():
-            written = save_samples(model.draw(64, g, **model.preview()).x0, model.spec, figs / "samples.png")
+    precision = resolve_precision(precision, model.device)
+    no_records = torch.no_grad if model.samples_need_grad else torch.inference_mode
+    with no_records(), autocast(precision, model.device):
+        written = list(model.figures(data, figs, g, sampler=sampler, steps=steps))
+        if not written:
+            preview = model.preview() if sampler is None else {"sampler": sampler, "steps": steps}
+            written = save_samples(model.draw(64, g, **preview).x0.float(), model.spec, figs / "samples.png")
     if (run / "metrics.jsonl").is_file():
         written.append(save_loss_curve(run / "metrics.jsonl", figs / "loss.png"))
     return [str(p) for p in written]
@@ -745,7 +760,7 @@ def run_demo(out: Path, data: str | None, minutes: float, steps: int, threads: i
     res = run_train(DEMO_MODEL, "" if resume else data or DEMO_DATA, out, resume,
                     dict(steps=steps, time_limit_minutes=minutes, batch_size=64, lr=1e-3, warmup_steps=200,
                          ema_halflife_kimg=20.0, checkpoint_every=1000, log_every=100, progress=progress,
-                         num_threads=threads))
+                         num_threads=threads, mixed_precision=train_precision(None, resume)))
     grid = run_sample(out, 64, None, None, 0, out / "samples.png", False, progress)
     figs = write_pictures(out)
     ev = run_evaluate(out, "test", None, EvalOptions(), 100, 0, False, progress)

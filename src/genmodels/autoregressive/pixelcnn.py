@@ -149,7 +149,7 @@ class PixelCNN(GenerativeModel):
         no guidance)."""
         return self.spec.dim
 
-    def figures(self, data, out, generator=None):
+    def figures(self, data, out, generator=None, *, sampler=None, steps=None):
         """Samples at temperatures 1 and 0.7 (images), or waveforms and WAV files (audio sequences)
         (:func:`genmodels.autoregressive.figures.write_figures`)."""
         from .figures import write_figures

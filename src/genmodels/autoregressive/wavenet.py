@@ -127,7 +127,7 @@ class WaveNet(GenerativeModel):
         """Network evaluations per sample: one (incremental) pass per position, L (WaveNet has no guidance)."""
         return self.spec.event_shape[-1]
 
-    def figures(self, data, out, generator=None):
+    def figures(self, data, out, generator=None, *, sampler=None, steps=None):
         """Samples at temperatures 1 and 0.7 (images), or waveforms and WAV files (audio sequences)
         (:func:`genmodels.autoregressive.figures.write_figures`)."""
         from .figures import write_figures

@@ -197,9 +197,11 @@ class DiffusionModel(GenerativeModel):
         """``exact`` (all T terms) or ``t_samples`` stratified terms per example."""
         return {"exact": True} if options.exact else {"t_samples": options.t_samples}
 
-    def figures(self, data: Dataset, out: Path, generator: torch.Generator | None = None) -> list[Path]:
+    def figures(self, data: Dataset, out: Path, generator: torch.Generator | None = None, *,
+                sampler: str | None = None, steps: int | None = None) -> list[Path]:
         """Forward-process strip, reverse trajectory (PNG and GIF) and the schedule plot
-        (:func:`genmodels.diffusion.figures.write_figures`)."""
+        (:func:`genmodels.diffusion.figures.write_figures`); the trajectory is ``sampler`` (default
+        :attr:`fast_sampler`, DPM-Solver++) at ``steps`` (default :data:`~genmodels.diffusion.figures.FEW_STEPS`)."""
         from .figures import write_figures
 
-        return write_figures(self, data, out, generator)
+        return write_figures(self, data, out, generator, sampler=sampler, steps=steps)

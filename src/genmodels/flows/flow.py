@@ -535,7 +535,7 @@ class Flow(GenerativeModel):
 
 # ============================================================================ the three families
 
-    def figures(self, data, out, generator=None):
+    def figures(self, data, out, generator=None, *, sampler=None, steps=None):
         """Samples at temperatures 1 and 0.7 (images), or the learned density map and samples (2-D data)
         (:func:`genmodels.flows.figures.write_figures`)."""
         from .figures import write_figures

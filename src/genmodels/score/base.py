@@ -56,7 +56,7 @@ class ScoreModel(GenerativeModel):
         NFE and trajectory."""
         return self.draw(n, generator, **kw).x0
 
-    def figures(self, data, out, generator=None):
+    def figures(self, data, out, generator=None, *, sampler=None, steps=None):
         """Samples, Langevin chains over time and, on 2-D data, the learned score field beside the data's
         (:func:`genmodels.score.figures.write_figures`)."""
         from .figures import write_figures

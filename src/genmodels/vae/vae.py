@@ -349,7 +349,8 @@ class LatentVariableModel(GenerativeModel):
                 "elbo_nats": report.nats - report.terms_nats.get("iwae_gap", 0.0),
                 "active_units": self.active_units(x.to(self.device)), "latent_dims": list(self.latent_dims)}
 
-    def figures(self, data: Dataset, out: Path, generator: torch.Generator | None = None) -> list[Path]:
+    def figures(self, data: Dataset, out: Path, generator: torch.Generator | None = None, *,
+                sampler: str | None = None, steps: int | None = None) -> list[Path]:
         """Samples, reconstructions, latent interpolations and the 2-D latent spaces by label
         (:func:`genmodels.vae.figures.write_figures`)."""
         from .figures import write_figures
