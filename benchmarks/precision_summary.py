@@ -36,7 +36,7 @@ def main(out: Path) -> None:
         (e32, n32), (e16, n16), (e16b, n16b) = _eval(fp32, "fp32"), _eval(bf16, "fp32"), _eval(bf16, "bf16")
         dim = e32["nats"] / e32["bpd"] / math.log(2)  # nats = bpd · D · ln 2
 
-        def diff(a: np.ndarray, b: np.ndarray) -> str:
+        def diff(a: np.ndarray, b: np.ndarray, dim: float = dim) -> str:
             d = (a - b) / (dim * math.log(2))
             return f"{d.mean():+.4f} ± {d.std(ddof=1) / math.sqrt(len(d)):.4f}"
 

@@ -116,8 +116,8 @@ def test_digits_split_matches_sklearn_disjoint_and_deterministic(digits):
     tr, te = holdout_split(1797, 300)
     assert not set(tr) & set(te)
     images = raw.images.reshape(-1, 1, 8, 8)
-    torch.testing.assert_close(digits.train, expected(images[tr], 17), rtol=0, atol=1e-6)
-    torch.testing.assert_close(digits.test, expected(images[te], 17), rtol=0, atol=1e-6)
+    torch.testing.assert_close(digits.train[:], expected(images[tr], 17), rtol=0, atol=1e-6)
+    torch.testing.assert_close(digits.test[:], expected(images[te], 17), rtol=0, atol=1e-6)
     assert digits.test_labels.tolist() == raw.target[te].tolist()
     again = load_dataset("DIGITS")
     assert torch.equal(again.train, digits.train) and torch.equal(again.test_labels, digits.test_labels)
@@ -130,7 +130,7 @@ def test_mnist5k_spec_shapes_split_and_range(mnist5k):
     assert set(mnist5k.test_labels.tolist()) == set(range(10))
     assert mnist5k.train.min().item() == -1.0 and mnist5k.train.max().item() == 1.0
     k = unscale_discrete(mnist5k.test, 256)
-    torch.testing.assert_close(mnist5k.test, expected(k.numpy()), rtol=0, atol=1e-6)
+    torch.testing.assert_close(mnist5k.test[:], expected(k.numpy()), rtol=0, atol=1e-6)
     # mostly-black digits: the background (level 0) dominates
     assert (mnist5k.train == -1.0).float().mean().item() > 0.6
 
@@ -176,8 +176,8 @@ def test_idx_round_trip_with_official_split(tmp_path, gz):
     write_idx(tmp_path / f"t10k-labels-idx1-ubyte{ext}", np.array([7, 8, 9]), gz=gz)
     ds = load_dataset(f"idx:{tmp_path}")
     assert ds.spec == DataSpec(f"idx:{tmp_path}", (1, 5, 4), 256, (-1.0, 1.0))
-    torch.testing.assert_close(ds.train, expected(train[:, None]), rtol=0, atol=1e-6)
-    torch.testing.assert_close(ds.test, expected(test[:, None]), rtol=0, atol=1e-6)
+    torch.testing.assert_close(ds.train[:], expected(train[:, None]), rtol=0, atol=1e-6)
+    torch.testing.assert_close(ds.test[:], expected(test[:, None]), rtol=0, atol=1e-6)
     assert ds.test_labels.tolist() == [7, 8, 9] and ds.train_labels.dtype == torch.int64
     assert np.array_equal(read_idx(tmp_path / f"t10k-images-idx3-ubyte{ext}"), test)
 
@@ -188,7 +188,7 @@ def test_idx_single_file_gets_90_10_split(tmp_path):
     ds = load_dataset(f"idx:{tmp_path}")
     assert (ds.n_train, ds.n_test) == (18, 2) and ds.train_labels is None
     _tr, te = holdout_split(20)
-    torch.testing.assert_close(ds.test, expected(x[te][:, None]), rtol=0, atol=1e-6)
+    torch.testing.assert_close(ds.test[:], expected(x[te][:, None]), rtol=0, atol=1e-6)
 
 
 def test_idx_bad_magic_names_the_file(tmp_path):
@@ -230,7 +230,7 @@ def test_folder_grayscale_keeps_one_channel_and_exact_values(tmp_path):
     assert ds.spec == DataSpec(f"folder:{tmp_path}", (1, 6, 5), 256, (-1.0, 1.0))
     assert (ds.n_train, ds.n_test) == (9, 1)
     _tr, te = holdout_split(10)
-    torch.testing.assert_close(ds.test, expected(np.stack(arrays)[te][:, None]), rtol=0, atol=1e-6)
+    torch.testing.assert_close(ds.test[:], expected(np.stack(arrays)[te][:, None]), rtol=0, atol=1e-6)
 
 
 def test_folder_rgb_and_mixed_become_three_channels(tmp_path):
@@ -240,7 +240,7 @@ def test_folder_rgb_and_mixed_become_three_channels(tmp_path):
     assert ds.spec.event_shape == (3, 4, 7) and (ds.n_train, ds.n_test) == (2, 1)
     all_x = torch.cat([ds.train, ds.test])
     tr, _te = holdout_split(3)
-    torch.testing.assert_close(ds.train, expected(np.stack(rgb)[tr].transpose(0, 3, 1, 2)), rtol=0, atol=1e-6)
+    torch.testing.assert_close(ds.train[:], expected(np.stack(rgb)[tr].transpose(0, 3, 1, 2)), rtol=0, atol=1e-6)
     assert all_x.shape[1] == 3
     gray = levels((4, 7), 9)
     Image.fromarray(gray).save(tmp_path / "rgb" / "zz_gray.png")
@@ -290,7 +290,7 @@ def test_npz_uint8_round_trip_each_rank(tmp_path, shape, event):
     tr, te = holdout_split(30)
     chw = x.transpose(0, 3, 1, 2) if shape[-1] in (1, 3) and len(shape) == 4 and shape[1] != 3 else x
     chw = chw[:, None] if len(shape) == 3 else chw
-    torch.testing.assert_close(ds.train, expected(chw[tr]), rtol=0, atol=1e-6)
+    torch.testing.assert_close(ds.train[:], expected(chw[tr]), rtol=0, atol=1e-6)
     assert ds.test_labels.tolist() == (np.arange(30) % 4)[te].tolist()
 
 
@@ -303,7 +303,7 @@ def test_npz_float_is_continuous_with_train_test_keys(tmp_path):
     assert ds.spec.n_bins is None and ds.spec.event_shape == (3,)
     both = np.concatenate([train, test])
     assert ds.spec.value_range == pytest.approx((both.min(), both.max()), rel=1e-6)
-    torch.testing.assert_close(ds.train, torch.from_numpy(train).float())
+    torch.testing.assert_close(ds.train[:], torch.from_numpy(train).float())
     assert ds.train_labels is None and ds.test_labels.tolist() == list(range(10))
 
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train import BASE, make_trainer, metrics
 
 from genmodels import precision as P
 from genmodels import threads as T
 from genmodels.sampling import draw_in_batches
+from test_train import BASE, make_trainer, metrics
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -74,7 +74,7 @@ def test_bf16_training_runs_the_network_in_bf16_then_fp32_in_the_same_process(tm
 
 
 def test_fp16_training_on_a_cpu_is_refused_with_the_fix(tmp_path):
-    with pytest.raises(ValueError, match="fp16 needs a GPU.*bf16 or fp32"):
+    with pytest.raises(ValueError, match=r"fp16 needs a GPU.*bf16 or fp32"):
         make_trainer(tmp_path, replace(BASE, mixed_precision="fp16"))
 
 

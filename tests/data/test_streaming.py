@@ -135,11 +135,10 @@ def test_streamed_training_equals_in_memory_and_resumes_exactly_with_flips(tmp_p
 
 
 def test_flips_mirror_about_half_the_images_and_nothing_else(tmp_path):
-    from test_train import BASE
-
     from genmodels.checkpoint import RunConfig
     from genmodels.core import DataSpec
     from genmodels.train import Trainer
+    from test_train import BASE
 
     spec = DataSpec(name="img", event_shape=(1, 2, 3), n_bins=256)
     x = torch.arange(6.0).reshape(1, 1, 2, 3).repeat(64, 1, 1, 1) / 5 - 0.5

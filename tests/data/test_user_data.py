@@ -289,8 +289,9 @@ def test_garbage_npz_says_it_is_not_an_npz(tmp_path):
 def test_resolve_source_and_fingerprint(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     rgba_images(tmp_path / "faces")
-    assert resolve_source("folder:faces") == f"folder:{tmp_path / 'faces'}?alpha=composite&background=white"
-    assert resolve_source("folder:faces?alpha=keep") == f"folder:{tmp_path / 'faces'}?alpha=keep&background=white"
+    rest = "&resize=none&crop=none&flip=false&stream=auto"  # every option written out
+    assert resolve_source("folder:faces") == f"folder:{tmp_path / 'faces'}?alpha=composite&background=white{rest}"
+    assert resolve_source("folder:faces?alpha=keep") == f"folder:{tmp_path / 'faces'}?alpha=keep&background=white{rest}"
     assert resolve_source("binary:idx:d") == f"binary:idx:{tmp_path / 'd'}"
     assert resolve_source("digits") == "digits" and resolve_source("moons") == "moons"
     a = DataFingerprint.of(load_dataset("folder:faces"))

@@ -11,8 +11,10 @@ the uint8 levels, so the loaders keep the levels and scale each batch when it is
 
 Both behave like a read-only ``[N, *event_shape]`` float32 tensor for what the library does with a split: ``len``,
 ``shape``, indexing by an int, a slice, a list or an index tensor (returning a float32 tensor), and ``split(size)``.
-``x[:]`` reads all of it into one tensor. Reading gives exactly the values :func:`scale_discrete` gives (the same
-float32 operations), so a run's numbers do not depend on how its data is held.
+``x[:]`` (or ``float()``, ``double()``, ``numpy()``) reads all of it into one tensor; any other tensor operation
+(``torch.cat``, ``x.min()``, ``x > 0``) reads it whole first. Reading gives exactly the values
+:func:`scale_discrete` gives (the same float32 operations), so a run's numbers do not depend on how its data is
+held.
 """
 
 from __future__ import annotations
@@ -121,11 +123,55 @@ class Examples:
         """Consecutive float32 batches of at most ``size`` examples (like ``Tensor.split``, read one at a time)."""
         return (self[i:i + size] for i in range(0, len(self), size))
 
+    def float(self) -> Tensor:
+        """All of it as one float32 tensor (``x[:]``)."""
+        return self[:]
+
+    def double(self) -> Tensor:
+        """All of it as one float64 tensor."""
+        return self[:].double()
+
+    def numpy(self) -> np.ndarray:
+        """All of it as one float32 array."""
+        return self[:].numpy()
+
     def __iter__(self) -> Iterator[Tensor]:
         return (self[i] for i in range(len(self)))
 
+    # -- anything else a tensor does: on the whole split, read into one tensor ------------------
+    @classmethod
+    def __torch_function__(cls, func: Callable, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        """``torch.equal(x, y)``, ``torch.cat([x, y])``, ``torch.where(x > 0, …)``: examples are read whole first."""
+        def read(a: Any) -> Any:
+            if isinstance(a, Examples):
+                return a[:]
+            if isinstance(a, (list, tuple)):
+                return type(a)(read(b) for b in a)
+            return a
+        return func(*read(args), **{k: read(v) for k, v in (kwargs or {}).items()})
+
+    def __getattr__(self, name: str) -> Any:
+        """A tensor method not defined here (``x.min()``, ``x.flip(-1)``, ``x.mean()``) on ``x[:]``."""
+        if name.startswith("_") or not hasattr(Tensor, name):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return getattr(self[:], name)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({list(self.shape)}, n_bins={self.n_bins})"
+
+
+def _whole(op: str) -> Callable:
+    def method(self: Examples, *args: Any) -> Any:
+        return getattr(self[:], op)(*args)
+    method.__name__ = op
+    method.__doc__ = f"``Tensor.{op}`` of ``x[:]``."
+    return method
+
+
+for _op in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__", "__rtruediv__",
+            "__pow__", "__neg__", "__abs__", "__gt__", "__ge__", "__lt__", "__le__", "__eq__", "__ne__"):
+    setattr(Examples, _op, _whole(_op))
+Examples.__hash__ = object.__hash__  # identity, as before __eq__ became element-wise
 
 
 class LevelExamples(Examples):
