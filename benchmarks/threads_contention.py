@@ -1,0 +1,138 @@
+#!/usr/bin/env python
+"""Training throughput with and without a competing busy process: our thread defaults against one thread and
+against torch's own defaults (issue 18).
+
+Configurations (each a fresh process: OpenMP reads its wait policy once, when torch loads):
+
+- ``one``: 1 thread (``--threads 1``), the policy our command line sets (``OMP_WAIT_POLICY=PASSIVE``);
+- ``before``: what ``genmodels train`` did before issue 18: torch's default thread count, no wait policy set
+  (libgomp's default: spin for a while at each barrier, then sleep);
+- ``ours``: what it does now: :func:`genmodels.threads.available_cores` threads, ``OMP_WAIT_POLICY=PASSIVE`` (set by
+  importing :mod:`genmodels.cli` before torch).
+
+Each is measured idle and while this script keeps one core busy with a spinning process it starts and stops itself
+(``python -c "while True: pass"``). The step is the Fashion-MNIST DDPM's (batch 64, the CLI's default config):
+``model.loss(x).mean()`` + backward + AdamW. Rounds alternate the configurations; per configuration we report the
+median images/s over rounds, and the ratios the issue asks for, measured in the same run:
+
+- contended ``ours`` / contended ``one`` (≥ 0.8);
+- idle ``ours`` / idle ``before`` (within 5%).
+
+Usage::
+
+    python benchmarks/threads_contention.py                # 3 rounds × 6 measurements × 12 steps
+    python benchmarks/threads_contention.py --rounds 1 --steps 3   # smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_OUT = HERE / "results" / "threads_contention.json"
+CONFIGS = ("one", "before", "ours")
+
+
+def worker(config: str, steps: int, warmup: int) -> None:
+    """One measurement (in its own process): prints a JSON line with images/s and the threads used."""
+    if config == "before":
+        import torch
+
+        threads = None
+    else:
+        import genmodels.cli  # noqa: F401  (sets OMP_WAIT_POLICY=PASSIVE unless set, before torch loads)
+        from genmodels.threads import available_cores
+
+        threads = 1 if config == "one" else available_cores()
+    import torch
+
+    from genmodels.data import load_dataset
+    from genmodels.families import MODELS
+    from genmodels.jobs import model_config
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    ds = load_dataset("fashion-mnist")
+    torch.manual_seed(0)
+    model = MODELS.get("ddpm").build(model_config("ddpm", ds.spec), ds.spec)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-4)
+    g = torch.Generator().manual_seed(0)
+    x = ds.train[:64]
+    for i in range(warmup + steps):
+        if i == warmup:
+            t0 = time.perf_counter()
+        loss = model.loss(x, g).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    dt = time.perf_counter() - t0
+    print(json.dumps({"config": config, "threads": torch.get_num_threads(),
+                      "policy": os.environ.get("OMP_WAIT_POLICY"), "images_per_sec": steps * 64 / dt}))
+
+
+def _measure(config: str, steps: int, warmup: int) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    out = subprocess.run([sys.executable, __file__, "--worker", config, "--steps", str(steps), "--warmup",
+                          str(warmup)], env=env, capture_output=True, text=True, timeout=1200)
+    if out.returncode:
+        raise RuntimeError(out.stderr[-2000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--worker", choices=CONFIGS)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = ap.parse_args()
+    if args.worker:
+        worker(args.worker, args.steps, args.warmup)
+        return
+    sys.path.insert(0, str(HERE))
+    import _machine
+
+    results: dict[str, list[float]] = {}
+    threads: dict[str, int] = {}
+    for r in range(args.rounds):
+        for contended in (False, True):
+            busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if contended else None
+            try:
+                time.sleep(0.5 if busy else 0)
+                for config in CONFIGS if r % 2 == 0 else CONFIGS[::-1]:
+                    m = _measure(config, args.steps, args.warmup)
+                    key = f"{config}{' busy' if contended else ''}"
+                    results.setdefault(key, []).append(m["images_per_sec"])
+                    threads[config] = m["threads"]
+                    print(f"round {r} {key:12s} {m['threads']} thread(s) policy {m['policy']}: "
+                          f"{m['images_per_sec']:.1f} img/s", flush=True)
+            finally:
+                if busy is not None:
+                    busy.kill()
+                    busy.wait()
+    med = {k: statistics.median(v) for k, v in results.items()}
+    ratios = {"busy: ours / one": med["ours busy"] / med["one busy"],
+              "busy: before / one": med["before busy"] / med["one busy"],
+              "idle: ours / before": med["ours"] / med["before"],
+              "idle: ours / one": med["ours"] / med["one"]}
+    print("| configuration | threads | idle img/s | one core busy img/s |\n|---|---|---|---|")
+    for c in CONFIGS:
+        print(f"| {c} | {threads[c]} | {med[c]:.1f} | {med[c + ' busy']:.1f} |")
+    for k, v in ratios.items():
+        print(f"{k}: {v:.2f}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"machine": _machine.machine(),
+                                    "images_per_sec": results, "median": med, "threads": threads,
+                                    "ratios": ratios, "steps": args.steps, "rounds": args.rounds}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
