@@ -143,6 +143,7 @@ class Examples:
     def __torch_function__(cls, func: Callable, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         """``torch.equal(x, y)``, ``torch.cat([x, y])``, ``torch.where(x > 0, …)``: examples are read whole first."""
         def read(a: Any) -> Any:
+            """``a`` with every Examples in it (nested in lists and tuples) read into a tensor."""
             if isinstance(a, Examples):
                 return a[:]
             if isinstance(a, (list, tuple)):
@@ -162,6 +163,7 @@ class Examples:
 
 def _whole(op: str) -> Callable:
     def method(self: Examples, *args: Any) -> Any:
+        """The tensor operator on the whole split."""
         return getattr(self[:], op)(*args)
     method.__name__ = op
     method.__doc__ = f"``Tensor.{op}`` of ``x[:]``."
@@ -190,9 +192,11 @@ class LevelExamples(Examples):
 
     @property
     def device(self) -> torch.device:
+        """Where the levels are (and reading returns its tensors)."""
         return self.levels.device
 
     def levels_at(self, index: Tensor) -> Tensor:
+        """The stored levels at ``index``, on :attr:`device`."""
         return self.levels[index.to(self.levels.device)]
 
     def to(self, device: torch.device | str) -> LevelExamples:
@@ -224,6 +228,7 @@ class ImageFiles(Examples):
         self.read = read
 
     def levels_at(self, index: Tensor) -> Tensor:
+        """The files at ``index`` decoded (``read``), uint8 ``[len(index), C, H, W]``."""
         out = torch.empty((len(index), *self.shape[1:]), dtype=torch.uint8)
         for j, i in enumerate(index.tolist()):
             out[j] = torch.from_numpy(self.read(str(self.paths[i])))
