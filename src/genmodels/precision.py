@@ -12,10 +12,11 @@ Training goes through accelerate's ``Accelerator(mixed_precision=…)`` (:mod:`g
 evaluation through :func:`autocast`. fp16 needs a GPU (accelerate runs CPU autocast in bf16 only, and fp16 training
 needs its gradient scaler); bf16 runs on a CPU at speed only where it has bf16 instructions (AVX512-BF16 or AMX).
 
-``auto``, the default of all three commands, is :func:`auto_precision`: bf16 where the device computes it natively
-(measured on our 2-core AVX512-BF16 machine: Fashion-MNIST DDPM and VDM training 1.5× the images/s of fp32, with
-the test bound after the same steps within the gap BENCHMARKS.md gives), fp32 elsewhere. ``evaluate`` defaults
-to fp32 (its numbers are the product), with bf16 available and measured beside it.
+``auto``, the default of ``train``, ``sample``, ``pictures`` and ``demo``, is :func:`auto_precision`: bf16 where the
+device computes it natively, fp32 elsewhere (measured on our 2-core AVX512-BF16 machine, BENCHMARKS.md issue 18:
+Fashion-MNIST DDPM and VDM training 1.48×/1.46× the images/s of fp32, the test bound after the same 1000 steps
++0.002/+0.011 bits/dim). ``evaluate`` defaults to fp32 (its numbers are the product; evaluating in bf16 shifted the
+same bounds by +0.015/+0.030), with bf16 available.
 """
 
 from __future__ import annotations
