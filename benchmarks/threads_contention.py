@@ -4,11 +4,11 @@ against torch's own defaults (issue 18).
 
 Configurations (each a fresh process: OpenMP reads its wait policy once, when torch loads):
 
-- ``one``: 1 thread (``--threads 1``), the policy our command line sets (``OMP_WAIT_POLICY=PASSIVE``);
+- ``one``: 1 thread (``--threads 1``), the waits our command line sets (``GOMP_SPINCOUNT=1000``);
 - ``before``: what ``genmodels train`` did before issue 18: torch's default thread count, no wait policy set
   (libgomp's default: spin for a while at each barrier, then sleep);
-- ``ours``: what it does now: :func:`genmodels.threads.available_cores` threads, ``OMP_WAIT_POLICY=PASSIVE`` (set by
-  importing :mod:`genmodels.cli` before torch).
+- ``ours``: what it does now: :func:`genmodels.threads.available_cores` threads, short waits
+  (:data:`genmodels.threads.SHORT_WAITS`, set by importing :mod:`genmodels.cli` before torch).
 
 Each is measured idle and while this script keeps one core busy with a spinning process it starts and stops itself
 (``python -c "while True: pass"``). The step is the Fashion-MNIST DDPM's (batch 64, the CLI's default config):
@@ -38,6 +38,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results" / "threads_contention.json"
 CONFIGS = ("one", "before", "ours")
+_WAIT_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 
 
 def worker(config: str, steps: int, warmup: int) -> None:
@@ -47,7 +48,7 @@ def worker(config: str, steps: int, warmup: int) -> None:
 
         threads = None
     else:
-        import genmodels.cli  # noqa: F401  (sets OMP_WAIT_POLICY=PASSIVE unless set, before torch loads)
+        import genmodels.cli  # noqa: F401  (sets short OpenMP waits unless set, before torch loads)
         from genmodels.threads import available_cores
 
         threads = 1 if config == "one" else available_cores()
@@ -74,11 +75,12 @@ def worker(config: str, steps: int, warmup: int) -> None:
         opt.step()
     dt = time.perf_counter() - t0
     print(json.dumps({"config": config, "threads": torch.get_num_threads(),
-                      "policy": os.environ.get("OMP_WAIT_POLICY"), "images_per_sec": steps * 64 / dt}))
+                      "policy": {k: os.environ[k] for k in _WAIT_VARS if k in os.environ},
+                      "images_per_sec": steps * 64 / dt}))
 
 
 def _measure(config: str, steps: int, warmup: int) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    env = {k: v for k, v in os.environ.items() if k not in (*_WAIT_VARS, "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     out = subprocess.run([sys.executable, __file__, "--worker", config, "--steps", str(steps), "--warmup",
                           str(warmup)], env=env, capture_output=True, text=True, timeout=1200)
     if out.returncode:

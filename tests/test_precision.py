@@ -123,17 +123,29 @@ def test_configure_threads(monkeypatch):
         T.configure_threads(0)
 
 
-@pytest.mark.parametrize("given,expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
-def test_the_command_line_sets_passive_waits_before_torch_loads_unless_the_user_chose(given, expected):
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+@pytest.mark.parametrize("given,expected", [(None, "None 1000 1"), ("ACTIVE", "ACTIVE None None")])
+def test_the_command_line_sets_short_waits_before_torch_loads_unless_the_user_chose(given, expected):
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")}
     if given:
         env["OMP_WAIT_POLICY"] = given
     code = ("import sys, os, genmodels.cli; assert 'torch' not in sys.modules; "
-            "from genmodels.threads import set_passive_waits; import torch; "
-            "print(os.environ['OMP_WAIT_POLICY'], set_passive_waits())")
+            "from genmodels.threads import set_short_waits; import torch; "
+            "print(*(os.environ.get(k) for k in ('OMP_WAIT_POLICY', 'GOMP_SPINCOUNT', 'KMP_BLOCKTIME')), "
+            "set_short_waits())")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == [expected, "False"]  # and after torch loaded, setting it is too late (said so)
+    assert out.stdout.split() == [*expected.split(), "False"]  # and after torch loaded, setting it is too late
+
+
+def test_short_waits_leave_a_chosen_spin_count_alone_and_fill_a_child_env():
+    from genmodels.threads import SHORT_WAITS, set_short_waits
+
+    env = {"GOMP_SPINCOUNT": "50"}
+    set_short_waits(env)
+    assert env == {"GOMP_SPINCOUNT": "50"}
+    env = {}
+    set_short_waits(env)
+    assert env == SHORT_WAITS
 
 
 @pytest.mark.parametrize("args", [["train", "ddpm", "--data", "digits", "--precision", "fp16"],

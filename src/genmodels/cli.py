@@ -29,10 +29,10 @@ import typer
 
 from .errors import at_least, one_line, positive_numbers
 from .fileio import json_dumps
-from .threads import configure_threads, set_passive_waits
+from .threads import configure_threads, set_short_waits
 from .train_config import TrainConfig as _TC  # its defaults, for the help texts (no torch)
 
-set_passive_waits()  # before torch loads: OpenMP threads sleep, not spin, while they wait (genmodels.threads)
+set_short_waits()  # before torch loads: OpenMP threads spin briefly, then sleep, while they wait (genmodels.threads)
 
 app = typer.Typer(help="Train, sample and evaluate likelihood-based generative models, in bits/dim.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,

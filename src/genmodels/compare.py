@@ -14,13 +14,13 @@ Layout of ``OUT`` (everything a rerun needs to continue)::
     results.json  report.md  report.html  figures/
 
 Each family runs in its own process (``python -m genmodels.compare OUT NAME``), ``--jobs`` at a time, with
-``--threads`` threads and ``OMP_WAIT_POLICY=PASSIVE`` (a thread that spins at a barrier while another job holds
-the core is what made two-thread training 5.7× slower here). A worker's stages are skipped when their result file
-exists, and training resumes from the run's last checkpoint (its time limit counts the minutes already trained), so
-stopping ``compare`` (Ctrl-C, ``kill -9``: the workers die with it, Linux ``PR_SET_PDEATHSIG``) and running the
-same command again continues where it stopped and never retrains a finished family. A worker that fails (a
-non-finite loss, out of memory, a family that cannot model the data) leaves ``failed.json`` with its error: the
-row says so and the others go on (``--retry-failed`` tries it again).
+``--threads`` threads and short OpenMP waits (:func:`genmodels.threads.set_short_waits`: a thread that spins at a
+barrier while another job holds the core is what made two-thread training 5.7× slower here). A worker's stages are
+skipped when their result file exists, and training resumes from the run's last checkpoint (its time limit counts
+the minutes already trained), so stopping ``compare`` (Ctrl-C, ``kill -9``: the workers die with it, Linux
+``PR_SET_PDEATHSIG``) and running the same command again continues where it stopped and never retrains a finished
+family. A worker that fails (a non-finite loss, out of memory, a family that cannot model the data) leaves
+``failed.json`` with its error: the row says so and the others go on (``--retry-failed`` tries it again).
 
 The protocol, the same for every row (:class:`Protocol`): the same TrainConfig (batch, learning rate, EMA, seed)
 and budget (training wall minutes, or steps: the same number of images); the first ``eval_examples`` test images,
@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from .fileio import atomic_write_text, json_dumps
+from .threads import set_short_waits
 
 __all__ = ["Protocol", "TRAIN_SETTINGS", "plan", "default_models", "run_compare", "write_report",
            "paired_difference", "auroc", "main"]
@@ -381,9 +382,9 @@ def _die_with_parent() -> None:
 
 
 def _worker_env(protocol: Protocol, slot: int, gpus: int) -> dict[str, str]:
-    """A worker's environment: its threads, passive OpenMP waits (unless set) and its GPU."""
+    """A worker's environment: its threads, short OpenMP waits (unless the user chose) and its GPU."""
     env = dict(os.environ, OMP_NUM_THREADS=str(protocol.threads), MKL_NUM_THREADS=str(protocol.threads))
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    set_short_waits(env)
     if gpus:
         env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
     return env

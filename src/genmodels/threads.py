@@ -1,15 +1,19 @@
 """How many threads torch uses, and how its OpenMP threads wait: defaults that survive a busy machine.
 
-Measured on our 2-core machine (BENCHMARKS.md, "Threads on a busy machine"): with OpenMP's default *active* waits,
-two threads while another process keeps one core busy trained the Fashion-MNIST DDPM 5.7× slower than one thread,
-because the thread that still runs spins at every barrier waiting for the descheduled one. With passive waits
-(``OMP_WAIT_POLICY=PASSIVE``: a waiting thread sleeps) the same two threads keep most of the one-thread speed, and
-cost little when the machine is idle. So the command line (:mod:`genmodels.cli`) sets ``OMP_WAIT_POLICY=PASSIVE``
-before torch loads, unless the user has set a policy, and :func:`configure_threads` uses the cores this process may
-run on (:func:`available_cores`: its CPU affinity and its cgroup's CPU quota), not every core of the machine.
+Measured on our 2-core machine (BENCHMARKS.md, "Threads on a busy machine", ``benchmarks/threads_contention.py``):
+with libgomp's default waits (spin ~300 000 iterations at each barrier before sleeping), two threads while another
+process keeps one core busy trained the Fashion-MNIST DDPM at 0.5× one thread (5.7× slower on a busier machine),
+because the thread that still runs spins waiting for the descheduled one. Fully passive waits
+(``OMP_WAIT_POLICY=PASSIVE``: a waiting thread sleeps at once) keep the one-thread speed under contention but cost
+14–30% when the machine is idle (every barrier pays a wake-up). A short spin, ``GOMP_SPINCOUNT=1000``, keeps both:
+0.96× the default idle and 0.88× one thread with a core busy. So the command line (:mod:`genmodels.cli`) sets
+``GOMP_SPINCOUNT=1000`` (libgomp: torch's Linux wheels) and ``KMP_BLOCKTIME=1`` (ms; LLVM/Intel OpenMP, torch on
+macOS, its analogue, not measured here) before torch loads, unless the user has set any of ``OMP_WAIT_POLICY``,
+``GOMP_SPINCOUNT`` or ``KMP_BLOCKTIME``; and :func:`configure_threads` uses the cores this process may run on
+(:func:`available_cores`: its CPU affinity and its cgroup's CPU quota), not every core of the machine.
 
-A program that imports torch itself must set ``OMP_WAIT_POLICY`` before that import (OpenMP reads it once, when the
-library loads); :func:`set_passive_waits` does it and says whether it was in time.
+A program that imports torch itself must set these before that import (OpenMP reads them once, when the library
+loads); :func:`set_short_waits` does it and says whether it was in time.
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["available_cores", "set_passive_waits", "configure_threads", "WAIT_POLICY"]
+__all__ = ["available_cores", "set_short_waits", "configure_threads", "WAIT_POLICY", "SHORT_WAITS"]
 
 WAIT_POLICY = "OMP_WAIT_POLICY"
+#: what :func:`set_short_waits` sets: a short spin at OpenMP barriers, then sleep (module docstring: measured).
+SHORT_WAITS = {"GOMP_SPINCOUNT": "1000", "KMP_BLOCKTIME": "1"}
 
 
 def _cgroup_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
@@ -57,10 +63,17 @@ def available_cores() -> int:
     return max(1, cores)
 
 
-def set_passive_waits() -> bool:
-    """Set ``OMP_WAIT_POLICY=PASSIVE`` unless the user has set a policy. Returns whether it takes effect: False when
-    torch was already imported (OpenMP read its environment then), whatever the variable now says."""
-    os.environ.setdefault(WAIT_POLICY, "PASSIVE")
+def set_short_waits(env: dict[str, str] | None = None) -> bool:
+    """Set :data:`SHORT_WAITS` in ``env`` (default ``os.environ``) unless the user has chosen how OpenMP waits
+    (any of ``OMP_WAIT_POLICY``, ``GOMP_SPINCOUNT``, ``KMP_BLOCKTIME`` set: then nothing changes).
+
+    Returns:
+        whether it takes effect in this process: False when torch was already imported (OpenMP read its
+        environment then), whatever the variables now say. For a child's ``env`` it says nothing about the child.
+    """
+    env = os.environ if env is None else env
+    if not any(k in env for k in (WAIT_POLICY, *SHORT_WAITS)):
+        env.update(SHORT_WAITS)
     return "torch" not in sys.modules
 
 
