@@ -291,6 +291,20 @@ class GenerativeModel(nn.Module):
         """NLL (or its bound) per example with its named parts, in nats; see :class:`NLLOutput`."""
         raise NotImplementedError
 
+    def ode_log_likelihood(self, x: Tensor, generator: torch.Generator | None = None, **options: Any) -> Any:
+        """log p(x) under the family's ODE, for a family with :attr:`has_ode_likelihood` (a diffusion model's
+        probability-flow ODE, a flow-matching model's flow): a :class:`~genmodels.cnf.CNFLikelihood`-like result
+        with ``log_p``, ``log_p_prior``, ``divergence`` (``[B]`` float64 nats), ``nfe`` and ``trace``. ``x``
+        ``[B, *event_shape]`` is used as given (dequantize discrete data first); ``options`` are the family's
+        keyword-only ODE options (``trace``, ``hutchinson_samples``, ``rtol``, ``atol``, …), which
+        :func:`genmodels.metrics.likelihood.evaluate_ode_nll` reads from the signature.
+
+        Raises:
+            NoLikelihoodError: for a family without one (the default).
+        """
+        raise NoLikelihoodError(f"a {type(self).__name__} has no ODE likelihood; families with one list "
+                                f"'+ ode' under likelihood in `genmodels models`")
+
     def nll(self, x: Tensor, generator: torch.Generator | None = None, **kw) -> Tensor:
         """``[B]`` NLL in nats: exact, an upper bound (−ELBO) or an estimate, as ``nll_kind`` says."""
         return self.nll_terms(x, generator, **kw).nll

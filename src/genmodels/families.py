@@ -19,6 +19,8 @@ from .diffusion.ddpm import DDPM, DDPMConfig
 from .diffusion.ddpm import default_config as ddpm_preset
 from .diffusion.vdm import VDM, VDMConfig
 from .diffusion.vdm import default_config as vdm_preset
+from .flow_matching.model import FlowMatching, FlowMatchingConfig
+from .flow_matching.model import default_config as flow_matching_preset
 from .flows.flow import (
                          NICE,
                          Glow,
@@ -54,3 +56,4 @@ MODELS.register("realnvp", ModelEntry(RealNVPConfig, RealNVP, default_realnvp_co
 MODELS.register("glow", ModelEntry(GlowConfig, Glow, default_glow_config))
 MODELS.register("pixelcnn", ModelEntry(PixelCNNConfig, PixelCNN, pixelcnn_preset))
 MODELS.register("wavenet", ModelEntry(WaveNetConfig, WaveNet, wavenet_preset))
+MODELS.register("flow_matching", ModelEntry(FlowMatchingConfig, FlowMatching, flow_matching_preset))

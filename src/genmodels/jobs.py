@@ -513,7 +513,8 @@ def run_evaluate_ode(run: Path, split: str, limit: int | None, batch_size: int, 
 
     run_config = _likelihood_run(run)
     if not MODELS.get(run_config.model).model_cls.has_ode_likelihood:
-        raise ValueError(f"--likelihood ode needs a diffusion model; this run is a {run_config.model!r} model")
+        raise ValueError(f"--likelihood ode needs a family with an ODE likelihood (diffusion, flow matching); "
+                         f"this run is a {run_config.model!r} model")
     model, dataset, x = _load_split(run, raw, split, limit, run_config, data)
     labels = _split_labels(dataset, split, len(x)) if model.num_classes is not None else None
     report = evaluate_ode_nll(model, x, batch_size=batch_size, generator=_generator(seed), rtol=rtol, atol=atol,

@@ -191,6 +191,19 @@ class DiffusionModel(GenerativeModel):
         """50 DDIM steps (at most T) for the grids drawn during training."""
         return {"sampler": "ddim", "steps": min(50, self.T)}
 
+    def ode_log_likelihood(self, x: Tensor, generator: torch.Generator | None = None, *, trace: str = "auto",
+                           hutchinson_samples: int = 1, noise: str = "rademacher", rtol: float = 1e-5,
+                           atol: float = 1e-5, method: str = "dopri5", logsnr_max: float | None = None,
+                           logsnr_min: float | None = None, dtype: torch.dtype | None = None,
+                           y: Tensor | None = None) -> Any:
+        """log p(x) under the probability-flow ODE: :func:`genmodels.diffusion.ode.ode_log_likelihood` (its
+        arguments and errors), an :class:`~genmodels.diffusion.ode.ODELikelihood`."""
+        from .ode import ode_log_likelihood
+
+        return ode_log_likelihood(self, x, trace=trace, hutchinson_samples=hutchinson_samples, noise=noise,
+                                  rtol=rtol, atol=atol, method=method, generator=generator, logsnr_max=logsnr_max,
+                                  logsnr_min=logsnr_min, dtype=dtype, y=y)
+
     # ------------------------------------------------------------------ evaluation and pictures
     def nll_kwargs(self, options: EvalOptions, train: Tensor | None = None,
                    generator: torch.Generator | None = None, n_examples: int | None = None) -> dict[str, Any]:

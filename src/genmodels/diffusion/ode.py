@@ -34,13 +34,13 @@ evaluations (each one network evaluation plus its backward passes).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
+from ..cnf import ADAPTIVE_METHODS, TraceMethod, check_ode_options, cnf_log_likelihood
 from ..divergence import EXACT_TRACE_MAX_DIM, ProbeNoise, draw_probes, exact_divergence, hutchinson_divergence
 from . import gaussian as G
 from .guidance import guided
@@ -60,13 +60,6 @@ __all__ = [
     "hutchinson_divergence",
     "ode_log_likelihood",
 ]
-
-TraceMethod = Literal["auto", "exact", "hutchinson"]
-"""How ∇·f is computed: ``exact`` (D backward passes), ``hutchinson`` (one VJP per probe) or ``auto``
-(``exact`` for D ≤ :data:`EXACT_TRACE_MAX_DIM`, else ``hutchinson``)."""
-ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
-"""torchdiffeq's adaptive-step solvers (a fixed-step method would take a single step over [λ_min, λ_max])."""
-
 
 def _net_dtype(model: DiffusionModel, default: torch.dtype) -> torch.dtype:
     """dtype of the network's first floating parameter; ``default`` for a network without parameters."""
@@ -118,12 +111,6 @@ class ODELikelihood:
     logsnr_min: float
 
 
-def _standard_normal_log_prob(z: Tensor) -> Tensor:
-    """log N(z; 0, I) per example ``[B]`` (float64)."""
-    z = z.double().flatten(1)
-    return -0.5 * (z**2).sum(1) - 0.5 * z.shape[1] * math.log(2 * math.pi)
-
-
 @torch.no_grad()
 def ode_log_likelihood(model: DiffusionModel, x: Tensor, *, trace: TraceMethod = "auto", hutchinson_samples: int = 1,
                        noise: ProbeNoise = "rademacher", rtol: float = 1e-5, atol: float = 1e-5,
@@ -167,19 +154,7 @@ def ode_log_likelihood(model: DiffusionModel, x: Tensor, *, trace: TraceMethod =
             outside the model's, ``x`` whose shape is not ``[B, *model.spec.event_shape]``, or a label for an
             unconditional model (or out of range).
     """
-    from torchdiffeq import odeint
-
-    if trace not in get_args(TraceMethod):
-        raise ValueError(f"trace must be one of {', '.join(get_args(TraceMethod))}; got {trace!r}")
-    if noise not in get_args(ProbeNoise):
-        raise ValueError(f"noise must be one of {', '.join(get_args(ProbeNoise))}; got {noise!r}")
-    if not isinstance(hutchinson_samples, int) or hutchinson_samples < 1:
-        raise ValueError(f"hutchinson_samples must be an integer ≥ 1, got {hutchinson_samples!r}")
-    if not (rtol > 0 and atol > 0):
-        raise ValueError(f"rtol and atol must be > 0, got rtol={rtol}, atol={atol}")
-    if method not in ADAPTIVE_METHODS:
-        raise ValueError(f"method must be an adaptive torchdiffeq solver ({', '.join(ADAPTIVE_METHODS)}); "
-                         f"got {method!r}")
+    check_ode_options(trace, noise, hutchinson_samples, rtol, atol, method)
     spec = model.spec
     if x.ndim < 1 or tuple(x.shape[1:]) != tuple(spec.event_shape):
         raise ValueError(f"x must have shape [B, {', '.join(map(str, spec.event_shape))}] for {spec.name!r}, "
@@ -191,33 +166,17 @@ def ode_log_likelihood(model: DiffusionModel, x: Tensor, *, trace: TraceMethod =
     if not (lo_model - tol <= lo < hi <= hi_model + tol):
         raise ValueError(f"need logsnr_min < logsnr_max inside the model's range [{lo_model:.4f}, {hi_model:.4f}] "
                          f"(the network has not seen other noise levels); got [{lo}, {hi}]")
-    D = spec.dim
-    resolved = ("exact" if D <= EXACT_TRACE_MAX_DIM else "hutchinson") if trace == "auto" else trace
     if dtype is None:
         dtype = torch.float32 if spec.is_image else torch.float64
     B = x.shape[0]
     x = x.to(dtype)
     reader = guided(model, model.labels_or_null(y, B, x.device))  # the network with the labels bound in
-    probes = draw_probes(x, hutchinson_samples, noise, generator) if resolved == "hutchinson" else None
-    nfe = 0
 
-    def augmented(lam: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-        """d[x, ℓ]/dλ = [f, ∇·f] at λ = ``lam``, counting evaluations."""
-        nonlocal nfe
-        nfe += 1
-        with torch.enable_grad():
-            x_lam = state[0].detach().requires_grad_(True)
-            f = probability_flow_drift(reader, x_lam, lam.double().expand(B), clip_x0=False)
-            if probes is None:
-                div = exact_divergence(f, x_lam)
-            else:
-                div = hutchinson_divergence(f, x_lam, probes)
-        return f.detach(), div.detach()
+    def drift(x_lam: Tensor, lam: Tensor) -> Tensor:
+        """dx/dλ at λ = ``lam`` (a scalar tensor)."""
+        return probability_flow_drift(reader, x_lam, lam.double().expand(B), clip_x0=False)
 
-    lams = torch.tensor([hi, lo], dtype=dtype, device=x.device)  # data end → prior end (decreasing λ)
-    state0 = (x, torch.zeros(B, dtype=dtype, device=x.device))
-    xs, divs = odeint(augmented, state0, lams, rtol=rtol, atol=atol, method=method)
-    x_prior, divergence = xs[-1], divs[-1].double()
-    log_p_prior = _standard_normal_log_prob(x_prior)
-    return ODELikelihood(log_p=log_p_prior + divergence, log_p_prior=log_p_prior, divergence=divergence,
-                         x_prior=x_prior, nfe=nfe, trace=resolved, logsnr_max=hi, logsnr_min=lo)
+    out = cnf_log_likelihood(drift, x, hi, lo, trace=trace, hutchinson_samples=hutchinson_samples, noise=noise,
+                             rtol=rtol, atol=atol, method=method, generator=generator)  # data end → prior end
+    return ODELikelihood(log_p=out.log_p, log_p_prior=out.log_p_prior, divergence=out.divergence,
+                         x_prior=out.x_prior, nfe=out.nfe, trace=out.trace, logsnr_max=hi, logsnr_min=lo)

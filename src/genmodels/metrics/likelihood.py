@@ -133,7 +133,8 @@ def evaluate_ode_nll(model: GenerativeModel, x: Tensor, *, batch_size: int | Non
                      generator: torch.Generator | None = None,
                      progress: Callable[[Iterable], Iterable] | None = None, y: Tensor | None = None,
                      **ode_kwargs: Any) -> NLLReport:
-    """NLL of ``x`` under a diffusion model's probability-flow ODE, bits/dim, with standard error and parts (given the
+    """NLL of ``x`` under a model's ODE (a diffusion model's probability-flow ODE, a flow-matching model's flow),
+    bits/dim, with standard error and parts (given the
     labels ``y`` ``[N]`` of a conditional model: −log p_ODE(x | y); None: its null label).
 
     Per example (Song et al. 2021, Appendix D.2; :func:`genmodels.diffusion.ode.ode_log_likelihood`):
@@ -154,25 +155,24 @@ def evaluate_ode_nll(model: GenerativeModel, x: Tensor, *, batch_size: int | Non
     has its own u and probes, so the standard error over examples is honest.
 
     Args:
-        model: a diffusion model (``denoise``, ``logsnr_min``/``logsnr_max``, ``spec``), e.g. a DDPM.
+        model: a family with :attr:`~genmodels.core.GenerativeModel.has_ode_likelihood` (its
+            :meth:`~genmodels.core.GenerativeModel.ode_log_likelihood`), e.g. a DDPM or a flow-matching model.
         x: ``[N, *event_shape]`` examples on the data scale (the bin centres, for discrete data).
         batch_size: examples per solve (default 1000 for vector data, 100 for images).
         generator: draws the dequantization noise and the probes (in that order, per batch).
         progress: optional wrapper of the batch iterator (e.g. ``tqdm``).
-        **ode_kwargs: passed to ``ode_log_likelihood``: ``trace``, ``hutchinson_samples``, ``noise``, ``rtol``,
-            ``atol``, ``method``, ``logsnr_max``, ``logsnr_min``, ``dtype``.
+        **ode_kwargs: passed to ``model.ode_log_likelihood``: ``trace``, ``hutchinson_samples``, ``noise``,
+            ``rtol``, ``atol``, ``method``, ``dtype`` and, for a diffusion model, ``logsnr_max``, ``logsnr_min``.
     Returns:
         :class:`NLLReport` whose ``estimator`` records the settings, ``nfe_mean`` (drift evaluations per
         example's solve, averaged over examples) and the dequantization.
     Raises:
         ValueError: empty ``x``, bad ODE options (see ``ode_log_likelihood``), or non-finite values.
     """
-    from ..diffusion.ode import ode_log_likelihood
-
     if len(x) == 0:
         raise ValueError("no examples to evaluate: the split is empty")
-    settings = {name: p.default for name, p in inspect.signature(ode_log_likelihood).parameters.items()
-                if p.kind is p.KEYWORD_ONLY and name != "generator"}
+    settings = {name: p.default for name, p in inspect.signature(model.ode_log_likelihood).parameters.items()
+                if p.kind is p.KEYWORD_ONLY and name not in ("generator", "y")}
     unknown = sorted(set(ode_kwargs) - set(settings))
     if unknown:
         raise ValueError(f"unknown ODE option(s) {', '.join(unknown)}; known: {', '.join(settings)}")
@@ -194,7 +194,7 @@ def evaluate_ode_nll(model: GenerativeModel, x: Tensor, *, batch_size: int | Non
         if spec.is_discrete:
             xb = uniform_dequantize(xb, spec, generator, torch.float64)  # x̃ = x + Δ(u − ½)
         label = {} if yb is None else {"y": yb.to(model.device)}
-        out = ode_log_likelihood(model, xb, generator=generator, **ode_kwargs, **label)
+        out = model.ode_log_likelihood(xb, generator, **ode_kwargs, **label)
         trace = out.trace
         nll_b = -out.log_p
         if spec.is_discrete:
