@@ -181,3 +181,19 @@ def test_the_reproduce_command_uses_only_options_the_cli_has():
     flags = [w for w in p.command(out="X").split() if w.startswith("--")]
     assert flags and set(flags) <= options, set(flags) - options
     assert "--lr 0.01" in p.command() and "--seed 3" in p.command() and "--fast-nfes 3" in p.command()
+
+
+def test_fast_budgets_map_to_the_most_steps_within_them():
+    """A fast sampler of two evaluations per step answers a budget of 5 with 2 steps (4 NFE), and one that is also
+    the default sampler keeps its default row first."""
+    from genmodels.compare import Protocol, _sample_configs
+    from genmodels.core import DataSpec
+    from genmodels.families import MODELS
+
+    spec = DataSpec("toy", (2,), None, (float("-inf"), float("inf")))
+    entry = MODELS.get("flow_matching")
+    model = entry.build(entry.preset(spec), spec)
+    protocol = Protocol(data="moons", models=("flow_matching",), steps=1, fast_nfes=(5, 10, 20))
+    configs = _sample_configs(model, protocol)
+    assert configs[0] == ("midpoint", 50, [])  # the default: 100 NFE, within max_nfe
+    assert configs[1:] == [("midpoint", 2, [5]), ("midpoint", 5, [10]), ("midpoint", 10, [20])]

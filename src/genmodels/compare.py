@@ -251,19 +251,26 @@ def _peak_rss_mb() -> float:
     return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
 
 
-def _sample_configs(model: Any, protocol: Protocol) -> list[tuple[str, int | None]]:
-    """(sampler, steps) of the rows' sample-quality scores: the default sampler (at most ``max_nfe`` evaluations
-    per sample where its step count allows) and the fast sampler at each of ``fast_nfes``."""
+def _sample_configs(model: Any, protocol: Protocol) -> list[tuple[str, int | None, list[int]]]:
+    """(sampler, steps, budgets) of the rows' sample-quality scores: the default sampler first (at most ``max_nfe``
+    evaluations per sample where its step count allows), then the fast sampler at the most steps within each of
+    ``fast_nfes`` (``budgets``: the fast budgets a configuration answers; a sampler with two evaluations per step
+    spends 4 of a budget of 5)."""
     sampler = model.samplers[0]
     steps = model.default_steps(sampler)
     if steps is not None and (model.nfe(sampler, steps) or 0) > protocol.max_nfe:
         steps = max(1, model.steps_for_nfe(sampler, protocol.max_nfe) or 1)
-    configs = [(sampler, steps)]
+    configs: list[tuple[str, int | None, list[int]]] = [(sampler, steps, [])]
     if model.fast_sampler is not None:
         for nfe in protocol.fast_nfes:
             s = model.steps_for_nfe(model.fast_sampler, nfe)
-            if s and (model.fast_sampler, s) not in configs:
-                configs.append((model.fast_sampler, s))
+            if not s:
+                continue
+            same = [c for c in configs if c[:2] == (model.fast_sampler, s)]
+            if same:
+                same[0][2].append(nfe)
+            else:
+                configs.append((model.fast_sampler, s, [nfe]))
     return configs
 
 
@@ -317,7 +324,7 @@ def run_row(out: Path, name: str) -> None:
                               per_example=res / f"{stem}.npy", data=data)
             _write(res / f"{stem}.json", ev)
     dataset = run_config.load_data()
-    for sampler, steps in _sample_configs(model, protocol):
+    for k, (sampler, steps, budgets) in enumerate(_sample_configs(model, protocol)):
         nfe = model.nfe(sampler, steps)
         path = res / f"quality_{sampler}_{nfe}.json"
         if path.is_file():
@@ -330,7 +337,8 @@ def run_row(out: Path, name: str) -> None:
         seconds = time.perf_counter() - start
         finite = torch.isfinite(drawn.x0.flatten(1)).all(dim=1)
         x = drawn.x0[finite]
-        row = {"sampler": sampler, "steps": steps, "nfe": drawn.nfe, "n": n, "seconds": seconds,
+        row = {"sampler": sampler, "steps": steps, "nfe": drawn.nfe, "default": k == 0, "budgets": budgets,
+               "n": n, "seconds": seconds,
                "seconds_per_sample": seconds / n, "nonfinite": int((~finite).sum())}
         if len(x):
             row["picture"] = os.path.relpath(save_samples_grid(x[:64], model.spec, path.with_suffix(".png")), out)
@@ -548,7 +556,8 @@ def _row(out: Path, protocol: Protocol, name: str) -> dict:
         row["ood"] = {"data": ood.get("data"), "bpd": ood.get("bpd"), "bpd_stderr": ood.get("bpd_stderr"),
                       "auroc": auroc(row["_nats"], row["_ood_nats"])}
     row["quality"] = sorted((q for q in (_read(p) for p in res.glob("quality_*.json")) if q),
-                            key=lambda q: (q["sampler"] != row["info"].get("default_sampler"), q["nfe"] or 0))
+                            key=lambda q: (not q.get("default", q["sampler"] == row["info"].get("default_sampler")),
+                                           q["nfe"] or 0))
     row["curve"] = _curve(_run_dir(out, protocol, name))
     return row
 
@@ -638,8 +647,9 @@ def _table(rows: list[dict], protocol: Protocol) -> tuple[list[str], list[list[s
         ms = 1000 * default["seconds_per_sample"] if default else None
         line += [score, _fmt((default or {}).get("nfe")), _fmt(ms, 2)]
         for n in protocol.fast_nfes:
-            fast = [x for x in q[1:] if x["nfe"] == n]
-            line.append(f"{_main_score(fast[0])[0]} {_fmt(_main_score(fast[0])[1], 2)}" if fast else "")
+            fast = [x for x in q if n in x.get("budgets", ())] or [x for x in q[1:] if x["nfe"] == n]
+            spent = f" ({fast[0]['nfe']} NFE)" if fast and fast[0]["nfe"] != n else ""
+            line.append(f"{_main_score(fast[0])[0]} {_fmt(_main_score(fast[0])[1], 2)}{spent}" if fast else "")
         line += [f"{info['parameters']:,}" if info.get("parameters") else "—", _fmt(train.get("images_seen")),
                  _fmt(train["seconds"] / 60, 1) if train.get("seconds") is not None else "—",
                  _fmt(max(train.get("peak_rss_mb") or 0, 0) or None, 0)]

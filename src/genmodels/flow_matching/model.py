@@ -27,6 +27,7 @@ read at c_noise = 1000·t, so a comparison at the same network is one.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, ClassVar, get_args
 
 import torch
@@ -235,6 +236,15 @@ class FlowMatching(GenerativeModel):
     def preview(self) -> dict[str, Any]:
         """10 midpoint steps (20 evaluations) for the grids drawn during training."""
         return {"sampler": "midpoint", "steps": 10}
+
+    def figures(self, data: Any, out: Path, generator: torch.Generator | None = None, *,
+                sampler: str | None = None, steps: int | None = None) -> list[Path]:
+        """The probability path, the learned flow (PNG, and GIF for images) and, on 2-D data, its trajectories
+        (:func:`genmodels.flow_matching.figures.write_figures`)."""
+        from .figures import write_figures
+
+        return write_figures(self, data, out, generator or torch.Generator().manual_seed(0), sampler=sampler,
+                             steps=steps)
 
     # ------------------------------------------------------------------ likelihood
     def ode_log_likelihood(self, x: Tensor, generator: torch.Generator | None = None, *, trace: TraceMethod = "auto",
