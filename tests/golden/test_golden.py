@@ -37,7 +37,15 @@ CASES = [
     ("glow-image", "glow", IMAGE, {}),
     ("pixelcnn-image", "pixelcnn", IMAGE, {}),
     ("wavenet-seq", "wavenet", SEQ, {}),
+    ("flow_matching-image", "flow_matching", IMAGE, {"sampler": "midpoint", "steps": 3}),
+    ("flow_matching-toy", "flow_matching", TOY, {"sampler": "heun", "steps": 3}),
 ]
+
+
+LOOSE = {"glow-image": 1e-3}
+"""Cases compared to a looser tolerance than 1e-6, with the reason: Glow's evaluation inverts its 1×1 convolutions
+(LU, LAPACK), whose float32 rounding differs between CPUs (recorded on an AMD EPYC; an Intel Xeon gives NLLs 9e-5
+apart, samples 1e-3 apart, with the two training losses still equal to 5e-7)."""
 
 
 def _data(spec, n: int, seed: int) -> torch.Tensor:
@@ -89,21 +97,22 @@ def run_case(family: str, spec_kw: dict, sample_kw: dict) -> dict:
 
 @pytest.mark.parametrize("case,family,spec,sample_kw", CASES, ids=[c[0] for c in CASES])
 def test_golden(case, family, spec, sample_kw):
-    """The tiny seeded run gives the recorded numbers (to 1e-6)."""
+    """The tiny seeded run gives the recorded numbers (to 1e-6; :data:`LOOSE` for the cases listed there)."""
     golden = json.loads(GOLDEN.read_text())[case]
     got = run_case(family, spec, sample_kw)
+    tol = LOOSE.get(case, 1e-6)
     assert got["sample_shape"] == golden["sample_shape"]
     assert (got["nll"] is None) == (golden["nll"] is None)
     for key in ("losses", "nll", "sample"):
         if golden[key] is not None:
             torch.testing.assert_close(torch.tensor(got[key], dtype=torch.float64),
-                                       torch.tensor(golden[key], dtype=torch.float64), rtol=1e-6, atol=1e-6,
+                                       torch.tensor(golden[key], dtype=torch.float64), rtol=tol, atol=tol,
                                        msg=lambda m: f"{case} {key}: {m}")  # noqa: B023  called at once, in this iteration
     if golden["nll"] is not None:
         assert sorted(got["terms"]) == sorted(golden["terms"])
         for k, v in golden["terms"].items():
             torch.testing.assert_close(torch.tensor(got["terms"][k], dtype=torch.float64),
-                                       torch.tensor(v, dtype=torch.float64), rtol=1e-6, atol=1e-6)
+                                       torch.tensor(v, dtype=torch.float64), rtol=tol, atol=tol)
 
 
 if __name__ == "__main__":
