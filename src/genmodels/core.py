@@ -255,7 +255,12 @@ class GenerativeModel(nn.Module):
     has_likelihood: ClassVar[bool] = True
     """False for a family whose ``nll`` raises :class:`NoLikelihoodError`."""
     has_ode_likelihood: ClassVar[bool] = False
-    """True for a family with a probability-flow ODE likelihood (``denoise``, ``logsnr_min``/``logsnr_max``)."""
+    """True for a family with an ODE likelihood (:meth:`ode_log_likelihood`: a diffusion model's probability-flow
+    ODE, a flow-matching model's flow)."""
+    nll_per_curve_point: ClassVar[bool] = True
+    """Whether the training's learning curve evaluates :meth:`nll_terms` at each point. False for a family whose NLL
+    is an ODE solve (tens to hundreds of network evaluations per example, with their backward passes): on
+    Fashion-MNIST one point would cost more than minutes of training."""
     eval_options: ClassVar[tuple[str, ...]] = ()
     """The fields of :class:`EvalOptions` that this family's evaluation honours."""
     num_classes: int | None = None

@@ -277,7 +277,8 @@ def run_train(model_name: str | None, data: str, out: Path | None, resume: bool,
         k = model.num_classes
         y = torch.arange(k).repeat_interleave(k) if k <= 16 else torch.arange(train_cfg.n_sample) % k
         sample_fn = model_sample_fn(len(y), y=y, **model.preview())
-    curve = _curve_fn(dataset, curve_examples) if train_cfg.curve_every_minutes and model.has_likelihood else None
+    curve = (_curve_fn(dataset, curve_examples) if train_cfg.curve_every_minutes and model.has_likelihood
+             and model.nll_per_curve_point else None)
     trainer = Trainer(model, dataset.train, dataset.spec, train_cfg, out, run_config, sample_fn,
                       train_labels=dataset.train_labels, curve_fn=curve, hflip=dataset.hflip)
     try:

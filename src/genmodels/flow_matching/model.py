@@ -112,6 +112,7 @@ class FlowMatching(GenerativeModel):
     guidance_samplers: ClassVar[tuple[str, ...]] = samplers
     fast_sampler: ClassVar[str | None] = "midpoint"
     has_ode_likelihood = True
+    nll_per_curve_point = False  # the NLL is an ODE solve with a divergence: no learning curve of it
 
     def __init__(self, config: FlowMatchingConfig, spec: DataSpec):
         super().__init__()
