@@ -471,6 +471,8 @@ def compare(
     samples: int = typer.Option(500, help="Samples per sample-quality score."),
     max_nfe: int = typer.Option(100, help="Most network evaluations per sample of a default sampler."),
     fast_nfes: str = typer.Option("10,20", help="NFE budgets of the families' few-step samplers."),
+    curve_points: int = typer.Option(10, help="Learning-curve points: one every minutes/N of training (10/N minutes "
+                                              "with --steps alone); each scores the curve's test images."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Run the failed rows again."),
 ) -> None:
     """Train every family on one dataset with one budget, evaluate them with one protocol, and write
@@ -481,7 +483,8 @@ def compare(
     protocol = Protocol(data=data, models=tuple(names), minutes=minutes, steps=steps, threads=threads, lr=lr,
                         batch_size=batch_size, seed=seed,
                         conditional=conditional, eval_examples=eval_examples, samples=samples, max_nfe=max_nfe,
-                        fast_nfes=_ints(fast_nfes), ood_data=ood_data, runs=runs_map, skipped=skipped)
+                        fast_nfes=_ints(fast_nfes), ood_data=ood_data, runs=runs_map, skipped=skipped,
+                        curve_points=curve_points)
     _echo(run_compare(protocol, out, jobs=jobs, retry_failed=retry_failed))
 
 

@@ -151,7 +151,7 @@ class Protocol:
 
     def command(self, models: tuple[str, ...] | None = None, out: str = "OUT") -> str:
         """The ``genmodels compare`` command line that gives this protocol (for ``models``: those rows alone);
-        ``curve_points`` and ``curve_examples`` are Python-only settings (``Protocol(...)``, :func:`run_compare`)."""
+        ``curve_examples`` is a Python-only setting (``Protocol(...)``, :func:`run_compare`)."""
         defaults = Protocol(data="", models=("x",), steps=1)
         if self.runs:
             parts = ["genmodels", "compare", *self.runs.values()]
@@ -163,7 +163,7 @@ class Protocol:
             for name in ("batch_size", "lr", "seed"):
                 if getattr(self, name) != getattr(defaults, name):
                     parts += [f"--{name.replace('_', '-')}", f"{getattr(self, name):g}"]
-        for name in ("eval_examples", "samples", "max_nfe"):
+        for name in ("eval_examples", "samples", "max_nfe", "curve_points"):
             if getattr(self, name) != getattr(defaults, name):
                 parts += [f"--{name.replace('_', '-')}", str(getattr(self, name))]
         if self.fast_nfes != defaults.fast_nfes:
