@@ -143,6 +143,7 @@ class FlowMatching(GenerativeModel):
         w = float(guidance_scale)
 
         def v(x: Tensor, t: Tensor) -> Tensor:
+            """The (guided) velocity at ``x`` ``[n, ...]`` and the scalar time ``t``."""
             tt = t.clamp(0.0, 1.0).expand(x.shape[0])
             if w == 0 or y is None:
                 return self.velocity(x, tt, y)

@@ -58,6 +58,7 @@ class ProbabilityPath:
         shape = (-1,) + (1,) * (x1.dim() - 1)
 
         def e(v: Tensor) -> Tensor:
+            """A ``[B]`` coefficient as ``[B, 1, …]`` in the data's dtype."""
             return v.to(x1.dtype).view(shape)
 
         return e(c.alpha) * x1 + e(c.sigma) * x0, e(c.d_alpha) * x1 + e(c.d_sigma) * x0

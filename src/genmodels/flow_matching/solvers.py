@@ -78,6 +78,7 @@ def solve_adaptive(v: Velocity, x: Tensor, rtol: float = 1e-5, atol: float = 1e-
     nfe = 0
 
     def f(t: Tensor, x_t: Tensor) -> Tensor:
+        """torchdiffeq's ``f(t, x)``: the velocity, counting evaluations."""
         nonlocal nfe
         nfe += 1
         return v(x_t, t)
