@@ -780,12 +780,13 @@ def _notes(protocol: Protocol, rows: list[dict]) -> list[str]:
         f"Test bits/dim: the first {_examples(rows, protocol.eval_examples)} test images of `{protocol.data}`, each "
         "family's default "
         "evaluation options (NLL kind: exact = change of variables or autoregressive; bound = an upper bound, ELBO or "
-        "diffusion VLB), mean ± standard error. Paired differences use the same images' per-example NLLs: a row is "
+        "diffusion VLB; estimate = an ODE likelihood, unbiased up to the solver's error, of dequantized data for "
+        "discrete data), mean ± standard error. Paired differences use the same images' per-example NLLs: a row is "
         f"**tied** with the row above when |Δ| ≤ {TIE_Z:g} SE, and then shares its rank.",
         f"Sample score: {protocol.samples} samples, seed {protocol.seed}, each family's default sampler with at most "
         f"{protocol.max_nfe} network evaluations per sample (where its step count allows), scored against the test "
         "split in the dataset's classifier features (fd: Fréchet distance; the floor is what real training images "
-        "score at the same sample size). Families with a few-step sampler are also scored at "
+        "score at the same sample size). Families with a few-step sampler are also scored at the most steps within "
         f"{', '.join(map(str, protocol.fast_nfes))} NFE.",
         f"Learning curves: test bits/dim of the first {protocol.curve_examples} test images every "
         f"{protocol.curve_minutes:g} training minutes (evaluation time excluded from the budget).",
