@@ -34,13 +34,13 @@ evaluations (each one network evaluation plus its backward passes).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from ..cnf import ADAPTIVE_METHODS, TraceMethod, check_ode_options, cnf_log_likelihood
+from ..cnf import ADAPTIVE_METHODS, CNFLikelihood, TraceMethod, check_ode_options, cnf_log_likelihood
 from ..divergence import EXACT_TRACE_MAX_DIM, ProbeNoise, draw_probes, exact_divergence, hutchinson_divergence
 from . import gaussian as G
 from .guidance import guided
@@ -88,25 +88,15 @@ def probability_flow_drift(model: DiffusionModel, x: Tensor, logsnr: Tensor, cli
 
 
 @dataclass
-class ODELikelihood:
-    """Log-density of points under the probability-flow ODE's model, with its two parts (module docstring).
+class ODELikelihood(CNFLikelihood):
+    """:class:`~genmodels.cnf.CNFLikelihood` (``log_p``, ``log_p_prior``, ``divergence``, ``x_prior``, ``nfe``,
+    ``trace``) in logSNR time: log p_{λ_max}(x), the prior end x(λ_min), the divergence ∫_{λ_max}^{λ_min} ∇·f dλ
+    (nats, float64, ``[B]``), and the integration range.
 
     Attributes:
-        log_p: ``[B]`` nats, log p_{λ_max}(x) = ``log_p_prior + divergence`` (float64).
-        log_p_prior: ``[B]`` nats, log N(x(λ_min); 0, I) (float64).
-        divergence: ``[B]`` nats, ∫_{λ_max}^{λ_min} ∇·f dλ, exact or Hutchinson-estimated (float64).
-        x_prior: ``[B, ...]`` x(λ_min), the points mapped to the prior end.
-        nfe: drift evaluations of the solve (the whole batch is one solve).
-        trace: ``exact`` or ``hutchinson`` (``auto`` resolved).
         logsnr_max, logsnr_min: the integration range.
     """
 
-    log_p: Tensor
-    log_p_prior: Tensor
-    divergence: Tensor
-    x_prior: Tensor
-    nfe: int
-    trace: str
     logsnr_max: float
     logsnr_min: float
 
@@ -178,5 +168,4 @@ def ode_log_likelihood(model: DiffusionModel, x: Tensor, *, trace: TraceMethod =
 
     out = cnf_log_likelihood(drift, x, hi, lo, trace=trace, hutchinson_samples=hutchinson_samples, noise=noise,
                              rtol=rtol, atol=atol, method=method, generator=generator)  # data end → prior end
-    return ODELikelihood(log_p=out.log_p, log_p_prior=out.log_p_prior, divergence=out.divergence,
-                         x_prior=out.x_prior, nfe=out.nfe, trace=out.trace, logsnr_max=hi, logsnr_min=lo)
+    return ODELikelihood(**{f.name: getattr(out, f.name) for f in fields(out)}, logsnr_max=hi, logsnr_min=lo)

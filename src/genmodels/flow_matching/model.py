@@ -213,22 +213,33 @@ class FlowMatching(GenerativeModel):
         Raises:
             KeyError: unknown sampler. ValueError: an option it does not take, steps < 1, a bad label or guidance.
         """
+        out = self.solve(self.prior(n, generator), sampler=sampler, steps=steps, y=y, guidance_scale=guidance_scale,
+                         progress=progress, keep_trajectory=keep_trajectory, **options)
+        out.x0 = out.x0.float()
+        return out
+
+    @torch.no_grad()
+    def solve(self, x0: Tensor, *, sampler: str | None = None, steps: int | None = None, y: Tensor | None = None,
+              guidance_scale: float = 0.0, progress: Progress | None = None, keep_trajectory: bool = False,
+              **options: Any) -> SampleOutput:
+        """Solve the ODE from given noise ``x0`` ``[n, *event_shape]`` at t = 0 to t = 1: :meth:`draw` from a chosen
+        start (reflow's pairs, :func:`genmodels.flow_matching.reflow.reflow_pairs`); arguments, clamping and errors
+        as there. The samples keep ``x0``'s dtype."""
         name = self.check_sampler(sampler, options)
         self.check_guidance(name, guidance_scale, y)
         if name == "ode" and steps is not None:
             raise ValueError("the adaptive 'ode' sampler has no step count (its rtol/atol set its cost); drop --steps")
-        v = self.field(self.labels_or_null(y, n), guidance_scale)
-        x = self.prior(n, generator)
+        v = self.field(self.labels_or_null(y, x0.shape[0]), guidance_scale)
         if name == "ode":
-            x1, nfe, traj = solve_adaptive(v, x, keep_trajectory=keep_trajectory, **options)
+            x1, nfe, traj = solve_adaptive(v, x0, keep_trajectory=keep_trajectory, **options)
         else:
-            x1, nfe, traj = solve_fixed(v, x, self.default_steps(name) if steps is None else steps, name, progress,
+            x1, nfe, traj = solve_fixed(v, x0, self.default_steps(name) if steps is None else steps, name, progress,
                                         keep_trajectory)
         if guidance_scale != 0:
             nfe *= 2
         if self.spec.is_discrete:
             x1 = x1.clamp(*self.spec.value_range)
-        return SampleOutput(x0=x1.float(), nfe=nfe, trajectory=traj)
+        return SampleOutput(x0=x1, nfe=nfe, trajectory=traj)
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None, **kw: Any) -> Tensor:

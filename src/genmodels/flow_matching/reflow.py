@@ -47,7 +47,7 @@ def reflow_pairs(model: FlowMatching, n: int, generator: torch.Generator | None 
                  **options: Any) -> PairPool:
     """``n`` pairs (z, Φ(z)) of ``model``'s flow: z from its prior, Φ(z) by ``sampler`` (default the adaptive
     ``ode``; ``options`` such as ``rtol``/``atol``), ``batch_size`` at a time, labels ``y`` ``[n]`` for a
-    conditional model (None: its null label). Samples of discrete data are clamped to [−1, 1] as :meth:`draw`'s.
+    conditional model (None: its null label); each batch is :meth:`FlowMatching.solve` of its noise.
 
     Raises:
         ValueError: ``n`` < 1, or what the sampler raises.
@@ -59,18 +59,7 @@ def reflow_pairs(model: FlowMatching, n: int, generator: torch.Generator | None 
     for i in range(0, n, batch_size):
         b = min(batch_size, n - i)
         z = model.prior(b, generator)
-        yb = None if y is None else y[i:i + b]
-        v = model.field(model.labels_or_null(yb, b))
-        if sampler == "ode":
-            from .solvers import solve_adaptive
-
-            x1 = solve_adaptive(v, z, **options)[0]
-        else:
-            from .solvers import solve_fixed
-
-            x1 = solve_fixed(v, z, steps or model.default_steps(sampler), sampler)[0]
-        if model.spec.is_discrete:
-            x1 = x1.clamp(*model.spec.value_range)
+        x1 = model.solve(z, sampler=sampler, steps=steps, y=None if y is None else y[i:i + b], **options).x0
         x0s.append(z)
         x1s.append(x1)
     dtype = torch.float32 if model.spec.is_image else torch.float64
