@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+from genmodels import threads
+
 
 @pytest.fixture(autouse=True, scope="module")
 def _single_thread():
@@ -12,3 +14,11 @@ def _single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(autouse=True)
+def _no_thread_tuner():
+    """A command-line call without --threads starts the process's thread tuner (genmodels.threads); it must not
+    change the thread count of the tests that follow."""
+    yield
+    threads._TUNER = None

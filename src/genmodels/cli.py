@@ -29,10 +29,8 @@ import typer
 
 from .errors import at_least, one_line, positive_numbers
 from .fileio import json_dumps
-from .threads import configure_threads, set_short_waits
+from .threads import configure_threads
 from .train_config import TrainConfig as _TC  # its defaults, for the help texts (no torch)
-
-set_short_waits()  # before torch loads: OpenMP threads spin briefly, then sleep, while they wait (genmodels.threads)
 
 app = typer.Typer(help="Train, sample and evaluate likelihood-based generative models, in bits/dim.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -55,7 +53,8 @@ def _default(text: str, field: str) -> str:
 
 PRECISION_HELP = ("Network precision: fp32 | bf16 | fp16 (GPU) | auto (bf16 where the CPU or GPU computes it "
                   "natively, else fp32).")
-THREADS_HELP = "torch threads for this process [default: OMP_NUM_THREADS, else the cores it may use]."
+THREADS_HELP = ("torch threads for this process, fixed [default: OMP_NUM_THREADS, else the cores it may use, "
+                "lowered while fewer run faster (a busy machine)].")
 
 
 def _friendly(fn: Callable) -> Callable:
@@ -65,7 +64,7 @@ def _friendly(fn: Callable) -> Callable:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         """Run the command; a library error becomes ``error: …`` and exit status 2."""
         try:
-            if "threads" in kwargs:  # a command that computes: passive waits were set at import
+            if "threads" in kwargs:  # a command that computes: no --threads: the cores, tuned (genmodels.threads)
                 configure_threads(kwargs["threads"])
             return fn(*args, **kwargs)
         except KeyError as e:  # str(KeyError) quotes its message: print the message itself

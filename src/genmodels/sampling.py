@@ -13,6 +13,7 @@ import torch
 
 from .core import GenerativeModel, Progress, SampleOutput
 from .precision import autocast, resolve_precision
+from .threads import tuned, tuner
 
 __all__ = ["draw_in_batches"]
 
@@ -35,7 +36,9 @@ def draw_in_batches(model: GenerativeModel, n: int, sampler: str | None = None, 
         **options: the sampler's own options (``model.sampler_options``).
 
     Each batch runs under ``torch.inference_mode`` (no autograd records), or ``torch.no_grad`` for a family whose
-    samplers differentiate the network (:attr:`~genmodels.core.GenerativeModel.samples_need_grad`).
+    samplers differentiate the network (:attr:`~genmodels.core.GenerativeModel.samples_need_grad`). On the CPU, with
+    a thread tuner running (:mod:`genmodels.threads`: the command line without ``--threads``), the sampler's own
+    step loop is timed for it (``draw(progress=tuned)``).
     Returns:
         :class:`~genmodels.core.SampleOutput` with ``x0`` ``[n, *event_shape]`` and ``nfe`` the evaluations per
         sample (the mean over batches, rounded, for adaptive samplers); no trajectory.
@@ -49,12 +52,13 @@ def draw_in_batches(model: GenerativeModel, n: int, sampler: str | None = None, 
     precision = resolve_precision(precision, model.device)
     no_records = torch.no_grad if model.samples_need_grad else torch.inference_mode
     starts = list(range(0, n, batch_size))
+    steps_progress = tuned if tuner() is not None and model.device.type == "cpu" else None
     xs, nfes = [], []
     for i in progress(starts) if progress else starts:
         b = min(batch_size, n - i)
         with no_records(), autocast(precision, model.device):
             out = model.draw(b, generator, sampler=sampler, steps=steps, y=None if y is None else y[i:i + b],
-                             **options)
+                             progress=steps_progress, **options)
         xs.append(out.x0.float() if out.x0.dtype in (torch.bfloat16, torch.float16) else out.x0)
         nfes.append(out.nfe * b)
     return SampleOutput(x0=torch.cat(xs), nfe=round(sum(nfes) / n))

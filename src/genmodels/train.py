@@ -54,6 +54,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
 
+from . import threads
 from .checkpoint import (
     CONFIG_NAME,
     WEIGHTS_NAME,
@@ -532,7 +533,9 @@ class Trainer:
                         window_t0 += spent
                         next_curve = (math.floor(seconds() / every) + 1) * every
                     log_now = (cur.step + 1) % cfg.log_every == 0 or cur.step + 1 == cfg.steps
+                    t_step = time.perf_counter()
                     loss, lr, grad_norm, halflife, skipped = self._train_step(cur)
+                    self._tune_threads(cur.step, time.perf_counter() - t_step)
                     if not skipped:
                         window_loss += loss
                         window_steps += 1
@@ -700,6 +703,18 @@ class Trainer:
                "range), or a --set option that removes a safeguard (e.g. --set clip_x0=false); --skip-nonfinite N "
                "skips up to N such steps in a row instead of stopping")
         return NonFiniteError(msg, step, what, self._checkpoint_step)
+
+    def _tune_threads(self, step: int, seconds: float) -> None:
+        """Give a CPU step's time to the process's thread tuner (:mod:`genmodels.threads`; none unless the command
+        line chose the count); a switch is logged as ``{"event": "threads"}`` in metrics.jsonl."""
+        tuner = threads.tuner()
+        if tuner is None or self.config.num_threads is not None or self.accelerator.device.type != "cpu":
+            return  # no tuner, a count the config fixes, or a GPU's step (its CPU threads barely matter)
+        n = len(tuner.changes)
+        tuner.record(seconds)
+        for old, new, means in tuner.changes[n:]:
+            self._log_event({"step": step, "event": "threads", "threads": new, "previous": old,
+                             "step_seconds": {str(c): m for c, m in means.items()}})
 
     def _agree(self, code: int) -> int:
         """The largest stop code over all processes (0: go on), so all stop at the same step."""
