@@ -42,10 +42,21 @@ CASES = [
 ]
 
 
-LOOSE = {"glow-image": 1e-3}
-"""Cases compared to a looser tolerance than 1e-6, with the reason: Glow's evaluation inverts its 1×1 convolutions
-(LU, LAPACK), whose float32 rounding differs between CPUs (recorded on an AMD EPYC; an Intel Xeon gives NLLs 9e-5
-apart, samples 1e-3 apart, with the two training losses still equal to 5e-7)."""
+LOOSE: dict[str, dict[str, float]] = {
+    "glow-image": {"losses": 1e-3, "nll": 1e-3, "sample": 1e-3},
+    "flow_matching-image": {"nll": 3e-3},
+    "flow_matching-toy": {"nll": 1e-4},
+}
+"""Keys of cases compared to a looser tolerance than 1e-6 (``nll`` covers its terms too), with the reason:
+
+- Glow's evaluation inverts its 1×1 convolutions (LU, LAPACK), whose float32 rounding differs between CPUs
+  (recorded on an AMD EPYC; an Intel Xeon gives NLLs 9e-5 apart, samples 1e-3 apart, with the two training
+  losses still equal to 5e-7).
+- Flow matching's NLL comes from an adaptive dopri5 solve at rtol = atol = 1e-5, so it is defined only to the
+  solver's accuracy: a CPU without AVX-512 rounds the network differently, the step-size control takes other
+  steps, and the end state moves. Measured on such a CPU against values recorded on one with AVX-512: the 8×8
+  image's prior and divergence terms 1.0e-3 nats apart (64 dimensions; the NLL, ~202 nats, 6e-4 apart), the 2-D
+  toy's 3e-6 apart. Its losses and samples (fixed steps) stay within 1e-6."""
 
 
 def _data(spec, n: int, seed: int) -> torch.Tensor:
@@ -97,22 +108,22 @@ def run_case(family: str, spec_kw: dict, sample_kw: dict) -> dict:
 
 @pytest.mark.parametrize("case,family,spec,sample_kw", CASES, ids=[c[0] for c in CASES])
 def test_golden(case, family, spec, sample_kw):
-    """The tiny seeded run gives the recorded numbers (to 1e-6; :data:`LOOSE` for the cases listed there)."""
+    """The tiny seeded run gives the recorded numbers (to 1e-6; :data:`LOOSE` for the keys listed there)."""
     golden = json.loads(GOLDEN.read_text())[case]
     got = run_case(family, spec, sample_kw)
-    tol = LOOSE.get(case, 1e-6)
+    tol = {key: LOOSE.get(case, {}).get(key, 1e-6) for key in ("losses", "nll", "sample")}
     assert got["sample_shape"] == golden["sample_shape"]
     assert (got["nll"] is None) == (golden["nll"] is None)
     for key in ("losses", "nll", "sample"):
         if golden[key] is not None:
             torch.testing.assert_close(torch.tensor(got[key], dtype=torch.float64),
-                                       torch.tensor(golden[key], dtype=torch.float64), rtol=tol, atol=tol,
+                                       torch.tensor(golden[key], dtype=torch.float64), rtol=tol[key], atol=tol[key],
                                        msg=lambda m: f"{case} {key}: {m}")  # noqa: B023  called at once, in this iteration
     if golden["nll"] is not None:
         assert sorted(got["terms"]) == sorted(golden["terms"])
         for k, v in golden["terms"].items():
             torch.testing.assert_close(torch.tensor(got["terms"][k], dtype=torch.float64),
-                                       torch.tensor(v, dtype=torch.float64), rtol=tol, atol=tol)
+                                       torch.tensor(v, dtype=torch.float64), rtol=tol["nll"], atol=tol["nll"])
 
 
 if __name__ == "__main__":
