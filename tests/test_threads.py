@@ -167,3 +167,20 @@ def test_draw_in_batches_times_the_samplers_steps(monkeypatch):
     monkeypatch.setattr(T, "_TUNER", None)
     out = draw_in_batches(model, 6, "ancestral", generator=torch.Generator().manual_seed(0), batch_size=3)
     assert out.x0.shape == (6, *SPEC.event_shape)
+
+
+def test_evaluate_nll_times_its_batches(monkeypatch):
+    """The bound's batches are records on the CPU (3 batches of at most 4 of 10 examples)."""
+    from _gaussian_data import SPEC
+    from genmodels.diffusion.ddpm import DDPM, DDPMConfig
+    from genmodels.diffusion.schedules import ScheduleConfig
+    from genmodels.metrics.likelihood import evaluate_nll
+    from genmodels.nets.mlp import MLPConfig
+
+    config = DDPMConfig(schedule=ScheduleConfig(kind="cosine", T=20), mlp=MLPConfig(hidden=8, depth=1))
+    model = DDPM(config, SPEC).eval()
+    rec = Recorder()
+    monkeypatch.setattr(T, "_TUNER", rec)
+    x = torch.randn(10, *SPEC.event_shape).clamp(-1, 1)
+    report = evaluate_nll(model, x, batch_size=4, generator=torch.Generator().manual_seed(0))
+    assert len(rec.steps) == 3 and report.examples == 10
