@@ -8,22 +8,28 @@ Configurations (each a fresh process: OpenMP reads its wait policy once, when to
 - ``before``: what ``genmodels train`` did before issue 18: torch's default thread count, no wait policy set
   (libgomp's default: spin for a while at each barrier, then sleep);
 - ``ours``: what it does now: :func:`genmodels.threads.configure_threads` with no count (the usable cores, libgomp's
-  default waits) and its :class:`~genmodels.threads.ThreadTuner` fed every step, as the trainer does. It runs for
-  ``--ours-seconds`` (default 150: past the tuner's first re-probe at 120 s), so its probes are paid inside the
-  measurement: the tuner starts after the warm-up steps that every configuration skips.
+  default waits) and its :class:`~genmodels.threads.ThreadTuner` fed every step, as the trainer does. The tuner
+  starts after the warm-up steps that every configuration skips, so its first probes (each candidate count tried
+  for a step or two) are paid inside the measurement.
+
+Every measurement runs for ``--seconds`` (default 60, at least ``--steps`` steps): the same window for all three,
+because this machine's speed drifts over minutes (one thread, idle: 26–35 img/s across one run) and a short window
+against a long one compares the drift. A 60 s window holds the tuner's start-up probes and no re-probe (every 120 s):
+it charges the tuner more than a long run would.
 
 Each is measured idle and while this script keeps one core busy with a spinning process it starts and stops itself
 (``python -c "while True: pass"``). The step is the Fashion-MNIST DDPM's (batch 64, the CLI's default config):
 ``model.loss(x).mean()`` + backward + AdamW. Rounds alternate the configurations; per configuration we report the
-median images/s over rounds, and the ratios the issue asks for, measured in the same run:
+median images/s over rounds, and the ratios the issue asks for, each taken within a round (the two configurations
+run back to back), then their median and minimum over rounds (BENCHMARKING.md):
 
 - contended ``ours`` / contended ``one`` (≥ 0.8);
 - idle ``ours`` / idle ``before`` (within 5%).
 
 Usage::
 
-    python benchmarks/threads_contention.py                # 3 rounds × 6 measurements (~20 minutes)
-    python benchmarks/threads_contention.py --rounds 1 --steps 3 --ours-seconds 10   # smoke
+    python benchmarks/threads_contention.py                # 3 rounds × 6 measurements of 60 s (~20 minutes)
+    python benchmarks/threads_contention.py --rounds 1 --steps 3 --seconds 5   # smoke
 """
 
 from __future__ import annotations
@@ -40,10 +46,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "results" / "threads_contention.json"
 CONFIGS = ("one", "before", "ours")
+ORDER_IDLE = ("one", "before", "ours")
+ORDER_BUSY = ("before", "one", "ours")
+PAIRS = {"busy: ours / one": ("ours busy", "one busy"), "busy: before / one": ("before busy", "one busy"),
+         "idle: ours / before": ("ours", "before"), "idle: ours / one": ("ours", "one")}
+"""The ratios reported: per round (the two measured minutes apart at most), then their median and minimum."""
 _WAIT_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 
 
-def worker(config: str, steps: int, warmup: int, ours_seconds: float) -> None:
+def worker(config: str, steps: int, warmup: int, seconds: float) -> None:
     """One measurement (in its own process): prints a JSON line with images/s and the threads used."""
     import torch
 
@@ -72,7 +83,7 @@ def worker(config: str, steps: int, warmup: int, ours_seconds: float) -> None:
     if config == "ours":
         T.configure_threads()  # no count asked for: the usable cores, and the tuner
     done, t0 = 0, time.perf_counter()
-    while (done < steps) if config != "ours" else (time.perf_counter() - t0 < ours_seconds or done < steps):
+    while time.perf_counter() - t0 < seconds or done < steps:
         ts = time.perf_counter()
         step()
         T.record(time.perf_counter() - ts)  # no tuner (one, before): does nothing
@@ -85,10 +96,10 @@ def worker(config: str, steps: int, warmup: int, ours_seconds: float) -> None:
                       "images_per_sec": done * 64 / dt}))
 
 
-def _measure(config: str, steps: int, warmup: int, ours_seconds: float) -> dict:
+def _measure(config: str, steps: int, warmup: int, seconds: float) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in (*_WAIT_VARS, "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     out = subprocess.run([sys.executable, __file__, "--worker", config, "--steps", str(steps), "--warmup",
-                          str(warmup), "--ours-seconds", str(ours_seconds)], env=env, capture_output=True, text=True,
+                          str(warmup), "--seconds", str(seconds)], env=env, capture_output=True, text=True,
                          timeout=1200)
     if out.returncode:
         raise RuntimeError(out.stderr[-2000:])
@@ -101,11 +112,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--ours-seconds", type=float, default=150.0)
+    ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = ap.parse_args()
     if args.worker:
-        worker(args.worker, args.steps, args.warmup, args.ours_seconds)
+        worker(args.worker, args.steps, args.warmup, args.seconds)
         return
     sys.path.insert(0, str(HERE))
     import _machine
@@ -117,8 +128,9 @@ def main() -> None:
             busy = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if contended else None
             try:
                 time.sleep(0.5 if busy else 0)
-                for config in CONFIGS if r % 2 == 0 else CONFIGS[::-1]:
-                    m = _measure(config, args.steps, args.warmup, args.ours_seconds)
+                order = ORDER_BUSY if contended else ORDER_IDLE  # the two configurations compared run back to back
+                for config in order if r % 2 == 0 else order[::-1]:
+                    m = _measure(config, args.steps, args.warmup, args.seconds)
                     key = f"{config}{' busy' if contended else ''}"
                     results.setdefault(key, []).append(m["images_per_sec"])
                     threads[config] = m["threads"]
@@ -129,19 +141,18 @@ def main() -> None:
                     busy.kill()
                     busy.wait()
     med = {k: statistics.median(v) for k, v in results.items()}
-    ratios = {"busy: ours / one": med["ours busy"] / med["one busy"],
-              "busy: before / one": med["before busy"] / med["one busy"],
-              "idle: ours / before": med["ours"] / med["before"],
-              "idle: ours / one": med["ours"] / med["one"]}
+    per_round = {k: [a / b for a, b in zip(results[num], results[den], strict=True)] for k, (num, den) in PAIRS.items()}
+    ratios = {k: {"median": statistics.median(v), "min": min(v), "per_round": v} for k, v in per_round.items()}
     print("| configuration | threads | idle img/s | one core busy img/s |\n|---|---|---|---|")
     for c in CONFIGS:
         print(f"| {c} | {threads[c]} | {med[c]:.1f} | {med[c + ' busy']:.1f} |")
     for k, v in ratios.items():
-        print(f"{k}: {v:.2f}")
+        print(f"{k}: median {v['median']:.2f}, min {v['min']:.2f} (per round: "
+              f"{', '.join(f'{x:.2f}' for x in v['per_round'])})")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"machine": _machine.machine(),
                                     "images_per_sec": results, "median": med, "threads": threads,
-                                    "ratios": ratios, "steps": args.steps, "ours_seconds": args.ours_seconds,
+                                    "ratios": ratios, "steps": args.steps, "seconds": args.seconds,
                                     "rounds": args.rounds}, indent=2))
 
 
