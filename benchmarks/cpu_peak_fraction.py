@@ -7,9 +7,10 @@ N×N matmul (N = 2048, best of three blocks: :func:`gpu_unet.matmul_peak`). Step
 ``--rounds``; medians reported.
 
     python benchmarks/cpu_peak_fraction.py --rounds 3 --steps 10
+    python benchmarks/cpu_peak_fraction.py --rounds 3 --steps 10 --precisions fp32   # a CPU without native bf16
 """
 
-# ruff: noqa: I001  (genmodels.cli sets the OpenMP waits and must load before torch)
+# ruff: noqa: I001  (genmodels.cli loads before torch, as in `genmodels train`)
 from __future__ import annotations
 
 import argparse
@@ -22,7 +23,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import genmodels.cli  # noqa: E402,F401  (the command line's OpenMP waits, before torch loads)
+import genmodels.cli  # noqa: E402,F401  (the command line's process set-up, before torch loads)
 import torch  # noqa: E402
 from gpu_unet import count_flops, matmul_peak  # noqa: E402
 
@@ -59,23 +60,28 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--peak-size", type=int, default=2048)
+    ap.add_argument("--precisions", default="fp32,bf16",
+                    help="comma-separated; fp32 alone on a CPU without native bf16 (emulated bf16 is very slow)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     ds = load_dataset("fashion-mnist")
     x = ds.train[:64].float()
     step = Step(ds.spec)
     flops = count_flops(step, x)["step_flops"] * len(x)  # per step
-    step.run(x, "fp32", 2)
-    step.run(x, "bf16", 2)  # warm-up
-    sec = {"fp32": [], "bf16": []}
-    peak = {"fp32": [], "bf16": []}
+    precisions = [p for p in args.precisions.split(",") if p]
+    if not precisions or set(precisions) - {"fp32", "bf16"}:
+        sys.exit(f"--precisions {args.precisions!r}: give fp32, bf16 or both, comma-separated")
+    for p in precisions:
+        step.run(x, p, 2)  # warm-up
+    sec: dict[str, list[float]] = {p: [] for p in precisions}
+    peak: dict[str, list[float]] = {p: [] for p in precisions}
     for _ in range(args.rounds):
-        for p in ("fp32", "bf16"):
+        for p in precisions:
             peak[p].append(matmul_peak(torch.float32 if p == "fp32" else torch.bfloat16, args.peak_size, 5,
                                        torch.device("cpu")))
             sec[p].append(step.run(x, p, args.steps))
     rows = {}
-    for p in ("fp32", "bf16"):
+    for p in precisions:
         s, pk = statistics.median(sec[p]), statistics.median(peak[p])
         rows[p] = {"img_per_s": len(x) / s, "gflops": flops / s / 1e9, "peak_gflops": pk / 1e9,
                    "fraction_of_peak": flops / s / pk}

@@ -133,7 +133,7 @@ def main() -> None:
                     m = _measure(config, args.steps, args.warmup, args.seconds)
                     key = f"{config}{' busy' if contended else ''}"
                     results.setdefault(key, []).append(m["images_per_sec"])
-                    threads[config] = m["threads"]
+                    threads[key] = m["threads"]
                     print(f"round {r} {key:12s} {m['threads']} thread(s) at the end, switches {m['changes']}, "
                           f"{m['steps']} steps, policy {m['policy']}: {m['images_per_sec']:.1f} img/s", flush=True)
             finally:
@@ -143,9 +143,10 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in results.items()}
     per_round = {k: [a / b for a, b in zip(results[num], results[den], strict=True)] for k, (num, den) in PAIRS.items()}
     ratios = {k: {"median": statistics.median(v), "min": min(v), "per_round": v} for k, v in per_round.items()}
-    print("| configuration | threads | idle img/s | one core busy img/s |\n|---|---|---|---|")
+    print("| configuration | idle: threads at the end | idle img/s | busy: threads at the end | one core busy img/s |\n"
+          "|---|---|---|---|---|")
     for c in CONFIGS:
-        print(f"| {c} | {threads[c]} | {med[c]:.1f} | {med[c + ' busy']:.1f} |")
+        print(f"| {c} | {threads[c]} | {med[c]:.1f} | {threads[c + ' busy']} | {med[c + ' busy']:.1f} |")
     for k, v in ratios.items():
         print(f"{k}: median {v['median']:.2f}, min {v['min']:.2f} (per round: "
               f"{', '.join(f'{x:.2f}' for x in v['per_round'])})")

@@ -1,21 +1,24 @@
 """How many threads torch uses, and how that count follows a busy machine.
 
-Measured on our 2-core machines (BENCHMARKS.md, "Threads on a busy machine", ``benchmarks/threads_contention.py``):
-with libgomp's default waits (spin ~300 000 iterations at each barrier before sleeping), two threads while another
-process keeps one core busy trained the Fashion-MNIST DDPM at 0.5× one thread (5.7× slower on a busier machine),
-because the thread that still runs spins waiting for the descheduled one. No wait policy keeps both cases: fully
-passive waits (``OMP_WAIT_POLICY=PASSIVE``) keep the one-thread speed under contention but cost 14–30% idle; a short
-spin (``GOMP_SPINCOUNT=1000``) kept 0.84–0.88× one thread busy but cost 4–10% idle (0.90× on an Intel Xeon). The wait
-policy is read once, when torch loads; the thread count can change at any time. So the command line leaves the
-waits at libgomp's default (the fastest idle) and lets a :class:`ThreadTuner` choose the count from the work itself:
-it times a few steps at the usable cores (:func:`available_cores`: CPU affinity and cgroup quota) and at fewer,
-keeps the fastest, and measures again every two minutes or as soon as its steps slow down by half.
+Measured on our 2-core machines (BENCHMARKS.md, "Threads with a competing process",
+``benchmarks/threads_contention.py``): with libgomp's default waits (spin ~300 000 iterations at each barrier before
+sleeping), two threads while another process keeps one core busy trained the Fashion-MNIST DDPM at 0.5–0.6× one thread
+(5.7× slower on a busier machine), because the thread that still runs spins waiting for the descheduled one. No wait
+policy keeps both cases: fully passive waits (``OMP_WAIT_POLICY=PASSIVE``) keep the one-thread speed under contention
+but cost 14–30% idle; a short spin (``GOMP_SPINCOUNT=1000``) kept 0.84–0.88× one thread busy but cost 4–10% idle (0.90×
+on an Intel Xeon). The wait policy is read once, when torch loads; the thread count can change at any time. So the
+command line leaves the waits at libgomp's default (the fastest idle) and lets a :class:`ThreadTuner` choose the count
+from the work itself: it times a few steps at the usable cores (:func:`available_cores`: CPU affinity and cgroup quota)
+and at fewer, keeps the fastest, and measures again every two minutes or as soon as its steps slow down by half.
+Measured with it: 0.96× the one-thread speed with a core busy (torch's default: 0.62×) and 0.98× torch's default idle
+(medians of 4 paired rounds).
 
 - :func:`configure_threads` sets the count; with no count asked for (no ``--threads``, no ``OMP_NUM_THREADS``) it
   also starts the process's tuner (:func:`tuner`).
 - A loop hands its steps to the tuner with :func:`record` (the trainer: the optimizer step) or :func:`tuned` (an
-  iterator wrapper: the samplers' step loops through :func:`genmodels.sampling.draw_in_batches`). Without a tuner
-  both do nothing, so a library user's threads stay as they set them.
+  iterator wrapper: the samplers' step loops through :func:`genmodels.sampling.draw_in_batches`, the test NLL's
+  batches in :func:`genmodels.metrics.evaluate_nll`). Without a tuner both do nothing, so a library user's threads
+  stay as they set them.
 - Numbers depend on the thread count (the order of floating-point sums: 5e-6 apart in a DDPM gradient at 1 vs 2
   threads), so a tuned run is reproducible to rounding, not bitwise; ``--threads N`` pins the count.
 
